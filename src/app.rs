@@ -1,0 +1,212 @@
+//! Wiring: `build` turns a `Config` into a bound, ready `App`; `App::run` serves until the
+//! shutdown token fires, then drains within `shutdown_grace`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
+use std::future::IntoFuture as _;
+
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::endpoint::EndpointKeys;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+/// Everything a handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub keys: Arc<EndpointKeys>,
+    /// Base of push endpoint URLs, without a trailing slash.
+    pub public_url: Arc<str>,
+    /// Fires when the server starts shutting down; connections close with "going away".
+    pub shutdown: CancellationToken,
+    /// Device connections, awaited on shutdown.
+    pub tracker: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database")]
+    Store(#[from] StoreError),
+    #[error("cannot use the endpoint key file {path}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the endpoint key file {0} does not hold 32 bytes in base64")]
+    KeyFileContent(std::path::PathBuf),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    addr: SocketAddr,
+}
+
+/// Opens the store (applying migrations), loads the endpoint key and binds the listener.
+pub async fn build(config: Config) -> Result<App, StartError> {
+    let store = crate::store::open(&config.database_url(), &config).await?;
+    let secret = match config.secret_key_bytes() {
+        Some(secret) => secret,
+        None => load_or_create_key(&config.data_dir.join("secret.key"))?,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let public_url = if config.public_url.is_empty() {
+        format!("http://{addr}")
+    } else {
+        config.public_url.trim_end_matches('/').to_owned()
+    };
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        registry: Arc::new(Registry::default()),
+        metrics: Arc::new(Metrics::default()),
+        keys: Arc::new(EndpointKeys::new(&secret)),
+        public_url: public_url.into(),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    Ok(App { listener, state, addr })
+}
+
+impl App {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` fires; then stops accepting, closes device sockets with 1001
+    /// ("going away"), waits up to `shutdown_grace` for them and for in-flight requests, and
+    /// closes the store so every write has finished.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let App { listener, state, .. } = self;
+        let stop = shutdown.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, router(state.clone()))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future(),
+        );
+        shutdown.cancelled().await;
+        // Device sockets are upgraded connections, which the HTTP server no longer tracks.
+        state.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
+        let served = match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => {
+                tracing::warn!("http requests did not finish within the shutdown grace");
+                Ok(())
+            }
+        };
+        state.tracker.close();
+        if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
+            tracing::warn!("device connections did not close within the shutdown grace");
+        }
+        state.store.close().await;
+        served
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(crate::ws::upgrade))
+        .route(
+            "/update/{token}",
+            put(crate::update::put).fallback(crate::update::method_not_allowed),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(any(not_found))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.check().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok", "store": "ok"})).into_response(),
+        Err(error) => {
+            tracing::warn!(error = %crate::error::chain(&error), "health check: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "unavailable", "store": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such path")
+}
+
+/// The endpoint key lives beside the database unless configured: created once, readable by the
+/// owner only. Losing it invalidates every push endpoint handed out.
+fn load_or_create_key(path: &Path) -> Result<[u8; 32], StartError> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let key_error = |source| StartError::KeyFile { path: path.to_owned(), source };
+    match std::fs::read_to_string(path) {
+        Ok(text) => STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| StartError::KeyFileContent(path.to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(key_error)?;
+            }
+            let key: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(path) {
+                Ok(mut file) => {
+                    use std::io::Write as _;
+                    file.write_all(STANDARD.encode(key).as_bytes()).map_err(key_error)?;
+                    file.sync_all().map_err(key_error)?;
+                    Ok(key)
+                }
+                // Another process created it first: use theirs.
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+                Err(error) => Err(key_error(error)),
+            }
+        }
+        Err(error) => Err(key_error(error)),
+    }
+}

@@ -1,0 +1,311 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `PRESENCE_*` environment
+//! variables, then command-line flags. Each layer is a flat TOML table merged over the one below,
+//! and the result is deserialized and validated once.
+//!
+//! Loading is a pure function of its inputs (file text, environment pairs, flag pairs) so tests
+//! never touch the process environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The documented sample configuration; also the built-in defaults.
+pub const DEFAULTS: &str = include_str!("../presence.sample.toml");
+
+/// Largest `data` an AppServer may attach to a SimplePush update (section 8 of the reference).
+pub const MAX_UPDATE_DATA: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Survives a crash of the process (kill -9); the last commits may be lost on power loss.
+    Normal,
+    /// Every commit is fsynced: also survives power loss, at the cost of one fsync per write.
+    Full,
+}
+
+/// Everything `presence serve` can be told. Field names are the TOML keys; the environment
+/// variable for a key is `PRESENCE_` + the key in upper case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/presence.db`.
+    #[serde(default)]
+    pub database_url: String,
+    /// Base of push endpoint URLs; empty means `http://<bound address>`.
+    #[serde(default)]
+    pub public_url: String,
+    /// 32 bytes, base64, sealing endpoint tokens; empty means a key kept in `<data_dir>/secret.key`.
+    #[serde(default)]
+    pub secret_key: SecretString,
+    pub log_format: LogFormat,
+    pub sqlite_synchronous: SqliteSync,
+
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ping_min_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ws_ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ws_pong_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+
+    pub max_message_size: usize,
+    pub ws_read_buffer: usize,
+    pub ws_write_buffer_max: usize,
+    pub outbound_queue: usize,
+    pub max_channels_per_uaid: u32,
+    pub max_stored_per_uaid: u32,
+    pub max_update_body: usize,
+}
+
+impl Config {
+    /// Merges the layers and validates the result.
+    ///
+    /// `file` is the path and text of the `--config` file, `env` every environment pair (only
+    /// `PRESENCE_*` ones are read), `flags` the `key = value` pairs given on the command line.
+    pub fn load<'a>(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = DEFAULTS.parse().expect("the sample configuration parses");
+        if let Some((path, text)) = file {
+            let layer: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+            for (key, value) in layer {
+                known_key(&table, &key, &format!("in {}", path.display()))?;
+                table.insert(key, value);
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("PRESENCE_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            known_key(&table, &key, &format!("(environment variable {name})"))?;
+            table.insert(key.clone(), typed_like(&table[&key], value));
+        }
+        for (key, value) in flags {
+            known_key(&table, key, "(flag)")?;
+            table.insert(key.to_owned(), typed_like(&table[key], value));
+        }
+        let config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
+            let message = e.message().trim().to_owned();
+            // Name the setting: the first one that alone makes the defaults fail.
+            let defaults: toml::Table = DEFAULTS.parse().expect("the sample configuration parses");
+            let culprit = table.iter().find(|(key, value)| {
+                let mut alone = defaults.clone();
+                alone.insert((*key).clone(), (*value).clone());
+                toml::Value::Table(alone).try_into::<Config>().is_err()
+            });
+            ConfigError::Invalid(match culprit {
+                Some((key, _)) => format!("{key}: {message}"),
+                None => message,
+            })
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |s: String| Err(ConfigError::Invalid(s));
+        if !self.database_url.is_empty()
+            && !self.database_url.starts_with("sqlite:")
+            && !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return invalid(format!(
+                "database_url must start with sqlite: or postgres://, not {:?}",
+                redact_url(&self.database_url)
+            ));
+        }
+        if !self.public_url.is_empty() {
+            match Url::parse(&self.public_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+                _ => return invalid(format!("public_url must be an absolute http(s) URL, not {:?}", self.public_url)),
+            }
+        }
+        if !self.secret_key.expose_secret().is_empty() && decode_key(&self.secret_key).is_none() {
+            return invalid("secret_key must be 32 bytes in base64".into());
+        }
+        for (name, value) in [
+            ("hello_timeout", self.hello_timeout),
+            ("ws_ping_interval", self.ws_ping_interval),
+            ("ws_pong_timeout", self.ws_pong_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{name} must be longer than zero"));
+            }
+        }
+        if self.max_message_size < 1024 {
+            return invalid("max_message_size must be at least 1024 bytes".into());
+        }
+        if self.ws_read_buffer < 256 || self.ws_read_buffer > 1 << 20 {
+            return invalid("ws_read_buffer must be between 256 bytes and 1 MiB".into());
+        }
+        if self.ws_write_buffer_max < self.max_message_size {
+            return invalid("ws_write_buffer_max must be at least max_message_size".into());
+        }
+        if self.outbound_queue == 0 {
+            return invalid("outbound_queue must be at least 1".into());
+        }
+        if self.max_channels_per_uaid == 0 || self.max_stored_per_uaid == 0 {
+            return invalid("max_channels_per_uaid and max_stored_per_uaid must be at least 1".into());
+        }
+        if self.max_update_body < 3 * MAX_UPDATE_DATA {
+            return invalid(format!(
+                "max_update_body must be at least {} bytes to carry {} bytes of form-encoded data",
+                3 * MAX_UPDATE_DATA,
+                MAX_UPDATE_DATA
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("presence.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The configured endpoint key, if one was given.
+    pub fn secret_key_bytes(&self) -> Option<[u8; 32]> {
+        decode_key(&self.secret_key)
+    }
+}
+
+fn decode_key(key: &SecretString) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.expose_secret().trim())
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+fn known_key(table: &toml::Table, key: &str, whence: &str) -> Result<(), ConfigError> {
+    if table.contains_key(key) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!("unknown setting {key:?} {whence}")))
+    }
+}
+
+/// Environment variables and flags are strings; give them the type of the default they replace
+/// so `PRESENCE_MAX_MESSAGE_SIZE=8192` is a number and `PRESENCE_LISTEN=…` stays a string.
+fn typed_like(default: &toml::Value, value: String) -> toml::Value {
+    match default {
+        toml::Value::Integer(_) => value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or(toml::Value::String(value)),
+        toml::Value::Boolean(_) => value
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .unwrap_or(toml::Value::String(value)),
+        _ => toml::Value::String(value),
+    }
+}
+
+/// A database URL with any password replaced, for messages.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("****"));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(
+            file.map(|text| (Path::new("test.toml"), text)),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            flags.iter().map(|(k, v)| (*k, v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = load(None, &[], &[]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./presence-data"));
+        assert_eq!(config.database_url(), "sqlite://./presence-data/presence.db");
+        assert_eq!(config.ping_min_interval, Duration::from_secs(55));
+    }
+
+    #[test]
+    fn later_layers_override_earlier_ones() {
+        let config = load(
+            Some("listen = \"127.0.0.1:9000\"\nmax_channels_per_uaid = 5\nhello_timeout = \"3s\""),
+            &[("PRESENCE_MAX_CHANNELS_PER_UAID", "7"), ("HOME", "/root")],
+            &[("listen", "127.0.0.1:0")],
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.max_channels_per_uaid, 7);
+        assert_eq!(config.hello_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unknown_and_malformed_settings_are_refused_with_one_sentence() {
+        let err = load(None, &[("PRESENCE_LISTNE", "x")], &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"listne\""), "{err}");
+        let err = load(None, &[], &[("listen", "not an address")]).unwrap_err().to_string();
+        assert!(err.starts_with("invalid configuration: listen:"), "{err}");
+        let err = load(None, &[], &[("hello_timeout", "soon")]).unwrap_err().to_string();
+        assert!(err.starts_with("invalid configuration"), "{err}");
+        let err = load(None, &[], &[("database_url", "mysql://x")]).unwrap_err().to_string();
+        assert!(err.contains("database_url"), "{err}");
+        let err = load(Some("listen = "), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("not valid TOML"), "{err}");
+        let err = load(None, &[], &[("secret_key", "c2hvcnQ=")]).unwrap_err().to_string();
+        assert!(err.contains("secret_key"), "{err}");
+    }
+
+    #[test]
+    fn passwords_in_database_urls_are_redacted() {
+        assert_eq!(redact_url("postgres://u:hunter2@db/p"), "postgres://u:****@db/p");
+    }
+}

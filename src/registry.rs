@@ -1,0 +1,148 @@
+//! Which UAIDs are connected to this node, and a bounded queue to each connection.
+//!
+//! A newer connection for a UAID replaces the older one: attaching cancels the older
+//! connection's `replaced` token, and its socket loop closes. The map is sharded so that
+//! connects, disconnects and deliveries on different UAIDs rarely contend.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::Uaid;
+use crate::store::PushUpdate;
+
+const SHARDS: usize = 32;
+
+/// What the rest of the server can hand a connected device.
+#[derive(Debug)]
+pub enum Outbound {
+    Update(PushUpdate),
+}
+
+/// The outcome of handing something to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued on the device's live connection.
+    Queued,
+    /// The device is not connected here.
+    NotConnected,
+    /// The connection's queue is full (a slow reader); the caller falls back to storage.
+    QueueFull,
+}
+
+struct Entry {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+    replaced: CancellationToken,
+}
+
+/// The receiving side a connection keeps while it is attached.
+pub struct Attachment {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub replaced: CancellationToken,
+}
+
+pub struct Registry {
+    shards: Vec<Mutex<HashMap<Uaid, Entry>>>,
+    hasher: std::collections::hash_map::RandomState,
+    next_id: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, uaid: &Uaid) -> std::sync::MutexGuard<'_, HashMap<Uaid, Entry>> {
+        let mut h = self.hasher.build_hasher();
+        uaid.hash(&mut h);
+        let index = (h.finish() as usize) % SHARDS;
+        // A poisoned shard only means another thread panicked mid-update of a plain map.
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes this connection the UAID's live one, replacing (and closing) any older one.
+    pub fn attach(&self, uaid: Uaid, queue: usize) -> Attachment {
+        let (tx, rx) = mpsc::channel(queue);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let replaced = CancellationToken::new();
+        let entry = Entry { id, tx, replaced: replaced.clone() };
+        if let Some(older) = self.shard(&uaid).insert(uaid, entry) {
+            older.replaced.cancel();
+        }
+        Attachment { id, rx, replaced }
+    }
+
+    /// Forgets the connection, unless a newer one has already taken its place.
+    pub fn detach(&self, uaid: &Uaid, id: u64) {
+        let mut shard = self.shard(uaid);
+        if shard.get(uaid).is_some_and(|e| e.id == id) {
+            shard.remove(uaid);
+        }
+    }
+
+    pub fn deliver(&self, uaid: &Uaid, message: Outbound) -> Delivery {
+        let shard = self.shard(uaid);
+        let Some(entry) = shard.get(uaid) else {
+            return Delivery::NotConnected;
+        };
+        match entry.tx.try_send(message) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::QueueFull,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::NotConnected,
+        }
+    }
+
+    pub fn is_connected(&self, uaid: &Uaid) -> bool {
+        self.shard(uaid).contains_key(uaid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update() -> Outbound {
+        Outbound::Update(PushUpdate {
+            channel: crate::ids::ChannelId::from_bytes([1; 16]),
+            version: 1,
+            data: None,
+        })
+    }
+
+    #[test]
+    fn a_newer_attachment_replaces_the_older() {
+        let registry = Registry::default();
+        let uaid = Uaid::random();
+        let first = registry.attach(uaid, 4);
+        let mut second = registry.attach(uaid, 4);
+        assert!(first.replaced.is_cancelled());
+        assert!(!second.replaced.is_cancelled());
+        // The older one detaching must not remove the newer.
+        registry.detach(&uaid, first.id);
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
+        assert!(second.rx.try_recv().is_ok());
+        registry.detach(&uaid, second.id);
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::NotConnected);
+    }
+
+    #[test]
+    fn a_full_queue_is_reported_not_blocked_on() {
+        let registry = Registry::default();
+        let uaid = Uaid::random();
+        let _attached = registry.attach(uaid, 1);
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::QueueFull);
+    }
+}
