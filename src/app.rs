@@ -74,8 +74,14 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     };
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let public_url = if config.public_url.is_empty() {
         format!("http://{addr}")
     } else {
@@ -91,7 +97,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
-    Ok(App { listener, state, addr })
+    Ok(App {
+        listener,
+        state,
+        addr,
+    })
 }
 
 impl App {
@@ -127,7 +137,10 @@ impl App {
             }
         };
         state.tracker.close();
-        if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, state.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("device connections did not close within the shutdown grace");
         }
         state.store.close().await;
@@ -179,7 +192,10 @@ async fn not_found() -> ApiError {
 fn load_or_create_key(path: &Path) -> Result<[u8; 32], StartError> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    let key_error = |source| StartError::KeyFile { path: path.to_owned(), source };
+    let key_error = |source| StartError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
     match std::fs::read_to_string(path) {
         Ok(text) => STANDARD
             .decode(text.trim())
@@ -198,7 +214,8 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], StartError> {
             match options.open(path) {
                 Ok(mut file) => {
                     use std::io::Write as _;
-                    file.write_all(STANDARD.encode(key).as_bytes()).map_err(key_error)?;
+                    file.write_all(STANDARD.encode(key).as_bytes())
+                        .map_err(key_error)?;
                     file.sync_all().map_err(key_error)?;
                     Ok(key)
                 }

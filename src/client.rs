@@ -46,16 +46,22 @@ impl DeviceClient {
     /// Opens a WebSocket to `url` (`ws://host:port/`), offering `push-notification`.
     pub async fn connect(url: &str) -> Result<DeviceClient, ClientError> {
         let mut request = url.into_client_request()?;
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "push-notification".parse().expect("static header"));
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "push-notification".parse().expect("static header"),
+        );
         let (ws, response) = tokio_tungstenite::connect_async(request).await?;
         let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(DeviceClient { ws, backlog: VecDeque::new(), timeout: Duration::from_secs(10), subprotocol })
+        Ok(DeviceClient {
+            ws,
+            backlog: VecDeque::new(),
+            timeout: Duration::from_secs(10),
+            subprotocol,
+        })
     }
 
     pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
@@ -114,7 +120,12 @@ impl DeviceClient {
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => return Err(error.into()),
-                None => return Ok(Received::Closed { code: None, reason: String::new() }),
+                None => {
+                    return Ok(Received::Closed {
+                        code: None,
+                        reason: String::new(),
+                    })
+                }
             }
         }
     }
@@ -135,8 +146,8 @@ impl DeviceClient {
                 Received::Message(value) => value,
                 Received::Closed { code, reason } => return Err(ClientError::Closed { code, reason }),
             };
-            let matches = value["messageType"] == message_type
-                && channel_id.is_none_or(|c| value["channelID"] == c);
+            let matches =
+                value["messageType"] == message_type && channel_id.is_none_or(|c| value["channelID"] == c);
             if matches {
                 return Ok(value);
             }
@@ -153,7 +164,9 @@ impl DeviceClient {
     /// Says hello with an optional UAID and returns the UAID the server assigned.
     pub async fn hello(&mut self, uaid: Option<&str>, channel_ids: &[&str]) -> Result<String, ClientError> {
         let reply = self
-            .hello_with(json!({"messageType": "hello", "uaid": uaid.unwrap_or(""), "channelIDs": channel_ids}))
+            .hello_with(
+                json!({"messageType": "hello", "uaid": uaid.unwrap_or(""), "channelIDs": channel_ids}),
+            )
             .await?;
         match (reply["status"].as_u64(), reply["uaid"].as_str()) {
             (Some(200), Some(uaid)) if !uaid.is_empty() => Ok(uaid.to_owned()),
@@ -163,7 +176,8 @@ impl DeviceClient {
 
     /// Registers a channel and returns the whole reply.
     pub async fn register_reply(&mut self, channel_id: &str) -> Result<Value, ClientError> {
-        self.send_json(&json!({"messageType": "register", "channelID": channel_id})).await?;
+        self.send_json(&json!({"messageType": "register", "channelID": channel_id}))
+            .await?;
         self.reply("register", Some(channel_id)).await
     }
 
@@ -178,9 +192,12 @@ impl DeviceClient {
 
     /// Unregisters a channel and returns the reply's status.
     pub async fn unregister(&mut self, channel_id: &str) -> Result<u64, ClientError> {
-        self.send_json(&json!({"messageType": "unregister", "channelID": channel_id})).await?;
+        self.send_json(&json!({"messageType": "unregister", "channelID": channel_id}))
+            .await?;
         let reply = self.reply("unregister", Some(channel_id)).await?;
-        reply["status"].as_u64().ok_or_else(|| ClientError::Unexpected(reply.to_string()))
+        reply["status"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Unexpected(reply.to_string()))
     }
 
     /// Acks `(channelID, version)` pairs; the server sends no reply.
@@ -189,7 +206,8 @@ impl DeviceClient {
             .iter()
             .map(|(channel, version)| json!({"channelID": channel, "version": version}))
             .collect();
-        self.send_json(&json!({"messageType": "ack", "updates": updates})).await
+        self.send_json(&json!({"messageType": "ack", "updates": updates}))
+            .await
     }
 
     /// Waits for the next `notification` and returns its `updates` as `(channelID, version)`.
@@ -202,7 +220,9 @@ impl DeviceClient {
                     .map(|updates| {
                         updates
                             .iter()
-                            .filter_map(|u| Some((u["channelID"].as_str()?.to_owned(), u["version"].as_u64()?)))
+                            .filter_map(|u| {
+                                Some((u["channelID"].as_str()?.to_owned(), u["version"].as_u64()?))
+                            })
                             .collect()
                     })
                     .unwrap_or_default());

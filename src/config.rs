@@ -121,20 +121,22 @@ impl Config {
             known_key(&table, key, "(flag)")?;
             table.insert(key.to_owned(), typed_like(&table[key], value));
         }
-        let config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
-            let message = e.message().trim().to_owned();
-            // Name the setting: the first one that alone makes the defaults fail.
-            let defaults: toml::Table = DEFAULTS.parse().expect("the sample configuration parses");
-            let culprit = table.iter().find(|(key, value)| {
-                let mut alone = defaults.clone();
-                alone.insert((*key).clone(), (*value).clone());
-                toml::Value::Table(alone).try_into::<Config>().is_err()
-            });
-            ConfigError::Invalid(match culprit {
-                Some((key, _)) => format!("{key}: {message}"),
-                None => message,
-            })
-        })?;
+        let config: Config = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let message = e.message().trim().to_owned();
+                // Name the setting: the first one that alone makes the defaults fail.
+                let defaults: toml::Table = DEFAULTS.parse().expect("the sample configuration parses");
+                let culprit = table.iter().find(|(key, value)| {
+                    let mut alone = defaults.clone();
+                    alone.insert((*key).clone(), (*value).clone());
+                    toml::Value::Table(alone).try_into::<Config>().is_err()
+                });
+                ConfigError::Invalid(match culprit {
+                    Some((key, _)) => format!("{key}: {message}"),
+                    None => message,
+                })
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -154,7 +156,12 @@ impl Config {
         if !self.public_url.is_empty() {
             match Url::parse(&self.public_url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-                _ => return invalid(format!("public_url must be an absolute http(s) URL, not {:?}", self.public_url)),
+                _ => {
+                    return invalid(format!(
+                        "public_url must be an absolute http(s) URL, not {:?}",
+                        self.public_url
+                    ))
+                }
             }
         }
         if !self.secret_key.expose_secret().is_empty() && decode_key(&self.secret_key).is_none() {
@@ -258,7 +265,11 @@ pub fn redact_url(raw: &str) -> String {
 mod tests {
     use super::*;
 
-    fn load(file: Option<&str>, env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[(&'static str, &str)],
+    ) -> Result<Config, ConfigError> {
         Config::load(
             file.map(|text| (Path::new("test.toml"), text)),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
@@ -290,17 +301,27 @@ mod tests {
 
     #[test]
     fn unknown_and_malformed_settings_are_refused_with_one_sentence() {
-        let err = load(None, &[("PRESENCE_LISTNE", "x")], &[]).unwrap_err().to_string();
+        let err = load(None, &[("PRESENCE_LISTNE", "x")], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown setting \"listne\""), "{err}");
-        let err = load(None, &[], &[("listen", "not an address")]).unwrap_err().to_string();
+        let err = load(None, &[], &[("listen", "not an address")])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid configuration: listen:"), "{err}");
-        let err = load(None, &[], &[("hello_timeout", "soon")]).unwrap_err().to_string();
+        let err = load(None, &[], &[("hello_timeout", "soon")])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid configuration"), "{err}");
-        let err = load(None, &[], &[("database_url", "mysql://x")]).unwrap_err().to_string();
+        let err = load(None, &[], &[("database_url", "mysql://x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("database_url"), "{err}");
         let err = load(Some("listen = "), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("not valid TOML"), "{err}");
-        let err = load(None, &[], &[("secret_key", "c2hvcnQ=")]).unwrap_err().to_string();
+        let err = load(None, &[], &[("secret_key", "c2hvcnQ=")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("secret_key"), "{err}");
     }
 

@@ -21,7 +21,11 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into() }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn not_found(detail: impl Into<String>) -> ApiError {
@@ -31,7 +35,11 @@ impl ApiError {
     /// Logs `error` with its sources and hides it from the client.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::error!(error = %chain(error), "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
     }
 }
 
@@ -55,7 +63,10 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body { code: self.code, detail: &self.detail });
+        let body = Json(Body {
+            code: self.code,
+            detail: &self.detail,
+        });
         (self.status, body).into_response()
     }
 }

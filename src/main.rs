@@ -8,7 +8,11 @@ use presence::config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "presence", version, about = "Share whether you can be reached right now, over SimplePush")]
+#[command(
+    name = "presence",
+    version,
+    about = "Share whether you can be reached right now, over SimplePush"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,7 +119,9 @@ impl Settings {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -175,13 +181,17 @@ async fn serve(config: Config) -> Result<(), BoxError> {
 async fn migrate(config: Config) -> Result<(), BoxError> {
     let store = presence::store::open(&config.database_url(), &config).await?;
     store.close().await;
-    println!("migrations applied to {}", presence::config::redact_url(&config.database_url()));
+    println!(
+        "migrations applied to {}",
+        presence::config::redact_url(&config.database_url())
+    );
     Ok(())
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

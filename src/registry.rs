@@ -5,7 +5,7 @@
 //! connects, disconnects and deliveries on different UAIDs rarely contend.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -65,9 +65,7 @@ impl Default for Registry {
 
 impl Registry {
     fn shard(&self, uaid: &Uaid) -> std::sync::MutexGuard<'_, HashMap<Uaid, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        uaid.hash(&mut h);
-        let index = (h.finish() as usize) % SHARDS;
+        let index = (self.hasher.hash_one(uaid) as usize) % SHARDS;
         // A poisoned shard only means another thread panicked mid-update of a plain map.
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -77,7 +75,11 @@ impl Registry {
         let (tx, rx) = mpsc::channel(queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
-        let entry = Entry { id, tx, replaced: replaced.clone() };
+        let entry = Entry {
+            id,
+            tx,
+            replaced: replaced.clone(),
+        };
         if let Some(older) = self.shard(&uaid).insert(uaid, entry) {
             older.replaced.cancel();
         }

@@ -82,7 +82,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Raises the channel's pending version to `update.version` if that is higher than any
     /// version it had.
-    async fn save_update(&self, uaid: &Uaid, update: &PushUpdate, max_stored: u32) -> Result<Saved, StoreError>;
+    async fn save_update(
+        &self,
+        uaid: &Uaid,
+        update: &PushUpdate,
+        max_stored: u32,
+    ) -> Result<Saved, StoreError>;
 
     /// Every unacked notification of the UAID, at most one per channel.
     async fn pending_updates(&self, uaid: &Uaid) -> Result<Vec<PushUpdate>, StoreError>;
@@ -96,9 +101,14 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store the URL names, applying migrations.
-pub async fn open(url: &str, config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(
+    url: &str,
+    config: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::open(url, config.sqlite_synchronous).await?))
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(url, config.sqlite_synchronous).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl)
     }

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Row;
 
 use super::{PushUpdate, Registration, Saved, Store, StoreError};
@@ -29,10 +31,20 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })?;
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
@@ -99,7 +111,11 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .is_some();
-        Ok(if exists { Registration::Registered } else { Registration::TooManyChannels })
+        Ok(if exists {
+            Registration::Registered
+        } else {
+            Registration::TooManyChannels
+        })
     }
 
     async fn unregister_channel(&self, uaid: &Uaid, channel: &ChannelId) -> Result<(), StoreError> {
@@ -111,7 +127,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn save_update(&self, uaid: &Uaid, update: &PushUpdate, max_stored: u32) -> Result<Saved, StoreError> {
+    async fn save_update(
+        &self,
+        uaid: &Uaid,
+        update: &PushUpdate,
+        max_stored: u32,
+    ) -> Result<Saved, StoreError> {
         let version = version_to_db(update.version);
         let changed = sqlx::query(
             "UPDATE channels SET version = ?3, data = ?4, pending = 1
@@ -146,10 +167,12 @@ impl Store for SqliteStore {
     }
 
     async fn pending_updates(&self, uaid: &Uaid) -> Result<Vec<PushUpdate>, StoreError> {
-        let rows = sqlx::query("SELECT chid, version, data FROM channels WHERE uaid = ? AND pending = 1 ORDER BY chid")
-            .bind(uaid.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT chid, version, data FROM channels WHERE uaid = ? AND pending = 1 ORDER BY chid",
+        )
+        .bind(uaid.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|row| {
@@ -166,12 +189,14 @@ impl Store for SqliteStore {
         let Ok(version) = i64::try_from(version) else {
             return Ok(()); // no stored version can be that high
         };
-        sqlx::query("UPDATE channels SET pending = 0 WHERE uaid = ? AND chid = ? AND pending = 1 AND version <= ?")
-            .bind(uaid.to_string())
-            .bind(channel.to_string())
-            .bind(version)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE channels SET pending = 0 WHERE uaid = ? AND chid = ? AND pending = 1 AND version <= ?",
+        )
+        .bind(uaid.to_string())
+        .bind(channel.to_string())
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -57,10 +57,16 @@ pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::ShuttingDown => (1001, "server shutting down"),
         CloseReason::StoreUnavailable => (1011, "service unavailable"),
     };
-    Some(CloseFrame { code, reason: text.into() })
+    Some(CloseFrame {
+        code,
+        reason: text.into(),
+    })
 }
 
-pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -121,7 +127,11 @@ async fn read_frame(socket: &mut WebSocket) -> Result<Frame, CloseReason> {
             let capacity = std::error::Error::source(&error)
                 .and_then(|e| e.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
                 .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
-            Err(if capacity { CloseReason::TooLarge } else { CloseReason::Gone })
+            Err(if capacity {
+                CloseReason::TooLarge
+            } else {
+                CloseReason::Gone
+            })
         }
     }
 }
@@ -162,7 +172,14 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
         Ok(uaid) => uaid,
         Err(error) => {
             tracing::error!(error = %crate::error::chain(&error), "hello failed: store unavailable");
-            let _ = send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" }).await;
+            let _ = send(
+                socket,
+                &ServerMessage::HelloRefused {
+                    status: 503,
+                    reason: "service unavailable",
+                },
+            )
+            .await;
             return Err(CloseReason::StoreUnavailable);
         }
     };
@@ -177,11 +194,23 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
         last_keepalive: None,
     };
     let result = async {
-        send(socket, &ServerMessage::Hello { uaid: uaid.to_string(), status: 200 }).await?;
-        let stored = session.state.store.pending_updates(&uaid).await.map_err(|error| {
-            tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
-            CloseReason::StoreUnavailable
-        })?;
+        send(
+            socket,
+            &ServerMessage::Hello {
+                uaid: uaid.to_string(),
+                status: 200,
+            },
+        )
+        .await?;
+        let stored = session
+            .state
+            .store
+            .pending_updates(&uaid)
+            .await
+            .map_err(|error| {
+                tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
+                CloseReason::StoreUnavailable
+            })?;
         session.deliver(socket, stored).await
     }
     .await;
@@ -316,7 +345,10 @@ impl Session {
             ClientMessage::Hello(_) => {
                 metrics.message(MessageKind::Hello);
                 Step::ReplyAndClose(
-                    ServerMessage::HelloRefused { status: 401, reason: "duplicate hello" },
+                    ServerMessage::HelloRefused {
+                        status: 401,
+                        reason: "duplicate hello",
+                    },
                     CloseReason::Protocol("duplicate hello"),
                 )
             }
@@ -331,7 +363,9 @@ impl Session {
             ClientMessage::Ack { updates } => {
                 metrics.message(MessageKind::Ack);
                 for (channel, version) in updates {
-                    let Some(channel) = ChannelId::parse(&channel) else { continue };
+                    let Some(channel) = ChannelId::parse(&channel) else {
+                        continue;
+                    };
                     if let Err(error) = self.state.store.ack(&self.uaid, &channel, version).await {
                         tracing::error!(error = %crate::error::chain(&error), "ack not recorded");
                     }
@@ -386,7 +420,11 @@ impl Session {
         let (status, push_endpoint, reason) = match outcome {
             Ok(Registration::Registered) => {
                 let token = self.state.keys.seal(&self.uaid, &channel);
-                (200, Some(format!("{}/update/{token}", self.state.public_url)), None)
+                (
+                    200,
+                    Some(format!("{}/update/{token}", self.state.public_url)),
+                    None,
+                )
             }
             Ok(Registration::TooManyChannels) => (429, None, Some("too many channels")),
             Err(error) => {
@@ -394,7 +432,13 @@ impl Session {
                 (500, None, Some("storage error"))
             }
         };
-        Step::Reply(ServerMessage::Register { channel_id: channel.to_string(), status, push_endpoint, reason })
+        // The reply's channelID must equal the request's, whatever its spelling.
+        Step::Reply(ServerMessage::Register {
+            channel_id: raw,
+            status,
+            push_endpoint,
+            reason,
+        })
     }
 
     async fn unregister(&mut self, raw: Option<String>) -> Step {
@@ -416,14 +460,22 @@ impl Session {
                 (500, Some("storage error"))
             }
         };
-        Step::Reply(ServerMessage::Unregister { channel_id: raw, status, reason })
+        Step::Reply(ServerMessage::Unregister {
+            channel_id: raw,
+            status,
+            reason,
+        })
     }
 
     /// Sends the updates not already sent at the same or a higher version, as one message.
     async fn deliver(&mut self, socket: &mut WebSocket, updates: Vec<PushUpdate>) -> Result<(), CloseReason> {
         let mut entries: Vec<UpdateEntry> = Vec::with_capacity(updates.len());
         for update in &updates {
-            if self.sent.get(&update.channel).is_some_and(|&sent| sent >= update.version) {
+            if self
+                .sent
+                .get(&update.channel)
+                .is_some_and(|&sent| sent >= update.version)
+            {
                 continue;
             }
             self.sent.insert(update.channel, update.version);

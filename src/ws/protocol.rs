@@ -66,10 +66,17 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned),
-            channel_ids: object.get("channelIDs").and_then(Value::as_array).map_or(0, Vec::len),
+            channel_ids: object
+                .get("channelIDs")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
         }),
-        "register" => ClientMessage::Register { channel_id: channel_id(&object) },
-        "unregister" => ClientMessage::Unregister { channel_id: channel_id(&object) },
+        "register" => ClientMessage::Register {
+            channel_id: channel_id(&object),
+        },
+        "unregister" => ClientMessage::Unregister {
+            channel_id: channel_id(&object),
+        },
         "ack" => ClientMessage::Ack {
             updates: object
                 .get("updates")
@@ -180,14 +187,27 @@ mod tests {
         assert_eq!(parse(r#"{"messageType":"ping"}"#), Ok(ClientMessage::Ping));
         assert_eq!(
             parse(r#"{"messageType":"hello","uaid":"","channelIDs":["a"],"x":1}"#),
-            Ok(ClientMessage::Hello(Hello { uaid: None, channel_ids: 1 }))
+            Ok(ClientMessage::Hello(Hello {
+                uaid: None,
+                channel_ids: 1
+            }))
         );
         assert_eq!(
-            parse(r#"{"messageType":"ack","updates":[{"channelID":"c","version":3},{"version":1},{"channelID":"d","version":"4"}]}"#),
-            Ok(ClientMessage::Ack { updates: vec![("c".into(), 3), ("d".into(), 4)] })
+            parse(
+                r#"{"messageType":"ack","updates":[{"channelID":"c","version":3},{"version":1},{"channelID":"d","version":"4"}]}"#
+            ),
+            Ok(ClientMessage::Ack {
+                updates: vec![("c".into(), 3), ("d".into(), 4)]
+            })
         );
-        assert_eq!(parse(r#"{"messageType":"purge"}"#), Ok(ClientMessage::Unknown("purge".into())));
-        assert_eq!(parse(r#"{"uaid":"x"}"#), Ok(ClientMessage::Unknown(String::new())));
+        assert_eq!(
+            parse(r#"{"messageType":"purge"}"#),
+            Ok(ClientMessage::Unknown("purge".into()))
+        );
+        assert_eq!(
+            parse(r#"{"uaid":"x"}"#),
+            Ok(ClientMessage::Unknown(String::new()))
+        );
     }
 
     #[test]
@@ -200,10 +220,22 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shape() {
-        let hello = ServerMessage::Hello { uaid: "ab".into(), status: 200 };
-        assert_eq!(hello.to_json(), r#"{"messageType":"hello","uaid":"ab","status":200}"#);
-        let refused = ServerMessage::HelloRefused { status: 401, reason: "duplicate hello" };
-        assert_eq!(refused.to_json(), r#"{"messageType":"hello","status":401,"reason":"duplicate hello"}"#);
+        let hello = ServerMessage::Hello {
+            uaid: "ab".into(),
+            status: 200,
+        };
+        assert_eq!(
+            hello.to_json(),
+            r#"{"messageType":"hello","uaid":"ab","status":200}"#
+        );
+        let refused = ServerMessage::HelloRefused {
+            status: 401,
+            reason: "duplicate hello",
+        };
+        assert_eq!(
+            refused.to_json(),
+            r#"{"messageType":"hello","status":401,"reason":"duplicate hello"}"#
+        );
     }
 
     proptest! {

@@ -1,1 +1,8 @@
+//! The integration suite: real servers on 127.0.0.1:0, real WebSocket and HTTP clients.
 
+mod gateway;
+mod helpers;
+mod malformed;
+mod operations;
+mod restart;
+mod update_endpoint;

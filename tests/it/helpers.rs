@@ -1,0 +1,207 @@
+//! `spawn_app()` runs the real server in this process on a fresh SQLite file; `spawn_process()`
+//! runs the real binary, for tests that kill it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use presence::client::DeviceClient;
+use presence::config::Config;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub dir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+/// Options for a test server: any setting of `presence.sample.toml`.
+#[derive(Default)]
+pub struct Builder {
+    settings: Vec<(&'static str, String)>,
+    dir: Option<PathBuf>,
+}
+
+impl Builder {
+    pub fn set(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.settings.push((key, value.into()));
+        self
+    }
+
+    /// Use this data directory (to restart on the same data).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let (dir, tempdir) = match self.dir {
+            Some(dir) => (dir, None),
+            None => {
+                let tempdir = tempfile::tempdir().unwrap();
+                (tempdir.path().to_owned(), Some(tempdir))
+            }
+        };
+        let mut settings = vec![
+            ("listen", "127.0.0.1:0".to_owned()),
+            ("data_dir", dir.display().to_string()),
+            ("hello_timeout", "2s".to_owned()),
+            ("ping_min_interval", "1s".to_owned()),
+            ("shutdown_grace", "3s".to_owned()),
+        ];
+        settings.extend(self.settings);
+        let config = Config::load(None, std::iter::empty(), settings).expect("test configuration is valid");
+        let app = presence::app::build(config).await.expect("the server starts");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run(shutdown.clone()));
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown,
+            server,
+            dir,
+            _tempdir: tempdir,
+        }
+    }
+}
+
+pub fn builder() -> Builder {
+    Builder::default()
+}
+
+pub async fn spawn_app() -> TestApp {
+    builder().spawn().await
+}
+
+/// The HTTP status and body of a response.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not json: {}", self.body))
+    }
+}
+
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    Reply {
+        status,
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// `PUT <endpoint>` with a form body and no Content-Type, as many AppServers send it.
+pub async fn put(http: &reqwest::Client, endpoint: &str, body: &str) -> Reply {
+    reply(http.put(endpoint).body(body.to_owned()).send().await.unwrap()).await
+}
+
+impl TestApp {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self) -> DeviceClient {
+        DeviceClient::connect(&self.ws_url())
+            .await
+            .expect("websocket connects")
+    }
+
+    /// A device that said hello: returns it with its UAID.
+    pub async fn device(&self) -> (DeviceClient, String) {
+        let mut device = self.connect().await;
+        let uaid = device.hello(None, &[]).await.unwrap();
+        (device, uaid)
+    }
+
+    pub async fn put(&self, endpoint: &str, body: &str) -> Reply {
+        put(&self.http, endpoint, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        reply(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Stops the server as SIGTERM would and waits for it; the data stays for a restart.
+    pub async fn stop(self) -> DataDir {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+        DataDir {
+            path: self.dir,
+            _keep: self._tempdir,
+        }
+    }
+}
+
+/// A data directory that outlives the server that used it.
+pub struct DataDir {
+    pub path: PathBuf,
+    _keep: Option<tempfile::TempDir>,
+}
+
+impl DataDir {
+    pub fn new() -> DataDir {
+        let tempdir = tempfile::tempdir().unwrap();
+        DataDir {
+            path: tempdir.path().to_owned(),
+            _keep: Some(tempdir),
+        }
+    }
+}
+
+pub fn channel_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The real binary, running on a data dir; killed with SIGKILL when dropped.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the server prints its address")
+        .unwrap()
+        .expect("a line on stdout");
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    ServerProcess { child, addr }
+}
+
+impl ServerProcess {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
