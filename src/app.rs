@@ -16,10 +16,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use axum::extract::DefaultBodyLimit;
+
+use crate::bus::{Bus, LocalBus};
 use crate::config::Config;
 use crate::endpoint::EndpointKeys;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::oidc::OidcVerifier;
+use crate::presence::Engine;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
@@ -28,6 +33,9 @@ use crate::store::{Store, StoreError};
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub presence: Arc<Engine>,
+    pub oidc: Option<Arc<OidcVerifier>>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<EndpointKeys>,
@@ -74,22 +82,24 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     };
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let public_url = if config.public_url.is_empty() {
         format!("http://{addr}")
     } else {
         config.public_url.trim_end_matches('/').to_owned()
     };
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(4096));
+    let presence =
+        Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
+    let oidc = (!config.oidc_issuer.is_empty())
+        .then(|| Arc::new(OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
     let state = AppState {
         config: Arc::new(config),
         store,
+        bus,
+        presence,
+        oidc,
         registry: Arc::new(Registry::default()),
         metrics: Arc::new(Metrics::default()),
         keys: Arc::new(EndpointKeys::new(&secret)),
@@ -97,11 +107,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
     };
-    Ok(App {
-        listener,
-        state,
-        addr,
-    })
+    Ok(App { listener, state, addr })
 }
 
 impl App {
@@ -118,6 +124,11 @@ impl App {
     /// closes the store so every write has finished.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let App { listener, state, .. } = self;
+        // Devices of a previous run are offline until they reconnect: no ghosts.
+        if let Err(error) = state.presence.start().await {
+            tracing::error!(error = %crate::error::chain(&error), "cannot reset presence at start");
+        }
+        tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
         let stop = shutdown.clone();
         let server = tokio::spawn(
             axum::serve(listener, router(state.clone()))
@@ -137,10 +148,7 @@ impl App {
             }
         };
         state.tracker.close();
-        if tokio::time::timeout_at(deadline, state.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!("device connections did not close within the shutdown grace");
         }
         state.store.close().await;
@@ -151,10 +159,8 @@ impl App {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(crate::ws::upgrade))
-        .route(
-            "/update/{token}",
-            put(crate::update::put).fallback(crate::update::method_not_allowed),
-        )
+        .route("/update/{token}", put(crate::update::put).fallback(crate::update::method_not_allowed))
+        .merge(crate::api::routes().layer(DefaultBodyLimit::max(state.config.max_json_body)))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(any(not_found))
@@ -176,11 +182,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -192,10 +194,7 @@ async fn not_found() -> ApiError {
 fn load_or_create_key(path: &Path) -> Result<[u8; 32], StartError> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    let key_error = |source| StartError::KeyFile {
-        path: path.to_owned(),
-        source,
-    };
+    let key_error = |source| StartError::KeyFile { path: path.to_owned(), source };
     match std::fs::read_to_string(path) {
         Ok(text) => STANDARD
             .decode(text.trim())
@@ -214,8 +213,7 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], StartError> {
             match options.open(path) {
                 Ok(mut file) => {
                     use std::io::Write as _;
-                    file.write_all(STANDARD.encode(key).as_bytes())
-                        .map_err(key_error)?;
+                    file.write_all(STANDARD.encode(key).as_bytes()).map_err(key_error)?;
                     file.sync_all().map_err(key_error)?;
                     Ok(key)
                 }

@@ -46,22 +46,13 @@ impl DeviceClient {
     /// Opens a WebSocket to `url` (`ws://host:port/`), offering `push-notification`.
     pub async fn connect(url: &str) -> Result<DeviceClient, ClientError> {
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "push-notification".parse().expect("static header"),
-        );
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "push-notification".parse().expect("static header"));
         let (ws, response) = tokio_tungstenite::connect_async(request).await?;
-        let subprotocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(DeviceClient {
-            ws,
-            backlog: VecDeque::new(),
-            timeout: Duration::from_secs(10),
-            subprotocol,
-        })
+        let subprotocol =
+            response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(DeviceClient { ws, backlog: VecDeque::new(), timeout: Duration::from_secs(10), subprotocol })
     }
 
     pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
@@ -120,12 +111,7 @@ impl DeviceClient {
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => return Err(error.into()),
-                None => {
-                    return Ok(Received::Closed {
-                        code: None,
-                        reason: String::new(),
-                    })
-                }
+                None => return Ok(Received::Closed { code: None, reason: String::new() }),
             }
         }
     }
@@ -176,8 +162,7 @@ impl DeviceClient {
 
     /// Registers a channel and returns the whole reply.
     pub async fn register_reply(&mut self, channel_id: &str) -> Result<Value, ClientError> {
-        self.send_json(&json!({"messageType": "register", "channelID": channel_id}))
-            .await?;
+        self.send_json(&json!({"messageType": "register", "channelID": channel_id})).await?;
         self.reply("register", Some(channel_id)).await
     }
 
@@ -192,12 +177,9 @@ impl DeviceClient {
 
     /// Unregisters a channel and returns the reply's status.
     pub async fn unregister(&mut self, channel_id: &str) -> Result<u64, ClientError> {
-        self.send_json(&json!({"messageType": "unregister", "channelID": channel_id}))
-            .await?;
+        self.send_json(&json!({"messageType": "unregister", "channelID": channel_id})).await?;
         let reply = self.reply("unregister", Some(channel_id)).await?;
-        reply["status"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Unexpected(reply.to_string()))
+        reply["status"].as_u64().ok_or_else(|| ClientError::Unexpected(reply.to_string()))
     }
 
     /// Acks `(channelID, version)` pairs; the server sends no reply.
@@ -206,8 +188,7 @@ impl DeviceClient {
             .iter()
             .map(|(channel, version)| json!({"channelID": channel, "version": version}))
             .collect();
-        self.send_json(&json!({"messageType": "ack", "updates": updates}))
-            .await
+        self.send_json(&json!({"messageType": "ack", "updates": updates})).await
     }
 
     /// Waits for the next `notification` and returns its `updates` as `(channelID, version)`.

@@ -86,6 +86,19 @@ pub struct Config {
     pub max_channels_per_uaid: u32,
     pub max_stored_per_uaid: u32,
     pub max_update_body: usize,
+
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub presence_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub status_min_interval: Duration,
+    pub max_devices_per_account: u32,
+    pub max_json_body: usize,
+    pub oidc_issuer: String,
+    pub oidc_audience: String,
 }
 
 impl Config {
@@ -121,22 +134,20 @@ impl Config {
             known_key(&table, key, "(flag)")?;
             table.insert(key.to_owned(), typed_like(&table[key], value));
         }
-        let config: Config = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                let message = e.message().trim().to_owned();
-                // Name the setting: the first one that alone makes the defaults fail.
-                let defaults: toml::Table = DEFAULTS.parse().expect("the sample configuration parses");
-                let culprit = table.iter().find(|(key, value)| {
-                    let mut alone = defaults.clone();
-                    alone.insert((*key).clone(), (*value).clone());
-                    toml::Value::Table(alone).try_into::<Config>().is_err()
-                });
-                ConfigError::Invalid(match culprit {
-                    Some((key, _)) => format!("{key}: {message}"),
-                    None => message,
-                })
-            })?;
+        let config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
+            let message = e.message().trim().to_owned();
+            // Name the setting: the first one that alone makes the defaults fail.
+            let defaults: toml::Table = DEFAULTS.parse().expect("the sample configuration parses");
+            let culprit = table.iter().find(|(key, value)| {
+                let mut alone = defaults.clone();
+                alone.insert((*key).clone(), (*value).clone());
+                toml::Value::Table(alone).try_into::<Config>().is_err()
+            });
+            ConfigError::Invalid(match culprit {
+                Some((key, _)) => format!("{key}: {message}"),
+                None => message,
+            })
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -191,6 +202,18 @@ impl Config {
         if self.max_channels_per_uaid == 0 || self.max_stored_per_uaid == 0 {
             return invalid("max_channels_per_uaid and max_stored_per_uaid must be at least 1".into());
         }
+        if self.token_ttl < Duration::from_secs(1) || self.stale_after < Duration::from_secs(1) {
+            return invalid("token_ttl and stale_after must be at least one second".into());
+        }
+        if self.oidc_issuer.is_empty() != self.oidc_audience.is_empty() {
+            return invalid("oidc_issuer and oidc_audience go together: set both or neither".into());
+        }
+        if !self.oidc_issuer.is_empty() && !is_secure_or_loopback(&self.oidc_issuer) {
+            return invalid(format!(
+                "oidc_issuer must be an https URL (http only on loopback), not {:?}",
+                self.oidc_issuer
+            ));
+        }
         if self.max_update_body < 3 * MAX_UPDATE_DATA {
             return invalid(format!(
                 "max_update_body must be at least {} bytes to carry {} bytes of form-encoded data",
@@ -216,11 +239,21 @@ impl Config {
     }
 }
 
+/// `https://…`, or `http://` to a loopback address (for tests and local development).
+pub fn is_secure_or_loopback(raw: &str) -> bool {
+    let Ok(url) = Url::parse(raw) else { return false };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(name))) => name == "localhost",
+        _ => false,
+    }
+}
+
 fn decode_key(key: &SecretString) -> Option<[u8; 32]> {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(key.expose_secret().trim())
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(key.expose_secret().trim()).ok()?;
     bytes.try_into().ok()
 }
 
@@ -236,16 +269,12 @@ fn known_key(table: &toml::Table, key: &str, whence: &str) -> Result<(), ConfigE
 /// so `PRESENCE_MAX_MESSAGE_SIZE=8192` is a number and `PRESENCE_LISTEN=…` stays a string.
 fn typed_like(default: &toml::Value, value: String) -> toml::Value {
     match default {
-        toml::Value::Integer(_) => value
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .unwrap_or(toml::Value::String(value)),
-        toml::Value::Boolean(_) => value
-            .trim()
-            .parse::<bool>()
-            .map(toml::Value::Boolean)
-            .unwrap_or(toml::Value::String(value)),
+        toml::Value::Integer(_) => {
+            value.trim().parse::<i64>().map(toml::Value::Integer).unwrap_or(toml::Value::String(value))
+        }
+        toml::Value::Boolean(_) => {
+            value.trim().parse::<bool>().map(toml::Value::Boolean).unwrap_or(toml::Value::String(value))
+        }
         _ => toml::Value::String(value),
     }
 }
@@ -301,27 +330,17 @@ mod tests {
 
     #[test]
     fn unknown_and_malformed_settings_are_refused_with_one_sentence() {
-        let err = load(None, &[("PRESENCE_LISTNE", "x")], &[])
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[("PRESENCE_LISTNE", "x")], &[]).unwrap_err().to_string();
         assert!(err.contains("unknown setting \"listne\""), "{err}");
-        let err = load(None, &[], &[("listen", "not an address")])
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[], &[("listen", "not an address")]).unwrap_err().to_string();
         assert!(err.starts_with("invalid configuration: listen:"), "{err}");
-        let err = load(None, &[], &[("hello_timeout", "soon")])
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[], &[("hello_timeout", "soon")]).unwrap_err().to_string();
         assert!(err.starts_with("invalid configuration"), "{err}");
-        let err = load(None, &[], &[("database_url", "mysql://x")])
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[], &[("database_url", "mysql://x")]).unwrap_err().to_string();
         assert!(err.contains("database_url"), "{err}");
         let err = load(Some("listen = "), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("not valid TOML"), "{err}");
-        let err = load(None, &[], &[("secret_key", "c2hvcnQ=")])
-            .unwrap_err()
-            .to_string();
+        let err = load(None, &[], &[("secret_key", "c2hvcnQ=")]).unwrap_err().to_string();
         assert!(err.contains("secret_key"), "{err}");
     }
 

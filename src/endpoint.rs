@@ -42,13 +42,7 @@ impl EndpointKeys {
         let nonce = Nonce::from_slice(&tag[..12]);
         let sealed = self
             .cipher
-            .encrypt(
-                nonce,
-                Payload {
-                    msg: &plain,
-                    aad: &[VERSION],
-                },
-            )
+            .encrypt(nonce, Payload { msg: &plain, aad: &[VERSION] })
             .expect("sealing 32 bytes cannot fail");
         let mut token = Vec::with_capacity(SEALED_LEN);
         token.push(VERSION);
@@ -68,13 +62,7 @@ impl EndpointKeys {
         }
         let plain = self
             .cipher
-            .decrypt(
-                Nonce::from_slice(&raw[1..13]),
-                Payload {
-                    msg: &raw[13..],
-                    aad: &[VERSION],
-                },
-            )
+            .decrypt(Nonce::from_slice(&raw[1..13]), Payload { msg: &raw[13..], aad: &[VERSION] })
             .ok()?;
         let uaid = Uaid::from_bytes(plain[..16].try_into().ok()?);
         let channel = ChannelId::from_bytes(plain[16..].try_into().ok()?);
@@ -93,10 +81,7 @@ mod tests {
     use super::*;
 
     fn ids() -> (Uaid, ChannelId) {
-        (
-            Uaid::random(),
-            ChannelId::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
-        )
+        (Uaid::random(), ChannelId::parse(&uuid::Uuid::new_v4().to_string()).unwrap())
     }
 
     #[test]

@@ -21,11 +21,7 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            detail: detail.into(),
-        }
+        ApiError { status, code, detail: detail.into() }
     }
 
     pub fn not_found(detail: impl Into<String>) -> ApiError {
@@ -35,11 +31,7 @@ impl ApiError {
     /// Logs `error` with its sources and hides it from the client.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::error!(error = %chain(error), "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal server error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
     }
 }
 
@@ -63,10 +55,31 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body {
-            code: self.code,
-            detail: &self.detail,
-        });
-        (self.status, body).into_response()
+        let body = Json(Body { code: self.code, detail: &self.detail });
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON body whose rejections are `ApiError`s (`invalid_body`), like every other error.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_body", rejection.body_text())),
+        }
     }
 }

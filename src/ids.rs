@@ -60,9 +60,7 @@ impl ChannelId {
 impl fmt::Display for ChannelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            uuid::Uuid::from_bytes(self.0)
-                .hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            uuid::Uuid::from_bytes(self.0).hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()),
         )
     }
 }
@@ -96,12 +94,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in [
-            "",
-            "xyz",
-            "0123456789abcdef0123456789abcdeg",
-            "{01234567-89ab-cdef-0123-456789abcdef}",
-        ] {
+        for bad in ["", "xyz", "0123456789abcdef0123456789abcdeg", "{01234567-89ab-cdef-0123-456789abcdef}"] {
             assert!(Uaid::parse(bad).is_none(), "{bad}");
             assert!(ChannelId::parse(bad).is_none(), "{bad}");
         }

@@ -3,14 +3,20 @@
 //! `app::build` opens the store, binds the listener and wires the parts; `App::run` serves until
 //! shutdown. See `docs/architecture.md` for how the parts fit.
 
+pub mod api;
 pub mod app;
+pub mod auth;
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod ids;
 pub mod metrics;
+pub mod oidc;
+pub mod presence;
 pub mod registry;
+pub mod secrets;
 pub mod store;
 pub mod update;
 pub mod ws;

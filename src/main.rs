@@ -8,11 +8,7 @@ use presence::config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "presence",
-    version,
-    about = "Share whether you can be reached right now, over SimplePush"
-)]
+#[command(name = "presence", version, about = "Share whether you can be reached right now, over SimplePush")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,9 +115,7 @@ impl Settings {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -181,10 +175,7 @@ async fn serve(config: Config) -> Result<(), BoxError> {
 async fn migrate(config: Config) -> Result<(), BoxError> {
     let store = presence::store::open(&config.database_url(), &config).await?;
     store.close().await;
-    println!(
-        "migrations applied to {}",
-        presence::config::redact_url(&config.database_url())
-    );
+    println!("migrations applied to {}", presence::config::redact_url(&config.database_url()));
     Ok(())
 }
 

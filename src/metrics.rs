@@ -12,15 +12,17 @@ pub enum MessageKind {
     Unregister,
     Ack,
     Ping,
+    Status,
     Invalid,
 }
 
-const KINDS: [(MessageKind, &str); 6] = [
+const KINDS: [(MessageKind, &str); 7] = [
     (MessageKind::Hello, "hello"),
     (MessageKind::Register, "register"),
     (MessageKind::Unregister, "unregister"),
     (MessageKind::Ack, "ack"),
     (MessageKind::Ping, "ping"),
+    (MessageKind::Status, "status"),
     (MessageKind::Invalid, "invalid"),
 ];
 

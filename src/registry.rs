@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,17 +34,46 @@ pub enum Delivery {
     QueueFull,
 }
 
+/// Why a connection was told to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// A newer connection for the same UAID took its place.
+    Replaced,
+    /// Its device was removed (its PrID revoked).
+    Revoked,
+}
+
 struct Entry {
     id: u64,
     tx: mpsc::Sender<Outbound>,
-    replaced: CancellationToken,
+    evicted: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl Entry {
+    fn evict(&self, reason: Eviction) {
+        self.reason.store(reason as u8, Ordering::Relaxed);
+        self.evicted.cancel();
+    }
 }
 
 /// The receiving side a connection keeps while it is attached.
 pub struct Attachment {
     pub id: u64,
     pub rx: mpsc::Receiver<Outbound>,
-    pub replaced: CancellationToken,
+    /// Fires when the connection must close; `eviction` says why.
+    pub evicted: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl Attachment {
+    pub fn eviction(&self) -> Eviction {
+        if self.reason.load(Ordering::Relaxed) == Eviction::Revoked as u8 {
+            Eviction::Revoked
+        } else {
+            Eviction::Replaced
+        }
+    }
 }
 
 pub struct Registry {
@@ -74,16 +103,24 @@ impl Registry {
     pub fn attach(&self, uaid: Uaid, queue: usize) -> Attachment {
         let (tx, rx) = mpsc::channel(queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let replaced = CancellationToken::new();
-        let entry = Entry {
-            id,
-            tx,
-            replaced: replaced.clone(),
-        };
+        let evicted = CancellationToken::new();
+        let reason = Arc::new(AtomicU8::new(0));
+        let entry = Entry { id, tx, evicted: evicted.clone(), reason: reason.clone() };
         if let Some(older) = self.shard(&uaid).insert(uaid, entry) {
-            older.replaced.cancel();
+            older.evict(Eviction::Replaced);
         }
-        Attachment { id, rx, replaced }
+        Attachment { id, rx, evicted, reason }
+    }
+
+    /// Tells the UAID's connection, if any, to close.
+    pub fn evict(&self, uaid: &Uaid, reason: Eviction) -> bool {
+        match self.shard(uaid).remove(uaid) {
+            Some(entry) => {
+                entry.evict(reason);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets the connection, unless a newer one has already taken its place.
@@ -129,13 +166,15 @@ mod tests {
         let uaid = Uaid::random();
         let first = registry.attach(uaid, 4);
         let mut second = registry.attach(uaid, 4);
-        assert!(first.replaced.is_cancelled());
-        assert!(!second.replaced.is_cancelled());
+        assert!(first.evicted.is_cancelled());
+        assert_eq!(first.eviction(), Eviction::Replaced);
+        assert!(!second.evicted.is_cancelled());
         // The older one detaching must not remove the newer.
         registry.detach(&uaid, first.id);
         assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
         assert!(second.rx.try_recv().is_ok());
-        registry.detach(&uaid, second.id);
+        assert!(registry.evict(&uaid, Eviction::Revoked));
+        assert_eq!(second.eviction(), Eviction::Revoked);
         assert_eq!(registry.deliver(&uaid, update()), Delivery::NotConnected);
     }
 

@@ -40,17 +40,15 @@ impl UpdateRequest {
         }
         let version = match version.as_deref().map(str::trim) {
             None | Some("") => now,
-            Some(text) => text
-                .parse::<u64>()
-                .ok()
-                .filter(|v| i64::try_from(*v).is_ok())
-                .ok_or_else(|| {
+            Some(text) => {
+                text.parse::<u64>().ok().filter(|v| i64::try_from(*v).is_ok()).ok_or_else(|| {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_version",
                         "version must be a whole number from 0 to 9223372036854775807",
                     )
-                })?,
+                })?
+            }
         };
         let data = data.filter(|d| !d.is_empty());
         if data.as_ref().is_some_and(|d| d.len() > MAX_UPDATE_DATA) {
@@ -86,25 +84,15 @@ pub async fn put(
     })?;
     let now = crate::ws::unix_now() as u64;
     let request = UpdateRequest::parse(&body, query.as_deref(), now)?;
-    let update = PushUpdate {
-        channel,
-        version: request.version,
-        data: request.data,
-    };
-    let saved = state
-        .store
-        .save_update(&uaid, &update, state.config.max_stored_per_uaid)
-        .await?;
+    let update = PushUpdate { channel, version: request.version, data: request.data };
+    let saved = state.store.save_update(&uaid, &update, state.config.max_stored_per_uaid).await?;
     let gone = |detail: &str| ApiError::new(StatusCode::GONE, "endpoint_gone", detail);
     let connected = match saved {
         Saved::Newer => match state.registry.deliver(&uaid, Outbound::Update(update)) {
             Delivery::Queued => true,
             Delivery::NotConnected => false,
             Delivery::QueueFull => {
-                state
-                    .metrics
-                    .outbound_queue_full
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                state.metrics.outbound_queue_full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%uaid, "device queue full; update left in storage");
                 false
             }
@@ -125,25 +113,17 @@ pub async fn put(
         Ok(StatusCode::OK.into_response())
     } else {
         if saved == Saved::Newer {
-            state
-                .metrics
-                .notifications_stored
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.notifications_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(StatusCode::ACCEPTED.into_response())
     }
 }
 
 pub async fn method_not_allowed() -> Response {
-    let mut response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "push endpoints accept PUT only",
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("PUT"));
+    let mut response =
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "push endpoints accept PUT only")
+            .into_response();
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("PUT"));
     response
 }
 
@@ -153,16 +133,8 @@ mod tests {
 
     #[test]
     fn versions_come_from_the_body_then_the_query_then_the_clock() {
-        assert_eq!(
-            UpdateRequest::parse(b"version=5", Some("version=9"), 1)
-                .unwrap()
-                .version,
-            5
-        );
-        assert_eq!(
-            UpdateRequest::parse(b"", Some("version=9"), 1).unwrap().version,
-            9
-        );
+        assert_eq!(UpdateRequest::parse(b"version=5", Some("version=9"), 1).unwrap().version, 5);
+        assert_eq!(UpdateRequest::parse(b"", Some("version=9"), 1).unwrap().version, 9);
         assert_eq!(UpdateRequest::parse(b"", None, 77).unwrap().version, 77);
         assert_eq!(UpdateRequest::parse(b"version=", None, 77).unwrap().version, 77);
         assert_eq!(UpdateRequest::parse(b"version=0", None, 77).unwrap().version, 0);
@@ -170,12 +142,7 @@ mod tests {
 
     #[test]
     fn bad_versions_and_large_data_are_refused() {
-        for bad in [
-            "version=-1",
-            "version=abc",
-            "version=1.5",
-            "version=9223372036854775808",
-        ] {
+        for bad in ["version=-1", "version=abc", "version=1.5", "version=9223372036854775808"] {
             let err = UpdateRequest::parse(bad.as_bytes(), None, 1).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
         }
@@ -185,9 +152,6 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         let fits = format!("version=1&data={}", "x".repeat(MAX_UPDATE_DATA));
-        assert!(UpdateRequest::parse(fits.as_bytes(), None, 1)
-            .unwrap()
-            .data
-            .is_some());
+        assert!(UpdateRequest::parse(fits.as_bytes(), None, 1).unwrap().data.is_some());
     }
 }

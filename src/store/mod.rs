@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 
 use crate::ids::{ChannelId, Uaid};
+use crate::presence::{PresenceChange, Status};
 
 mod sqlite;
 
@@ -33,6 +34,89 @@ pub struct PushUpdate {
     /// Versions are non-negative and fit in 63 bits (both databases store a signed 64-bit integer).
     pub version: u64,
     pub data: Option<String>,
+}
+
+/// An account's internal id; never shown to apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct AccountId(pub i64);
+
+/// A device's public id: `d` and 24 hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub fn random() -> DeviceId {
+        DeviceId(format!("d{}", hex::encode(rand::random::<[u8; 12]>())))
+    }
+
+    pub fn parse(text: &str) -> Option<DeviceId> {
+        let hex = text.strip_prefix('d')?;
+        (hex.len() == 24 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| DeviceId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A device as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub status: Status,
+    /// Unix seconds of the last status report or connection change.
+    pub last_seen: Option<i64>,
+    pub created_at: i64,
+}
+
+/// The device a PrID belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceBinding {
+    pub device: DeviceId,
+    pub account: AccountId,
+}
+
+/// A new device's record; the PrID itself is never stored.
+#[derive(Debug, Clone)]
+pub struct NewDevice<'a> {
+    pub id: &'a DeviceId,
+    pub account: AccountId,
+    pub name: &'a str,
+    pub prid_hash: &'a str,
+    pub uaid: Option<Uaid>,
+}
+
+/// A user's presence policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Idle minutes before a device reports away.
+    pub idle_away_minutes: u32,
+    /// Idle minutes before a device reports unavailable.
+    pub idle_offline_minutes: u32,
+    /// Every app sees this user offline.
+    pub appear_offline: bool,
+}
+
+/// An account as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub id: AccountId,
+    pub email: Option<String>,
+    pub issuer: Option<String>,
+    /// Best status over the devices.
+    pub status: Status,
+    /// What apps see (offline while appearing offline).
+    pub visible: Status,
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +180,83 @@ pub trait Store: Send + Sync + 'static {
     /// ack never clears a newer pending version.
     async fn ack(&self, uaid: &Uaid, channel: &ChannelId, version: u64) -> Result<(), StoreError>;
 
+    // Accounts and tokens.
+
+    /// Creates a local account; `None` if the email is taken.
+    async fn create_local_account(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<AccountId>, StoreError>;
+
+    /// The account and password hash for a local email.
+    async fn local_credentials(&self, email: &str) -> Result<Option<(AccountId, String)>, StoreError>;
+
+    /// The account of an OpenID Connect subject, created on first use.
+    async fn oidc_account(&self, issuer: &str, subject: &str, now: i64) -> Result<AccountId, StoreError>;
+
+    async fn create_token(
+        &self,
+        hash: &str,
+        account: AccountId,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The account of an unexpired token.
+    async fn token_account(&self, hash: &str, now: i64) -> Result<Option<AccountId>, StoreError>;
+
+    async fn revoke_token(&self, hash: &str) -> Result<(), StoreError>;
+
+    async fn account(&self, account: AccountId) -> Result<Option<AccountSummary>, StoreError>;
+
+    /// Sets the policy; returns the change of visible status it caused, if any.
+    async fn set_policy(
+        &self,
+        account: AccountId,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Option<PresenceChange>, StoreError>;
+
+    // Devices and presence.
+
+    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError>;
+
+    async fn devices(&self, account: AccountId) -> Result<Vec<DeviceInfo>, StoreError>;
+
+    /// Removes one of the account's devices (revoking its PrID). `None` if the account has no
+    /// such device; otherwise the UAID it was bound to and the change of status, if any.
+    async fn delete_device(
+        &self,
+        account: AccountId,
+        device: &DeviceId,
+        now: i64,
+    ) -> Result<Option<(Option<Uaid>, Option<PresenceChange>)>, StoreError>;
+
+    async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError>;
+
+    /// Ties the device to the UAID it connected with (replacing any earlier UAID).
+    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
+
+    /// Records a device's status and recomputes its user's, in one transaction; returns the
+    /// change of the user's visible status, if any.
+    async fn set_device_status(
+        &self,
+        device: &DeviceId,
+        status: Status,
+        now: i64,
+    ) -> Result<Option<PresenceChange>, StoreError>;
+
+    /// Notes that a device is not silent: its status stays, its silence clock restarts.
+    async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError>;
+
+    /// Every device offline (a node starting with no knowledge of who is connected).
+    async fn reset_presence(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
+
+    /// Devices not offline whose last status report is older than `cutoff` become offline.
+    async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
+
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);
 }
@@ -106,9 +267,7 @@ pub async fn open(
     config: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(
-            SqliteStore::open(url, config.sqlite_synchronous).await?,
-        ))
+        Ok(std::sync::Arc::new(SqliteStore::open(url, config.sqlite_synchronous).await?))
     } else {
         Err(StoreError::UnsupportedUrl)
     }

@@ -10,11 +10,15 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
-use super::{PushUpdate, Registration, Saved, Store, StoreError};
+use super::{
+    AccountId, AccountSummary, DeviceBinding, DeviceId, DeviceInfo, NewDevice, Policy, PushUpdate,
+    Registration, Saved, Store, StoreError,
+};
 use crate::config::SqliteSync;
 use crate::ids::{ChannelId, Uaid};
+use crate::presence::{PresenceChange, Status};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -31,23 +35,80 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options
-            .get_filename()
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
+}
+
+/// Recomputes an account's best and visible status after its devices changed; returns the
+/// change apps must hear about, if any. Runs inside the caller's transaction.
+async fn recompute(
+    conn: &mut SqliteConnection,
+    account: i64,
+    now: i64,
+) -> Result<Option<PresenceChange>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT visible, appear_offline, (SELECT COALESCE(MAX(status), 0) FROM devices WHERE account_id = ?1)
+         FROM accounts WHERE id = ?1",
+    )
+    .bind(account)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let old_visible: i64 = row.get(0);
+    let appear_offline: bool = row.get(1);
+    let best: i64 = row.get(2);
+    let visible = if appear_offline { 0 } else { best };
+    sqlx::query("UPDATE accounts SET status = ?2, visible = ?3 WHERE id = ?1")
+        .bind(account)
+        .bind(best)
+        .bind(visible)
+        .execute(&mut *conn)
+        .await?;
+    Ok((visible != old_visible).then(|| PresenceChange {
+        account: AccountId(account),
+        status: Status::from_rank(visible),
+        at: now,
+    }))
+}
+
+/// Sets every device whose last report is older than `cutoff` offline and recomputes their
+/// accounts; `everyone` also recomputes accounts still shown as present without a present device.
+async fn offline_before(
+    pool: &SqlitePool,
+    cutoff: i64,
+    everyone: bool,
+    now: i64,
+) -> Result<Vec<PresenceChange>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let accounts: Vec<i64> = sqlx::query_scalar(
+        "UPDATE devices SET status = 0 WHERE status > 0 AND (status_at IS NULL OR status_at < ?1) RETURNING account_id",
+    )
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Accounts whose visible status is stale without any device (e.g. a device removed mid-crash).
+    let mut accounts: std::collections::BTreeSet<i64> = accounts.into_iter().collect();
+    if everyone {
+        let lingering: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE status > 0 OR visible > 0")
+                .fetch_all(&mut *tx)
+                .await?;
+        accounts.extend(lingering);
+    }
+    let mut changes = Vec::new();
+    for account in accounts {
+        changes.extend(recompute(&mut tx, account, now).await?);
+    }
+    tx.commit().await?;
+    Ok(changes)
 }
 
 fn version_to_db(version: u64) -> i64 {
@@ -111,11 +172,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .is_some();
-        Ok(if exists {
-            Registration::Registered
-        } else {
-            Registration::TooManyChannels
-        })
+        Ok(if exists { Registration::Registered } else { Registration::TooManyChannels })
     }
 
     async fn unregister_channel(&self, uaid: &Uaid, channel: &ChannelId) -> Result<(), StoreError> {
@@ -198,6 +255,242 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn create_local_account(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<AccountId>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO accounts (email, password_hash, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (email) DO NOTHING RETURNING id",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.map(AccountId))
+    }
+
+    async fn local_credentials(&self, email: &str) -> Result<Option<(AccountId, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, password_hash FROM accounts WHERE email = ? AND password_hash IS NOT NULL",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| (AccountId(row.get(0)), row.get(1))))
+    }
+
+    async fn oidc_account(&self, issuer: &str, subject: &str, now: i64) -> Result<AccountId, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO accounts (issuer, subject, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (issuer, subject) DO UPDATE SET issuer = excluded.issuer RETURNING id",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AccountId(id))
+    }
+
+    async fn create_token(
+        &self,
+        hash: &str,
+        account: AccountId,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tokens (hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(hash)
+            .bind(account.0)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_account(&self, hash: &str, now: i64) -> Result<Option<AccountId>, StoreError> {
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT account_id FROM tokens WHERE hash = ? AND expires_at > ?")
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(id.map(AccountId))
+    }
+
+    async fn revoke_token(&self, hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM tokens WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn account(&self, account: AccountId) -> Result<Option<AccountSummary>, StoreError> {
+        let row = sqlx::query(
+            "SELECT email, issuer, status, visible, idle_away_minutes, idle_offline_minutes, appear_offline
+             FROM accounts WHERE id = ?",
+        )
+        .bind(account.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| AccountSummary {
+            id: account,
+            email: row.get(0),
+            issuer: row.get(1),
+            status: Status::from_rank(row.get(2)),
+            visible: Status::from_rank(row.get(3)),
+            policy: Policy {
+                idle_away_minutes: row.get(4),
+                idle_offline_minutes: row.get(5),
+                appear_offline: row.get(6),
+            },
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        account: AccountId,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Option<PresenceChange>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE accounts SET idle_away_minutes = ?2, idle_offline_minutes = ?3, appear_offline = ?4 WHERE id = ?1",
+        )
+        .bind(account.0)
+        .bind(policy.idle_away_minutes)
+        .bind(policy.idle_offline_minutes)
+        .bind(policy.appear_offline)
+        .execute(&mut *tx)
+        .await?;
+        let change = recompute(&mut tx, account.0, now).await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO devices (id, account_id, name, prid_hash, uaid, created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(device.id.as_str())
+        .bind(device.account.0)
+        .bind(device.name)
+        .bind(device.prid_hash)
+        .bind(device.uaid.map(|u| u.to_string()))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn devices(&self, account: AccountId) -> Result<Vec<DeviceInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, status, last_seen, created_at FROM devices WHERE account_id = ? ORDER BY created_at, id",
+        )
+        .bind(account.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(DeviceInfo {
+                    device_id: DeviceId::parse(row.get(0))?,
+                    name: row.get(1),
+                    status: Status::from_rank(row.get(2)),
+                    last_seen: row.get(3),
+                    created_at: row.get(4),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_device(
+        &self,
+        account: AccountId,
+        device: &DeviceId,
+        now: i64,
+    ) -> Result<Option<(Option<Uaid>, Option<PresenceChange>)>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let uaid: Option<Option<String>> =
+            sqlx::query_scalar("DELETE FROM devices WHERE id = ? AND account_id = ? RETURNING uaid")
+                .bind(device.as_str())
+                .bind(account.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(uaid) = uaid else {
+            return Ok(None);
+        };
+        let change = recompute(&mut tx, account.0, now).await?;
+        tx.commit().await?;
+        Ok(Some((uaid.as_deref().and_then(Uaid::parse), change)))
+    }
+
+    async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError> {
+        let row = sqlx::query("SELECT id, account_id FROM devices WHERE prid_hash = ?")
+            .bind(prid_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|row| {
+            Some(DeviceBinding { device: DeviceId::parse(row.get(0))?, account: AccountId(row.get(1)) })
+        }))
+    }
+
+    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET uaid = ?, last_seen = ? WHERE id = ?")
+            .bind(uaid.to_string())
+            .bind(now)
+            .bind(device.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_device_status(
+        &self,
+        device: &DeviceId,
+        status: Status,
+        now: i64,
+    ) -> Result<Option<PresenceChange>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query("SELECT account_id, status FROM devices WHERE id = ?")
+            .bind(device.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None); // removed meanwhile
+        };
+        let (account, old): (i64, i64) = (row.get(0), row.get(1));
+        sqlx::query("UPDATE devices SET status = ?2, status_at = ?3, last_seen = ?3 WHERE id = ?1")
+            .bind(device.as_str())
+            .bind(status.rank())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let change = if old == status.rank() { None } else { recompute(&mut tx, account, now).await? };
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET status_at = ?2, last_seen = ?2 WHERE id = ?1")
+            .bind(device.as_str())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset_presence(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
+        offline_before(&self.pool, i64::MAX, true, now).await
+    }
+
+    async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
+        offline_before(&self.pool, cutoff, false, now).await
     }
 
     async fn close(&self) {

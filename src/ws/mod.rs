@@ -18,12 +18,15 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ids::{ChannelId, Uaid};
 use crate::metrics::MessageKind;
-use crate::registry::{Attachment, Outbound};
-use crate::store::{PushUpdate, Registration};
+use crate::presence::Status;
+use crate::registry::{Attachment, Eviction, Outbound};
+use crate::store::{DeviceBinding, DeviceId, PushUpdate, Registration};
 use protocol::{ClientMessage, Hello, ServerMessage, UpdateEntry};
 
 /// Close code autopush uses for a device that pings too often.
 pub const CLOSE_PING_TOO_OFTEN: u16 = 4774;
+/// Close code for a presence id that is unknown or was revoked: do not reconnect with it.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// Why the server ends a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,10 @@ pub enum CloseReason {
     Unresponsive,
     ShuttingDown,
     StoreUnavailable,
+    /// The hello's `xpi` is not a known presence id.
+    UnknownPresenceId,
+    /// The device was removed; its presence id no longer works.
+    Revoked,
 }
 
 /// The one place that maps close reasons to WebSocket close frames.
@@ -56,11 +63,10 @@ pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::Unresponsive => (1001, "no response to ping"),
         CloseReason::ShuttingDown => (1001, "server shutting down"),
         CloseReason::StoreUnavailable => (1011, "service unavailable"),
+        CloseReason::UnknownPresenceId => (CLOSE_UNAUTHORIZED, "unknown presence id"),
+        CloseReason::Revoked => (CLOSE_UNAUTHORIZED, "device removed"),
     };
-    Some(CloseFrame {
-        code,
-        reason: text.into(),
-    })
+    Some(CloseFrame { code, reason: text.into() })
 }
 
 pub async fn upgrade(
@@ -99,6 +105,7 @@ async fn serve(state: AppState, mut socket: WebSocket) {
         Ok(mut session) => {
             let reason = session.run(&mut socket).await;
             state.registry.detach(&session.uaid, session.attachment.id);
+            session.finish(reason).await;
             reason
         }
         Err(reason) => reason,
@@ -127,20 +134,13 @@ async fn read_frame(socket: &mut WebSocket) -> Result<Frame, CloseReason> {
             let capacity = std::error::Error::source(&error)
                 .and_then(|e| e.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
                 .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
-            Err(if capacity {
-                CloseReason::TooLarge
-            } else {
-                CloseReason::Gone
-            })
+            Err(if capacity { CloseReason::TooLarge } else { CloseReason::Gone })
         }
     }
 }
 
 async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), CloseReason> {
-    socket
-        .send(Message::Text(message.to_json().into()))
-        .await
-        .map_err(|_| CloseReason::Gone)
+    socket.send(Message::Text(message.to_json().into())).await.map_err(|_| CloseReason::Gone)
 }
 
 /// Waits for the hello, assigns the UAID, replies and flushes stored notifications.
@@ -168,49 +168,58 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
         }
     };
     state.metrics.message(MessageKind::Hello);
-    let uaid = match assign_uaid(state, &hello).await {
+    let device = match &hello.xpi {
+        None => None,
+        Some(xpi) => match state.store.device_by_prid(&crate::secrets::digest(xpi)).await {
+            Ok(Some(binding)) => Some(binding),
+            Ok(None) => {
+                let _ =
+                    send(socket, &ServerMessage::HelloRefused { status: 401, reason: "unknown presence id" })
+                        .await;
+                return Err(CloseReason::UnknownPresenceId);
+            }
+            Err(error) => {
+                tracing::error!(error = %crate::error::chain(&error), "hello failed: store unavailable");
+                let _ =
+                    send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" })
+                        .await;
+                return Err(CloseReason::StoreUnavailable);
+            }
+        },
+    };
+    let uaid = match assign_uaid(state, &hello, device.as_ref()).await {
         Ok(uaid) => uaid,
         Err(error) => {
             tracing::error!(error = %crate::error::chain(&error), "hello failed: store unavailable");
-            let _ = send(
-                socket,
-                &ServerMessage::HelloRefused {
-                    status: 503,
-                    reason: "service unavailable",
-                },
-            )
-            .await;
+            let _ = send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" })
+                .await;
             return Err(CloseReason::StoreUnavailable);
         }
     };
     // Attach before reading stored notifications: an update that lands in between is either
     // read from the store or queued on this connection, never missed.
     let attachment = state.registry.attach(uaid, state.config.outbound_queue);
+    let device = device.map(|binding| BoundDevice {
+        connection: state.presence.connected(&binding.device),
+        id: binding.device,
+    });
     let mut session = Session {
         state: state.clone(),
         uaid,
         attachment,
         sent: HashMap::new(),
         last_keepalive: None,
+        device,
+        last_status: None,
+        pending_status: None,
+        last_touch: Instant::now(),
     };
     let result = async {
-        send(
-            socket,
-            &ServerMessage::Hello {
-                uaid: uaid.to_string(),
-                status: 200,
-            },
-        )
-        .await?;
-        let stored = session
-            .state
-            .store
-            .pending_updates(&uaid)
-            .await
-            .map_err(|error| {
-                tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
-                CloseReason::StoreUnavailable
-            })?;
+        send(socket, &ServerMessage::Hello { uaid: uaid.to_string(), status: 200 }).await?;
+        let stored = session.state.store.pending_updates(&uaid).await.map_err(|error| {
+            tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
+            CloseReason::StoreUnavailable
+        })?;
         session.deliver(socket, stored).await
     }
     .await;
@@ -225,13 +234,22 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
 
 /// Keeps a known UAID; anything else (missing, malformed, unknown) gets a fresh one, so a
 /// device can never choose its own id.
-async fn assign_uaid(state: &AppState, hello: &Hello) -> Result<Uaid, crate::store::StoreError> {
+/// A device hello (with `xpi`) also binds the UAID to the device, replacing any earlier one.
+async fn assign_uaid(
+    state: &AppState,
+    hello: &Hello,
+    device: Option<&DeviceBinding>,
+) -> Result<Uaid, crate::store::StoreError> {
     let requested = hello.uaid.as_deref().and_then(Uaid::parse);
     let uaid = match requested {
         Some(uaid) if state.store.uaid_exists(&uaid).await? => uaid,
         _ => Uaid::random(),
     };
-    state.store.connect_uaid(&uaid, unix_now()).await?;
+    let now = unix_now();
+    state.store.connect_uaid(&uaid, now).await?;
+    if let Some(binding) = device {
+        state.store.bind_device(&binding.device, &uaid, now).await?;
+    }
     Ok(uaid)
 }
 
@@ -243,9 +261,7 @@ fn parse_error_reason(error: protocol::ParseError) -> &'static str {
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// An identified connection.
@@ -256,6 +272,19 @@ struct Session {
     /// The highest version sent per channel on this connection: never send a lower one.
     sent: HashMap<ChannelId, u64>,
     last_keepalive: Option<Instant>,
+    /// The device this connection reports presence for (hello with `xpi`).
+    device: Option<BoundDevice>,
+    /// When a status was last applied, and the latest one waiting for `status_min_interval`.
+    last_status: Option<Instant>,
+    pending_status: Option<Status>,
+    /// When the device's silence clock was last restarted in the store.
+    last_touch: Instant,
+}
+
+struct BoundDevice {
+    id: DeviceId,
+    /// This connection's number in the presence engine, to tell a reconnect within the grace.
+    connection: u64,
 }
 
 /// What handling one device message asks the socket loop to do.
@@ -276,11 +305,21 @@ impl Session {
         let timer = tokio::time::sleep(ping_interval);
         tokio::pin!(timer);
         let shutdown = self.state.shutdown.clone();
-        let replaced = self.attachment.replaced.clone();
+        let evicted = self.attachment.evicted.clone();
+        let status_interval = self.state.config.status_min_interval;
         loop {
+            let status_due = self.last_status.map_or_else(Instant::now, |at| at + status_interval);
             tokio::select! {
                 _ = shutdown.cancelled() => return CloseReason::ShuttingDown,
-                _ = replaced.cancelled() => return CloseReason::Replaced,
+                _ = evicted.cancelled() => return match self.attachment.eviction() {
+                    Eviction::Replaced => CloseReason::Replaced,
+                    Eviction::Revoked => CloseReason::Revoked,
+                },
+                () = tokio::time::sleep_until(status_due), if self.pending_status.is_some() => {
+                    if let Some(status) = self.pending_status.take() {
+                        self.apply_status(status).await;
+                    }
+                }
                 Some(outbound) = self.attachment.rx.recv() => {
                     let Outbound::Update(update) = outbound;
                     let mut batch = vec![update];
@@ -299,6 +338,7 @@ impl Session {
                         Ok(Frame::Control) => continue,
                         Err(reason) => return reason,
                     };
+                    self.touch().await;
                     let step = match protocol::parse(&text) {
                         Ok(message) => self.handle(message).await,
                         Err(error) => {
@@ -345,10 +385,7 @@ impl Session {
             ClientMessage::Hello(_) => {
                 metrics.message(MessageKind::Hello);
                 Step::ReplyAndClose(
-                    ServerMessage::HelloRefused {
-                        status: 401,
-                        reason: "duplicate hello",
-                    },
+                    ServerMessage::HelloRefused { status: 401, reason: "duplicate hello" },
                     CloseReason::Protocol("duplicate hello"),
                 )
             }
@@ -385,13 +422,72 @@ impl Session {
                 if matches!(message, ClientMessage::KeepAlive) {
                     Step::Reply(ServerMessage::KeepAlive)
                 } else {
-                    Step::Reply(ServerMessage::Ping { status: 200 })
+                    Step::Reply(ServerMessage::Ping { status: 200, reason: None })
                 }
+            }
+            ClientMessage::Status(status) => {
+                metrics.message(MessageKind::Status);
+                self.report(status).await
             }
             ClientMessage::Unknown(_) => {
                 metrics.message(MessageKind::Invalid);
                 Step::Close(CloseReason::Protocol("unknown messageType"))
             }
+        }
+    }
+
+    /// A status report: answered at once, applied at most every `status_min_interval` (the
+    /// latest report of a burst wins).
+    async fn report(&mut self, status: Option<Status>) -> Step {
+        let refuse = |status, reason| Step::Reply(ServerMessage::Ping { status, reason: Some(reason) });
+        if self.device.is_none() {
+            return refuse(403, "this connection has no presence id: say hello with xpi");
+        }
+        let Some(status) = status else {
+            return refuse(400, "xps must be O, A or U");
+        };
+        let interval = self.state.config.status_min_interval;
+        if self.pending_status.is_some() || self.last_status.is_some_and(|at| at.elapsed() < interval) {
+            self.pending_status = Some(status);
+        } else {
+            self.apply_status(status).await;
+        }
+        Step::Reply(ServerMessage::Ping { status: 200, reason: None })
+    }
+
+    async fn apply_status(&mut self, status: Status) {
+        let Some(device) = &self.device else { return };
+        self.last_status = Some(Instant::now());
+        self.last_touch = Instant::now();
+        if let Err(error) = self.state.presence.report(&device.id, status).await {
+            tracing::error!(error = %crate::error::chain(&error), "status not recorded");
+        }
+    }
+
+    /// Any message proves the device is not silent; tell the store at most every half
+    /// `stale_after`, so an idle but present device is never swept offline.
+    async fn touch(&mut self) {
+        let Some(device) = &self.device else { return };
+        if self.last_touch.elapsed() < self.state.config.stale_after / 2 {
+            return;
+        }
+        self.last_touch = Instant::now();
+        if let Err(error) = self.state.store.touch_device(&device.id, unix_now()).await {
+            tracing::error!(error = %crate::error::chain(&error), "cannot record device activity");
+        }
+    }
+
+    /// After the socket closed: apply a status still waiting, then start the grace after which
+    /// the device is offline (not for a removed device, nor when the whole node stops: the next
+    /// start marks everyone offline).
+    async fn finish(&mut self, reason: CloseReason) {
+        if let Some(status) = self.pending_status.take() {
+            self.apply_status(status).await;
+        }
+        let Some(device) = self.device.take() else { return };
+        match reason {
+            CloseReason::Revoked | CloseReason::ShuttingDown => {}
+            _ => self.state.presence.disconnected(device.id, device.connection),
         }
     }
 
@@ -420,11 +516,7 @@ impl Session {
         let (status, push_endpoint, reason) = match outcome {
             Ok(Registration::Registered) => {
                 let token = self.state.keys.seal(&self.uaid, &channel);
-                (
-                    200,
-                    Some(format!("{}/update/{token}", self.state.public_url)),
-                    None,
-                )
+                (200, Some(format!("{}/update/{token}", self.state.public_url)), None)
             }
             Ok(Registration::TooManyChannels) => (429, None, Some("too many channels")),
             Err(error) => {
@@ -433,12 +525,7 @@ impl Session {
             }
         };
         // The reply's channelID must equal the request's, whatever its spelling.
-        Step::Reply(ServerMessage::Register {
-            channel_id: raw,
-            status,
-            push_endpoint,
-            reason,
-        })
+        Step::Reply(ServerMessage::Register { channel_id: raw, status, push_endpoint, reason })
     }
 
     async fn unregister(&mut self, raw: Option<String>) -> Step {
@@ -460,22 +547,14 @@ impl Session {
                 (500, Some("storage error"))
             }
         };
-        Step::Reply(ServerMessage::Unregister {
-            channel_id: raw,
-            status,
-            reason,
-        })
+        Step::Reply(ServerMessage::Unregister { channel_id: raw, status, reason })
     }
 
     /// Sends the updates not already sent at the same or a higher version, as one message.
     async fn deliver(&mut self, socket: &mut WebSocket, updates: Vec<PushUpdate>) -> Result<(), CloseReason> {
         let mut entries: Vec<UpdateEntry> = Vec::with_capacity(updates.len());
         for update in &updates {
-            if self
-                .sent
-                .get(&update.channel)
-                .is_some_and(|&sent| sent >= update.version)
-            {
+            if self.sent.get(&update.channel).is_some_and(|&sent| sent >= update.version) {
                 continue;
             }
             self.sent.insert(update.channel, update.version);
@@ -488,10 +567,7 @@ impl Session {
         }
         let count = entries.len() as u64;
         send(socket, &ServerMessage::Notification { updates: entries }).await?;
-        self.state
-            .metrics
-            .notifications_delivered
-            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        self.state.metrics.notifications_delivered.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ids::ChannelId;
+use crate::presence::Status;
 use crate::store::PushUpdate;
 
 /// A message from a device, parsed.
@@ -28,6 +29,8 @@ pub enum ClientMessage {
     KeepAlive,
     /// `{"messageType":"ping"}` without a status: a keep-alive in its long form.
     Ping,
+    /// `{"messageType":"ping","xps":…}`: a presence status report; `None` for an invalid code.
+    Status(Option<Status>),
     /// Any other `messageType` (or none, in a non-empty object).
     Unknown(String),
 }
@@ -37,6 +40,8 @@ pub struct Hello {
     /// `None` for missing, null or empty.
     pub uaid: Option<String>,
     pub channel_ids: usize,
+    /// The presence id (PrID), when the device reports presence.
+    pub xpi: Option<String>,
 }
 
 /// Why a frame could not be read as a SimplePush message; every one closes the connection.
@@ -61,22 +66,12 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
     };
     Ok(match kind {
         "hello" => ClientMessage::Hello(Hello {
-            uaid: object
-                .get("uaid")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-            channel_ids: object
-                .get("channelIDs")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len),
+            uaid: object.get("uaid").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+            channel_ids: object.get("channelIDs").and_then(Value::as_array).map_or(0, Vec::len),
+            xpi: object.get("xpi").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
         }),
-        "register" => ClientMessage::Register {
-            channel_id: channel_id(&object),
-        },
-        "unregister" => ClientMessage::Unregister {
-            channel_id: channel_id(&object),
-        },
+        "register" => ClientMessage::Register { channel_id: channel_id(&object) },
+        "unregister" => ClientMessage::Unregister { channel_id: channel_id(&object) },
         "ack" => ClientMessage::Ack {
             updates: object
                 .get("updates")
@@ -84,7 +79,10 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
                 .map(|entries| entries.iter().filter_map(ack_entry).collect())
                 .unwrap_or_default(),
         },
-        "ping" => ClientMessage::Ping,
+        "ping" => match object.get("xps") {
+            Some(xps) => ClientMessage::Status(xps.as_str().and_then(Status::from_code)),
+            None => ClientMessage::Ping,
+        },
         other => ClientMessage::Unknown(other.to_owned()),
     })
 }
@@ -138,6 +136,8 @@ pub enum ServerMessage {
     },
     Ping {
         status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
     },
     /// The `{}` reply to a `{}` keep-alive.
     #[serde(skip)]
@@ -159,11 +159,7 @@ pub struct UpdateEntry {
 
 impl From<&PushUpdate> for UpdateEntry {
     fn from(update: &PushUpdate) -> UpdateEntry {
-        UpdateEntry {
-            channel: update.channel,
-            version: update.version,
-            data: update.data.clone(),
-        }
+        UpdateEntry { channel: update.channel, version: update.version, data: update.data.clone() }
     }
 }
 
@@ -187,27 +183,23 @@ mod tests {
         assert_eq!(parse(r#"{"messageType":"ping"}"#), Ok(ClientMessage::Ping));
         assert_eq!(
             parse(r#"{"messageType":"hello","uaid":"","channelIDs":["a"],"x":1}"#),
-            Ok(ClientMessage::Hello(Hello {
-                uaid: None,
-                channel_ids: 1
-            }))
+            Ok(ClientMessage::Hello(Hello { uaid: None, channel_ids: 1, xpi: None }))
         );
         assert_eq!(
             parse(
                 r#"{"messageType":"ack","updates":[{"channelID":"c","version":3},{"version":1},{"channelID":"d","version":"4"}]}"#
             ),
-            Ok(ClientMessage::Ack {
-                updates: vec![("c".into(), 3), ("d".into(), 4)]
-            })
+            Ok(ClientMessage::Ack { updates: vec![("c".into(), 3), ("d".into(), 4)] })
         );
+        assert_eq!(parse(r#"{"messageType":"ping","xps":"A"}"#), Ok(ClientMessage::Status(Some(Status::Away))));
+        assert_eq!(parse(r#"{"messageType":"ping","xps":"Z"}"#), Ok(ClientMessage::Status(None)));
+        assert_eq!(parse(r#"{"messageType":"ping","xps":1}"#), Ok(ClientMessage::Status(None)));
         assert_eq!(
-            parse(r#"{"messageType":"purge"}"#),
-            Ok(ClientMessage::Unknown("purge".into()))
+            parse(r#"{"messageType":"hello","xpi":"prid_x"}"#),
+            Ok(ClientMessage::Hello(Hello { uaid: None, channel_ids: 0, xpi: Some("prid_x".into()) }))
         );
-        assert_eq!(
-            parse(r#"{"uaid":"x"}"#),
-            Ok(ClientMessage::Unknown(String::new()))
-        );
+        assert_eq!(parse(r#"{"messageType":"purge"}"#), Ok(ClientMessage::Unknown("purge".into())));
+        assert_eq!(parse(r#"{"uaid":"x"}"#), Ok(ClientMessage::Unknown(String::new())));
     }
 
     #[test]
@@ -220,22 +212,10 @@ mod tests {
 
     #[test]
     fn replies_have_the_documented_shape() {
-        let hello = ServerMessage::Hello {
-            uaid: "ab".into(),
-            status: 200,
-        };
-        assert_eq!(
-            hello.to_json(),
-            r#"{"messageType":"hello","uaid":"ab","status":200}"#
-        );
-        let refused = ServerMessage::HelloRefused {
-            status: 401,
-            reason: "duplicate hello",
-        };
-        assert_eq!(
-            refused.to_json(),
-            r#"{"messageType":"hello","status":401,"reason":"duplicate hello"}"#
-        );
+        let hello = ServerMessage::Hello { uaid: "ab".into(), status: 200 };
+        assert_eq!(hello.to_json(), r#"{"messageType":"hello","uaid":"ab","status":200}"#);
+        let refused = ServerMessage::HelloRefused { status: 401, reason: "duplicate hello" };
+        assert_eq!(refused.to_json(), r#"{"messageType":"hello","status":401,"reason":"duplicate hello"}"#);
     }
 
     proptest! {

@@ -14,21 +14,13 @@ async fn hello_assigns_a_uaid_and_a_known_one_is_kept() {
     assert_eq!(device.subprotocol.as_deref(), Some("push-notification"));
     let uaid = device.hello(None, &[]).await.unwrap();
     assert_eq!(uaid.len(), 32);
-    assert!(uaid
-        .chars()
-        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(uaid.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     device.close().await.unwrap();
 
     // The same UAID in another spelling (dashed, upper case) is recognised and canonicalised.
-    let dashed = format!(
-        "{}-{}-{}-{}-{}",
-        &uaid[..8],
-        &uaid[8..12],
-        &uaid[12..16],
-        &uaid[16..20],
-        &uaid[20..]
-    )
-    .to_uppercase();
+    let dashed =
+        format!("{}-{}-{}-{}-{}", &uaid[..8], &uaid[8..12], &uaid[12..16], &uaid[16..20], &uaid[20..])
+            .to_uppercase();
     let mut again = app.connect().await;
     assert_eq!(again.hello(Some(&dashed), &[]).await.unwrap(), uaid);
 }
@@ -37,11 +29,7 @@ async fn hello_assigns_a_uaid_and_a_known_one_is_kept() {
 async fn unknown_or_malformed_uaids_are_replaced_with_new_ones() {
     let app = spawn_app().await;
     let unknown = "0123456789abcdef0123456789abcdef";
-    for (uaid, channels) in [
-        (unknown, vec![]),
-        (unknown, vec![channel_id()]),
-        ("not-a-uaid", vec![]),
-    ] {
+    for (uaid, channels) in [(unknown, vec![]), (unknown, vec![channel_id()]), ("not-a-uaid", vec![])] {
         let mut device = app.connect().await;
         let channels: Vec<&str> = channels.iter().map(String::as_str).collect();
         let assigned = device.hello(Some(uaid), &channels).await.unwrap();
@@ -118,10 +106,7 @@ async fn unacked_updates_are_redelivered_and_acked_ones_are_not() {
     assert_eq!(device.notification().await.unwrap(), vec![(unacked.clone(), 4)]);
     device.ack(&[(&acked, 3)]).await.unwrap();
     // An ack gets no reply.
-    assert_eq!(
-        device.recv_within(Duration::from_millis(300)).await.unwrap(),
-        None
-    );
+    assert_eq!(device.recv_within(Duration::from_millis(300)).await.unwrap(), None);
     device.close().await.unwrap();
 
     let mut device = app.connect().await;
@@ -132,11 +117,7 @@ async fn unacked_updates_are_redelivered_and_acked_ones_are_not() {
 
     let mut device = app.connect().await;
     device.hello(Some(&uaid), &[]).await.unwrap();
-    assert_eq!(
-        device.recv_within(Duration::from_millis(500)).await.unwrap(),
-        None,
-        "nothing after acks"
-    );
+    assert_eq!(device.recv_within(Duration::from_millis(500)).await.unwrap(), None, "nothing after acks");
 }
 
 #[tokio::test]
@@ -195,10 +176,7 @@ async fn unregister_drops_the_pending_update_and_the_endpoint_is_gone() {
 
     let mut device = app.connect().await;
     device.hello(Some(&uaid), &[]).await.unwrap();
-    assert_eq!(
-        device.recv_within(Duration::from_millis(500)).await.unwrap(),
-        None
-    );
+    assert_eq!(device.recv_within(Duration::from_millis(500)).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -229,10 +207,7 @@ async fn keepalive_pings_are_answered_and_a_ping_flood_closes_with_4774() {
     assert_eq!(device.recv_json().await.unwrap(), json!({}));
     tokio::time::sleep(Duration::from_millis(600)).await;
     device.send_json(&json!({"messageType": "ping"})).await.unwrap();
-    assert_eq!(
-        device.recv_json().await.unwrap(),
-        json!({"messageType": "ping", "status": 200})
-    );
+    assert_eq!(device.recv_json().await.unwrap(), json!({"messageType": "ping", "status": 200}));
     device.send_text("{}").await.unwrap();
     match device.recv().await.unwrap() {
         Received::Closed { code, .. } => assert_eq!(code, Some(4774)),
@@ -276,35 +251,22 @@ async fn stored_updates_past_the_limit_are_refused_with_429() {
 async fn a_malformed_register_gets_401_and_the_socket_stays_open() {
     let app = spawn_app().await;
     let (mut device, _) = app.device().await;
-    device
-        .send_json(&json!({"messageType": "register", "channelID": "nope"}))
-        .await
-        .unwrap();
+    device.send_json(&json!({"messageType": "register", "channelID": "nope"})).await.unwrap();
     let reply = device.recv_json().await.unwrap();
     assert_eq!(reply["status"], 401);
     assert_eq!(reply["messageType"], "register");
-    device
-        .send_json(&json!({"messageType": "register"}))
-        .await
-        .unwrap();
+    device.send_json(&json!({"messageType": "register"})).await.unwrap();
     assert_eq!(device.recv_json().await.unwrap()["status"], 401);
     device.register(&channel_id()).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_device_that_stops_answering_pings_is_closed() {
-    let app = builder()
-        .set("ws_ping_interval", "300ms")
-        .set("ws_pong_timeout", "300ms")
-        .spawn()
-        .await;
+    let app = builder().set("ws_ping_interval", "300ms").set("ws_pong_timeout", "300ms").spawn().await;
     let (mut quiet, _) = app.device().await;
     let (mut lively, _) = app.device().await;
     // `lively` keeps reading (so its client answers pings); `quiet` reads nothing for a while.
-    assert_eq!(
-        lively.recv_within(Duration::from_millis(1500)).await.unwrap(),
-        None
-    );
+    assert_eq!(lively.recv_within(Duration::from_millis(1500)).await.unwrap(), None);
     match quiet.recv().await.unwrap() {
         Received::Closed { code, .. } => assert_eq!(code, Some(1001)),
         other => panic!("expected a close, got {other:?}"),

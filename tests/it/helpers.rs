@@ -58,14 +58,7 @@ impl Builder {
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));
-        TestApp {
-            addr,
-            http: reqwest::Client::new(),
-            shutdown,
-            server,
-            dir,
-            _tempdir: tempdir,
-        }
+        TestApp { addr, http: reqwest::Client::new(), shutdown, server, dir, _tempdir: tempdir }
     }
 }
 
@@ -91,10 +84,7 @@ impl Reply {
 
 pub async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
-    Reply {
-        status,
-        body: response.text().await.unwrap(),
-    }
+    Reply { status, body: response.text().await.unwrap() }
 }
 
 /// `PUT <endpoint>` with a form body and no Content-Type, as many AppServers send it.
@@ -112,9 +102,7 @@ impl TestApp {
     }
 
     pub async fn connect(&self) -> DeviceClient {
-        DeviceClient::connect(&self.ws_url())
-            .await
-            .expect("websocket connects")
+        DeviceClient::connect(&self.ws_url()).await.expect("websocket connects")
     }
 
     /// A device that said hello: returns it with its UAID.
@@ -136,10 +124,7 @@ impl TestApp {
     pub async fn stop(self) -> DataDir {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
-        DataDir {
-            path: self.dir,
-            _keep: self._tempdir,
-        }
+        DataDir { path: self.dir, _keep: self._tempdir }
     }
 }
 
@@ -152,10 +137,7 @@ pub struct DataDir {
 impl DataDir {
     pub fn new() -> DataDir {
         let tempdir = tempfile::tempdir().unwrap();
-        DataDir {
-            path: tempdir.path().to_owned(),
-            _keep: Some(tempdir),
-        }
+        DataDir { path: tempdir.path().to_owned(), _keep: Some(tempdir) }
     }
 }
 

@@ -11,10 +11,9 @@ async fn expect_close(device: &mut DeviceClient) -> (Option<u16>, String) {
     loop {
         match device.recv().await.unwrap() {
             Received::Closed { code, reason } => return (code, reason),
-            Received::Message(message) => assert_eq!(
-                message["status"], 401,
-                "only an error reply may precede the close: {message}"
-            ),
+            Received::Message(message) => {
+                assert_eq!(message["status"], 401, "only an error reply may precede the close: {message}")
+            }
         }
     }
 }
@@ -51,12 +50,7 @@ async fn each_malformed_input_closes_only_its_own_connection() {
     device.send_binary(b"{}".to_vec()).await.unwrap();
     assert_eq!(expect_close(&mut device).await.0, Some(1003));
 
-    for first in [
-        "{}",
-        r#"{"messageType":"register","channelID":"x"}"#,
-        "nope",
-        "[]",
-    ] {
+    for first in ["{}", r#"{"messageType":"register","channelID":"x"}"#, "nope", "[]"] {
         let mut device = app.connect().await;
         device.send_text(first).await.unwrap();
         assert_eq!(expect_close(&mut device).await.0, Some(1008), "{first}");
@@ -68,15 +62,9 @@ async fn each_malformed_input_closes_only_its_own_connection() {
 async fn a_second_hello_gets_401_then_a_close() {
     let app = spawn_app().await;
     let (mut device, uaid) = app.device().await;
-    device
-        .send_json(&json!({"messageType": "hello", "uaid": uaid}))
-        .await
-        .unwrap();
+    device.send_json(&json!({"messageType": "hello", "uaid": uaid})).await.unwrap();
     let reply = device.recv_json().await.unwrap();
-    assert_eq!(
-        reply,
-        json!({"messageType": "hello", "status": 401, "reason": "duplicate hello"})
-    );
+    assert_eq!(reply, json!({"messageType": "hello", "status": 401, "reason": "duplicate hello"}));
     assert!(matches!(device.recv().await.unwrap(), Received::Closed { .. }));
 }
 

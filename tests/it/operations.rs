@@ -51,21 +51,13 @@ async fn shutdown_closes_devices_with_going_away_and_keeps_their_data() {
         Received::Closed { code, .. } => assert_eq!(code, Some(1001)),
         other => panic!("expected a close, got {other:?}"),
     }
-    assert!(
-        http.put(&endpoint).body("version=1").send().await.is_err(),
-        "no longer accepting"
-    );
+    assert!(http.put(&endpoint).body("version=1").send().await.is_err(), "no longer accepting");
 
     let app = builder().data_dir(&data.path).spawn().await;
     let mut device = app.connect().await;
     assert_eq!(device.hello(Some(&uaid), &[]).await.unwrap(), uaid);
     // The old endpoint's port is gone, but its token is still valid on the new address.
     let token = endpoint.rsplit('/').next().unwrap();
-    assert_eq!(
-        app.put(&app.url(&format!("/update/{token}")), "version=9")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.put(&app.url(&format!("/update/{token}")), "version=9").await.status, 200);
     assert_eq!(device.notification().await.unwrap(), vec![(chid, 9)]);
 }

@@ -26,17 +26,11 @@ async fn versions_arrive_by_form_body_query_or_clock() {
     assert_eq!(device.notification().await.unwrap(), vec![(chid.clone(), 4)]);
 
     // No version at all: the current Unix time.
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert_eq!(app.put(&endpoint, "").await.status, 200);
     let updates = device.notification().await.unwrap();
     assert_eq!(updates.len(), 1);
-    assert!(
-        updates[0].1 >= before && updates[0].1 <= before + 5,
-        "{updates:?}"
-    );
+    assert!(updates[0].1 >= before && updates[0].1 <= before + 5, "{updates:?}");
 }
 
 #[tokio::test]
@@ -57,35 +51,18 @@ async fn bad_requests_get_clear_errors() {
     let body = "a".repeat(64 * 1024);
     assert_eq!(app.put(&endpoint, &body).await.status, 413);
 
-    let unknown = app
-        .put(
-            &app.url("/update/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-            "version=1",
-        )
-        .await;
+    let unknown =
+        app.put(&app.url("/update/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), "version=1").await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["code"], "not_found");
     // A token cut short, or with a byte changed, is unknown too.
-    assert_eq!(
-        app.put(&endpoint[..endpoint.len() - 2], "version=1").await.status,
-        404
-    );
+    assert_eq!(app.put(&endpoint[..endpoint.len() - 2], "version=1").await.status, 404);
 
-    for method in [
-        reqwest::Method::GET,
-        reqwest::Method::POST,
-        reqwest::Method::DELETE,
-    ] {
+    for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::DELETE] {
         let response = reply(app.http.request(method.clone(), &endpoint).send().await.unwrap()).await;
         assert_eq!(response.status, 405, "{method}");
         assert_eq!(response.json()["code"], "method_not_allowed");
     }
     // Nothing above reached the device.
-    assert_eq!(
-        device
-            .recv_within(std::time::Duration::from_millis(300))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(device.recv_within(std::time::Duration::from_millis(300)).await.unwrap(), None);
 }

@@ -1,0 +1,200 @@
+//! The presence engine: device statuses become one status per user, and a change is emitted on
+//! the bus only when what an app would see changes.
+//!
+//! The store is the truth (each device's status, each user's best and visible status) and does
+//! the aggregation in one transaction, so concurrent devices of one user cannot race. This
+//! module adds the time rules: the grace after a socket closes, the sweep of devices silent past
+//! `stale_after`, and "everyone offline" when a node starts.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, Signal};
+use crate::store::{AccountId, DeviceId, Store, StoreError};
+
+/// A status as devices report it (`O`, `A`, `U`) and apps see it (`online`, `away`, `offline`).
+/// Ordered: the best of a user's devices is the maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Offline = 0,
+    Away = 1,
+    Online = 2,
+}
+
+impl Status {
+    /// From a device's `xps` code.
+    pub fn from_code(code: &str) -> Option<Status> {
+        match code {
+            "O" => Some(Status::Online),
+            "A" => Some(Status::Away),
+            "U" => Some(Status::Offline),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Status::Online => "O",
+            Status::Away => "A",
+            Status::Offline => "U",
+        }
+    }
+
+    /// The name apps and users see.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Offline => "offline",
+        }
+    }
+
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_rank(rank: i64) -> Status {
+        match rank {
+            2 => Status::Online,
+            1 => Status::Away,
+            _ => Status::Offline,
+        }
+    }
+}
+
+impl serde::Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// A user's visible status changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub account: AccountId,
+    pub status: Status,
+    pub at: i64,
+}
+
+/// Time rules around the store's aggregation.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    grace: Duration,
+    stale_after: Duration,
+    /// The current connection of each connected device, to tell a reconnect within the grace.
+    connections: Mutex<HashMap<DeviceId, u64>>,
+    next_connection: AtomicU64,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, grace: Duration, stale_after: Duration) -> Engine {
+        Engine {
+            store,
+            bus,
+            grace,
+            stale_after,
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    fn emit(&self, changes: impl IntoIterator<Item = PresenceChange>) {
+        for change in changes {
+            tracing::debug!(account = change.account.0, status = change.status.name(), "presence changed");
+            self.bus.publish(Signal::Presence(change));
+        }
+    }
+
+    /// A device reported a status.
+    pub async fn report(&self, device: &DeviceId, status: Status) -> Result<(), StoreError> {
+        let change = self.store.set_device_status(device, status, crate::ws::unix_now()).await?;
+        self.emit(change);
+        Ok(())
+    }
+
+    /// A device's connection is up; returns its connection number for `disconnected`.
+    pub fn connected(&self, device: &DeviceId) -> u64 {
+        let number = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(device.clone(), number);
+        number
+    }
+
+    /// A device's connection closed: unless it reconnects within the grace, it is offline.
+    pub fn disconnected(self: &Arc<Self>, device: DeviceId, connection: u64) {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            if !engine.grace.is_zero() {
+                tokio::time::sleep(engine.grace).await;
+            }
+            {
+                let mut connections = engine.lock();
+                if connections.get(&device) != Some(&connection) {
+                    return; // reconnected meanwhile
+                }
+                connections.remove(&device);
+            }
+            if let Err(error) = engine.report(&device, Status::Offline).await {
+                tracing::error!(error = %crate::error::chain(&error), "cannot mark a device offline");
+            }
+        });
+    }
+
+    /// Forgets a removed device's connection so its grace timer does nothing.
+    pub fn forget(&self, device: &DeviceId) {
+        self.lock().remove(device);
+    }
+
+    /// On start: devices from a previous run are offline until they reconnect.
+    pub async fn start(&self) -> Result<(), StoreError> {
+        let changes = self.store.reset_presence(crate::ws::unix_now()).await?;
+        self.emit(changes);
+        Ok(())
+    }
+
+    /// Marks devices silent past `stale_after` offline, every `stale_after / 10` (at most a minute).
+    pub async fn sweep_stale(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = (self.stale_after / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let now = crate::ws::unix_now();
+            let cutoff = now - self.stale_after.as_secs() as i64;
+            match self.store.expire_stale(cutoff, now).await {
+                Ok(changes) => self.emit(changes),
+                Err(error) => tracing::error!(error = %crate::error::chain(&error), "stale sweep failed"),
+            }
+        }
+    }
+
+    /// Publishes a change the store computed elsewhere (a policy change, a removed device).
+    pub fn publish(&self, change: Option<PresenceChange>) {
+        self.emit(change);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_names_and_ranks_agree() {
+        for status in [Status::Online, Status::Away, Status::Offline] {
+            assert_eq!(Status::from_code(status.code()), Some(status));
+            assert_eq!(Status::from_rank(status.rank()), status);
+        }
+        assert!(Status::Online > Status::Away && Status::Away > Status::Offline);
+        assert_eq!(Status::from_code("o"), None);
+        assert_eq!(Status::from_code("X"), None);
+    }
+}
