@@ -191,6 +191,21 @@ impl DeviceClient {
         self.send_json(&json!({"messageType": "ack", "updates": updates})).await
     }
 
+    /// Reports a presence status (`"O"`, `"A"`, `"U"`, or anything else to test refusals) and
+    /// returns the server's `ping` reply.
+    pub async fn status(&mut self, xps: &str) -> Result<Value, ClientError> {
+        self.send_json(&json!({"messageType": "ping", "xps": xps})).await?;
+        self.reply("ping", None).await
+    }
+
+    /// Says hello as a presence device and returns the reply (check `status`).
+    pub async fn hello_presence(&mut self, uaid: Option<&str>, prid: &str) -> Result<Value, ClientError> {
+        self.hello_with(
+            json!({"messageType": "hello", "uaid": uaid.unwrap_or(""), "channelIDs": [], "xpi": prid}),
+        )
+        .await
+    }
+
     /// Waits for the next `notification` and returns its `updates` as `(channelID, version)`.
     pub async fn notification(&mut self) -> Result<Vec<(String, u64)>, ClientError> {
         loop {

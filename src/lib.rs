@@ -17,6 +17,7 @@ pub mod oidc;
 pub mod presence;
 pub mod registry;
 pub mod secrets;
+pub mod simulator;
 pub mod store;
 pub mod update;
 pub mod ws;

@@ -20,86 +20,121 @@ enum Command {
     Serve(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
+    /// Manage local accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// A simulated device: signs in, registers, connects and reports statuses.
+    Device(DeviceArgs),
 }
 
-/// Every setting of `presence.sample.toml`, as flags. Unset flags leave lower layers alone.
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create a local account; the password is read from the first line of standard input.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
 #[derive(Args)]
+struct DeviceArgs {
+    /// The Presence server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long)]
+    email: String,
+    #[arg(long)]
+    password: String,
+    /// The device's name, shown on the user's settings.
+    #[arg(long, default_value = "simulated device")]
+    name: String,
+    /// Keep the device's presence id here, to be the same device next time.
+    #[arg(long)]
+    prid_file: Option<PathBuf>,
+    /// Statuses to cycle through, e.g. "O:10s,A:20s,U:5s"; without it, read o/a/u/q from the keyboard.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Re-send the current status this often.
+    #[arg(long, default_value = "10m")]
+    refresh: String,
+}
+
+/// `--config FILE`, `--log-json`, and every key of `presence.sample.toml` as a flag
+/// (`max_channels_per_uaid` is `--max-channels-per-uaid`). Unset flags leave lower layers alone.
+#[derive(Clone)]
 struct Settings {
-    /// A TOML configuration file (see presence.sample.toml).
-    #[arg(long)]
     config: Option<PathBuf>,
-    /// Log as JSON lines (same as log_format = "json").
-    #[arg(long)]
-    log_json: bool,
-    #[arg(long)]
-    listen: Option<String>,
-    #[arg(long)]
-    data_dir: Option<String>,
-    #[arg(long)]
-    database_url: Option<String>,
-    #[arg(long)]
-    public_url: Option<String>,
-    #[arg(long)]
-    log_format: Option<String>,
-    #[arg(long)]
-    sqlite_synchronous: Option<String>,
-    #[arg(long)]
-    hello_timeout: Option<String>,
-    #[arg(long)]
-    ping_min_interval: Option<String>,
-    #[arg(long)]
-    ws_ping_interval: Option<String>,
-    #[arg(long)]
-    ws_pong_timeout: Option<String>,
-    #[arg(long)]
-    shutdown_grace: Option<String>,
-    #[arg(long)]
-    max_message_size: Option<String>,
-    #[arg(long)]
-    ws_read_buffer: Option<String>,
-    #[arg(long)]
-    ws_write_buffer_max: Option<String>,
-    #[arg(long)]
-    outbound_queue: Option<String>,
-    #[arg(long)]
-    max_channels_per_uaid: Option<String>,
-    #[arg(long)]
-    max_stored_per_uaid: Option<String>,
-    #[arg(long)]
-    max_update_body: Option<String>,
+    flags: Vec<(&'static str, String)>,
+}
+
+/// The configuration keys with their flags, in the sample's order; made once and kept for
+/// the life of the process, so clap can borrow them.
+fn setting_keys() -> &'static [(&'static str, &'static str)] {
+    static KEYS: std::sync::OnceLock<Vec<(&'static str, &'static str)>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        presence::config::DEFAULTS
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(key, _)| key.trim()))
+            .filter(|key| !key.is_empty() && !key.starts_with('#'))
+            .map(|key| {
+                let flag: &'static str = Box::leak(key.replace('_', "-").into_boxed_str());
+                (&*Box::leak(key.to_owned().into_boxed_str()), flag)
+            })
+            .collect()
+    })
+}
+
+impl clap::FromArgMatches for Settings {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags: Vec<(&'static str, String)> = setting_keys()
+            .iter()
+            .filter_map(|(key, _)| Some((*key, matches.get_one::<String>(key)?.clone())))
+            .collect();
+        if matches.get_flag("log_json") {
+            flags.push(("log_format", "json".to_owned()));
+        }
+        Ok(Settings { config: matches.get_one::<PathBuf>("config").cloned(), flags })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for Settings {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let command = command
+            .arg(
+                clap::Arg::new("config")
+                    .long("config")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("A TOML configuration file (see presence.sample.toml)"),
+            )
+            .arg(
+                clap::Arg::new("log_json")
+                    .long("log-json")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("Log as JSON lines (log_format = \"json\")"),
+            );
+        setting_keys().iter().fold(command, |command, (key, flag)| {
+            command.arg(
+                clap::Arg::new(*key)
+                    .long(*flag)
+                    .value_name("VALUE")
+                    .help(format!("Setting {key} (see presence.sample.toml)")),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 impl Settings {
-    fn flags(&self) -> Vec<(&'static str, String)> {
-        let mut flags: Vec<(&'static str, String)> = [
-            ("listen", &self.listen),
-            ("data_dir", &self.data_dir),
-            ("database_url", &self.database_url),
-            ("public_url", &self.public_url),
-            ("log_format", &self.log_format),
-            ("sqlite_synchronous", &self.sqlite_synchronous),
-            ("hello_timeout", &self.hello_timeout),
-            ("ping_min_interval", &self.ping_min_interval),
-            ("ws_ping_interval", &self.ws_ping_interval),
-            ("ws_pong_timeout", &self.ws_pong_timeout),
-            ("shutdown_grace", &self.shutdown_grace),
-            ("max_message_size", &self.max_message_size),
-            ("ws_read_buffer", &self.ws_read_buffer),
-            ("ws_write_buffer_max", &self.ws_write_buffer_max),
-            ("outbound_queue", &self.outbound_queue),
-            ("max_channels_per_uaid", &self.max_channels_per_uaid),
-            ("max_stored_per_uaid", &self.max_stored_per_uaid),
-            ("max_update_body", &self.max_update_body),
-        ]
-        .into_iter()
-        .filter_map(|(key, value)| Some((key, value.clone()?)))
-        .collect();
-        if self.log_json {
-            flags.push(("log_format", "json".to_owned()));
-        }
-        flags
-    }
-
     fn load(&self) -> Result<Config, String> {
         let text = match &self.config {
             Some(path) => Some(
@@ -109,7 +144,7 @@ impl Settings {
             None => None,
         };
         let file = self.config.as_deref().zip(text.as_deref());
-        Config::load(file, std::env::vars(), self.flags()).map_err(|e| e.to_string())
+        Config::load(file, std::env::vars(), self.flags.clone()).map_err(|e| e.to_string())
     }
 }
 
@@ -126,6 +161,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match &cli.command {
         Command::Serve(settings) | Command::Migrate(settings) => settings,
+        Command::Account(AccountCommand::Add { settings, .. }) => settings,
+        Command::Device(args) => return device(args),
     };
     let config = match settings.load() {
         Ok(config) => config,
@@ -146,6 +183,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(_) => serve(config).await,
             Command::Migrate(_) => migrate(config).await,
+            Command::Account(AccountCommand::Add { email, .. }) => add_account(config, &email).await,
+            Command::Device(_) => unreachable!("handled before configuration"),
         }
     });
     match result {
@@ -177,6 +216,67 @@ async fn migrate(config: Config) -> Result<(), BoxError> {
     store.close().await;
     println!("migrations applied to {}", presence::config::redact_url(&config.database_url()));
     Ok(())
+}
+
+async fn add_account(config: Config, email: &str) -> Result<(), BoxError> {
+    let email = presence::api::normalize_email(email).ok_or("that is not an email address")?;
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    if password.chars().count() < 8 {
+        return Err("the password (first line of standard input) must have at least 8 characters".into());
+    }
+    let store = presence::store::open(&config.database_url(), &config).await?;
+    let hash = tokio::task::spawn_blocking(move || presence::secrets::hash_password(&password)).await?;
+    let created = store.create_local_account(&email, &hash, presence::ws::unix_now()).await?;
+    store.close().await;
+    match created {
+        Some(_) => {
+            println!("account {email} created");
+            Ok(())
+        }
+        None => Err(format!("an account for {email} already exists").into()),
+    }
+}
+
+fn device(args: &DeviceArgs) -> ExitCode {
+    let schedule = match args.schedule.as_deref().map(presence::simulator::parse_schedule).transpose() {
+        Ok(schedule) => schedule.unwrap_or_default(),
+        Err(sentence) => {
+            eprintln!("presence: --schedule: {sentence}");
+            return ExitCode::from(2);
+        }
+    };
+    let refresh = match humantime::parse_duration(&args.refresh) {
+        Ok(refresh) if !refresh.is_zero() => refresh,
+        _ => {
+            eprintln!("presence: --refresh must be a duration like 10m");
+            return ExitCode::from(2);
+        }
+    };
+    let options = presence::simulator::Options {
+        server: args.server.clone(),
+        email: args.email.clone(),
+        password: args.password.clone(),
+        name: args.name.clone(),
+        prid_file: args.prid_file.clone(),
+        schedule,
+        refresh,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("presence: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(presence::simulator::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("presence: {}", presence::error::chain(&error));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {

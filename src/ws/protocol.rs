@@ -191,7 +191,10 @@ mod tests {
             ),
             Ok(ClientMessage::Ack { updates: vec![("c".into(), 3), ("d".into(), 4)] })
         );
-        assert_eq!(parse(r#"{"messageType":"ping","xps":"A"}"#), Ok(ClientMessage::Status(Some(Status::Away))));
+        assert_eq!(
+            parse(r#"{"messageType":"ping","xps":"A"}"#),
+            Ok(ClientMessage::Status(Some(Status::Away)))
+        );
         assert_eq!(parse(r#"{"messageType":"ping","xps":"Z"}"#), Ok(ClientMessage::Status(None)));
         assert_eq!(parse(r#"{"messageType":"ping","xps":1}"#), Ok(ClientMessage::Status(None)));
         assert_eq!(
