@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    pub state: presence::app::AppState,
+    /// Every bus signal since the server started (subscribed before it ran).
+    pub signals: tokio::sync::Mutex<tokio::sync::broadcast::Receiver<presence::bus::Signal>>,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -56,9 +59,20 @@ impl Builder {
         let config = Config::load(None, std::iter::empty(), settings).expect("test configuration is valid");
         let app = presence::app::build(config).await.expect("the server starts");
         let addr = app.local_addr();
+        let state = app.state().clone();
+        let signals = tokio::sync::Mutex::new(state.bus.subscribe());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));
-        TestApp { addr, http: reqwest::Client::new(), shutdown, server, dir, _tempdir: tempdir }
+        TestApp {
+            addr,
+            state,
+            signals,
+            http: reqwest::Client::new(),
+            shutdown,
+            server,
+            dir,
+            _tempdir: tempdir,
+        }
     }
 }
 
@@ -138,6 +152,117 @@ impl DataDir {
     pub fn new() -> DataDir {
         let tempdir = tempfile::tempdir().unwrap();
         DataDir { path: tempdir.path().to_owned(), _keep: Some(tempdir) }
+    }
+}
+
+/// A signed-in user of a test server.
+pub struct User {
+    pub token: String,
+    pub account: presence::store::AccountId,
+}
+
+/// A registered presence device.
+pub struct Device {
+    pub device_id: String,
+    pub prid: String,
+}
+
+impl TestApp {
+    /// Creates a local account as `presence account add` does, and signs in.
+    pub async fn user(&self, email: &str) -> User {
+        let hash = presence::secrets::hash_password("password123");
+        let account =
+            self.state.store.create_local_account(email, &hash, 0).await.unwrap().expect("a new email");
+        let reply = reply(
+            self.http
+                .post(self.url("/v1/tokens"))
+                .json(&serde_json::json!({"email": email, "password": "password123"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        User { token: reply.json()["token"].as_str().unwrap().to_owned(), account }
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> Reply {
+        reply(self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()).await
+    }
+
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.unwrap()).await
+    }
+
+    pub async fn register_device(&self, user: &User, name: &str) -> Device {
+        let reply = self
+            .send_as(
+                reqwest::Method::POST,
+                &user.token,
+                "/v1/devices",
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let body = reply.json();
+        Device {
+            device_id: body["device_id"].as_str().unwrap().to_owned(),
+            prid: body["prid"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Connects and says hello with the device's PrID.
+    pub async fn connect_device(&self, device: &Device) -> DeviceClient {
+        let mut client = self.connect().await;
+        let reply = client.hello_presence(None, &device.prid).await.unwrap();
+        assert_eq!(reply["status"], 200, "{reply}");
+        client
+    }
+
+    /// The user's status as `GET /v1/me` tells it.
+    pub async fn status_of(&self, user: &User) -> String {
+        let me = self.get_as(&user.token, "/v1/me").await;
+        assert_eq!(me.status, 200, "{}", me.body);
+        me.json()["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (up to 5 s) until the user's status is `expected`.
+    pub async fn wait_for_status(&self, user: &User, expected: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self.status_of(user).await;
+            if status == expected {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "status stayed {status}, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The presence changes signalled for one account since the last call, oldest first
+    /// (signals of other accounts are dropped).
+    pub async fn changes_of(&self, account: presence::store::AccountId) -> Vec<&'static str> {
+        let mut signals = self.signals.lock().await;
+        let mut changes = Vec::new();
+        while let Ok(signal) = signals.try_recv() {
+            #[allow(irrefutable_let_patterns)]
+            if let presence::bus::Signal::Presence(change) = signal {
+                if change.account == account {
+                    changes.push(change.status.name());
+                }
+            }
+        }
+        changes
     }
 }
 

@@ -1,8 +1,10 @@
 //! The integration suite: real servers on 127.0.0.1:0, real WebSocket and HTTP clients.
 
+mod accounts;
 mod gateway;
 mod helpers;
 mod malformed;
 mod operations;
+mod presence;
 mod restart;
 mod update_endpoint;

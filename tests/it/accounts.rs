@@ -1,0 +1,183 @@
+//! Signing in: local accounts and tokens, and OpenID Connect tokens from a provider that the
+//! test runs on loopback with keys it generates.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use reqwest::Method;
+use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::json;
+
+use crate::helpers::{builder, reply, spawn_app};
+
+#[tokio::test]
+async fn a_token_signs_in_until_it_is_revoked() {
+    let app = spawn_app().await;
+    let user = app.user("local@example.com").await;
+    assert!(user.token.starts_with("pt_"));
+    assert_eq!(app.get_as(&user.token, "/v1/me").await.json()["email"], "local@example.com");
+
+    let revoked = app.send_as(Method::DELETE, &user.token, "/v1/tokens/current", None).await;
+    assert_eq!(revoked.status, 204);
+    let refused = app.get_as(&user.token, "/v1/me").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn tokens_expire() {
+    let app = builder().set("token_ttl", "1s").spawn().await;
+    let user = app.user("expiry@example.com").await;
+    assert_eq!(app.get_as(&user.token, "/v1/me").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(app.get_as(&user.token, "/v1/me").await.status, 401);
+}
+
+#[tokio::test]
+async fn wrong_credentials_and_missing_tokens_are_refused() {
+    let app = spawn_app().await;
+    app.user("known@example.com").await;
+    for (email, password) in
+        [("known@example.com", "wrong-password"), ("unknown@example.com", "password123"), ("nope", "x")]
+    {
+        let response = app
+            .http
+            .post(app.url("/v1/tokens"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await;
+        let refused = reply(response.unwrap()).await;
+        assert_eq!(refused.status, 401, "{email}");
+        assert_eq!(refused.json()["code"], "invalid_credentials");
+    }
+    let malformed = reply(
+        app.http
+            .post(app.url("/v1/tokens"))
+            .body("{")
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.json()["code"], "invalid_body");
+    let anonymous = app.get("/v1/me").await;
+    assert_eq!(anonymous.status, 401);
+    for token in ["pt_guessed", "garbage", "eyJhbGciOiJub25lIn0.e30."] {
+        assert_eq!(app.get_as(token, "/v1/me").await.status, 401, "{token}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_stored_only_as_digests() {
+    let app = spawn_app().await;
+    let user = app.user("digest@example.com").await;
+    let device = app.register_device(&user, "phone").await;
+    let data = app.stop().await;
+    let mut database = Vec::new();
+    for file in ["presence.db", "presence.db-wal"] {
+        if let Ok(bytes) = std::fs::read(data.path.join(file)) {
+            database.extend(bytes);
+        }
+    }
+    let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains(&user.token), "a bearer token is in the database in clear");
+    assert!(!contains(&device.prid), "a PrID is in the database in clear");
+    assert!(!contains("password123"), "a password is in the database in clear");
+    assert!(contains(&presence::secrets::digest(&device.prid)));
+}
+
+/// An OpenID Connect provider on loopback: discovery, JWKS, and tokens it signs.
+struct Issuer {
+    url: String,
+    key: EcdsaKeyPair,
+}
+
+impl Issuer {
+    async fn start() -> Issuer {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let point = key.public_key().as_ref().to_vec();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let jwk = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "test-key", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]});
+        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+        let router = axum::Router::new()
+            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .route("/jwks", get(move || async move { Json(jwk) }));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Issuer { url, key }
+    }
+
+    /// A compact ES256 JWT with these claims, signed by `key`.
+    fn sign_with(key: &EcdsaKeyPair, claims: serde_json::Value) -> String {
+        let header =
+            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "typ": "JWT", "kid": "test-key"}).to_string());
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{header}.{payload}");
+        let signature = key.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    }
+
+    fn token(&self, subject: &str, audience: &str, expires_in: i64) -> String {
+        let now = presence::ws::unix_now();
+        Issuer::sign_with(
+            &self.key,
+            json!({"iss": self.url, "sub": subject, "aud": audience, "iat": now, "exp": now + expires_in}),
+        )
+    }
+}
+
+#[tokio::test]
+async fn oidc_tokens_sign_in_and_bad_ones_are_refused() {
+    let issuer = Issuer::start().await;
+    let app =
+        builder().set("oidc_issuer", issuer.url.clone()).set("oidc_audience", "presence-test").spawn().await;
+
+    let token = issuer.token("user-1", "presence-test", 300);
+    let me = app.get_as(&token, "/v1/me").await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["issuer"], issuer.url.as_str());
+    // The account is keyed by (issuer, subject): a second token for the same subject is the same
+    // account, with the device registered through the first.
+    let device = app.send_as(Method::POST, &token, "/v1/devices", Some(json!({"name": "fxa phone"}))).await;
+    assert_eq!(device.status, 201);
+    let again = issuer.token("user-1", "presence-test", 300);
+    assert_eq!(app.get_as(&again, "/v1/devices").await.json()["devices"].as_array().unwrap().len(), 1);
+    let other = issuer.token("user-2", "presence-test", 300);
+    assert_eq!(app.get_as(&other, "/v1/devices").await.json()["devices"].as_array().unwrap().len(), 0);
+
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let stranger = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let now = presence::ws::unix_now();
+    let forged = Issuer::sign_with(
+        &stranger,
+        json!({"iss": issuer.url, "sub": "user-1", "aud": "presence-test", "exp": now + 300}),
+    );
+    let wrong_issuer = Issuer::sign_with(
+        &issuer.key,
+        json!({"iss": "https://evil.example", "sub": "user-1", "aud": "presence-test", "exp": now + 300}),
+    );
+    let no_subject =
+        Issuer::sign_with(&issuer.key, json!({"iss": issuer.url, "aud": "presence-test", "exp": now + 300}));
+    for (what, bad) in [
+        ("bad signature", forged),
+        ("wrong audience", issuer.token("user-1", "someone-else", 300)),
+        ("expired", issuer.token("user-1", "presence-test", -120)),
+        ("wrong issuer", wrong_issuer),
+        ("no subject", no_subject),
+    ] {
+        let refused = app.get_as(&bad, "/v1/me").await;
+        assert_eq!(refused.status, 401, "{what}: {}", refused.body);
+        assert_eq!(refused.json()["code"], "unauthorized", "{what}");
+    }
+}
