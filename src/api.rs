@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiJson};
 use crate::ids::Uaid;
 use crate::registry::Eviction;
 use crate::secrets::{digest, new_secret};
-use crate::store::{DeviceId, NewDevice, Policy};
+use crate::store::{AccountId, DeviceId, NewDevice, Policy};
 use crate::ws::unix_now;
 
 /// Prefix of presence ids (PrIDs) handed to devices.
@@ -168,8 +168,15 @@ async fn delete_device(
     AuthedAccount(account): AuthedAccount,
     Path(device_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    remove_device(&state, account, &device_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes one of the account's devices: its PrID stops working, its socket closes (4401), and
+/// the user's status is recomputed without it.
+pub async fn remove_device(state: &AppState, account: AccountId, device_id: &str) -> Result<(), ApiError> {
     let not_found = || ApiError::not_found("no such device");
-    let device = DeviceId::parse(&device_id).ok_or_else(not_found)?;
+    let device = DeviceId::parse(device_id).ok_or_else(not_found)?;
     let (uaid, change) =
         state.store.delete_device(account, &device, unix_now()).await?.ok_or_else(not_found)?;
     state.presence.forget(&device);
@@ -178,7 +185,7 @@ async fn delete_device(
     }
     state.presence.publish(change);
     tracing::info!(device_id = %device, "device removed");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 async fn me(
@@ -225,8 +232,14 @@ async fn put_policy(
     AuthedAccount(account): AuthedAccount,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Response, ApiError> {
-    validate_policy(&policy)?;
-    let change = state.store.set_policy(account, &policy, unix_now()).await?;
-    state.presence.publish(change);
+    set_policy(&state, account, &policy).await?;
     Ok(Json(policy).into_response())
+}
+
+/// Validates and saves a policy, announcing the change of visible status it causes.
+pub async fn set_policy(state: &AppState, account: AccountId, policy: &Policy) -> Result<(), ApiError> {
+    validate_policy(policy)?;
+    let change = state.store.set_policy(account, policy, unix_now()).await?;
+    state.presence.publish(change);
+    Ok(())
 }

@@ -27,6 +27,7 @@ use crate::oidc::OidcVerifier;
 use crate::presence::Engine;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
+use crate::vault::Vault;
 
 /// Everything a handler may need, cheap to clone.
 #[derive(Clone)]
@@ -39,6 +40,10 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<EndpointKeys>,
+    /// Seals webhook signing secrets at rest.
+    pub webhook_vault: Arc<Vault>,
+    /// Seals secrets carried to the next page (shown once).
+    pub flash_vault: Arc<Vault>,
     /// Base of push endpoint URLs, without a trailing slash.
     pub public_url: Arc<str>,
     /// Fires when the server starts shutting down; connections close with "going away".
@@ -75,15 +80,22 @@ pub struct App {
 
 /// Opens the store (applying migrations), loads the endpoint key and binds the listener.
 pub async fn build(config: Config) -> Result<App, StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let state = open_state(config, addr).await?;
+    Ok(App { listener, state, addr })
+}
+
+/// Everything but the listener: for commands that use the store and keys without serving.
+/// `addr` is where the service is (or will be) reachable, for the default public URL.
+pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, StartError> {
     let store = crate::store::open(&config.database_url(), &config).await?;
     let secret = match config.secret_key_bytes() {
         Some(secret) => secret,
         None => load_or_create_key(&config.data_dir.join("secret.key"))?,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let public_url = if config.public_url.is_empty() {
         format!("http://{addr}")
     } else {
@@ -94,7 +106,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
     let oidc = (!config.oidc_issuer.is_empty())
         .then(|| Arc::new(OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
-    let state = AppState {
+    Ok(AppState {
         config: Arc::new(config),
         store,
         bus,
@@ -103,11 +115,12 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         registry: Arc::new(Registry::default()),
         metrics: Arc::new(Metrics::default()),
         keys: Arc::new(EndpointKeys::new(&secret)),
+        webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
+        flash_vault: Arc::new(Vault::new(&secret, "flash")),
         public_url: public_url.into(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
-    };
-    Ok(App { listener, state, addr })
+    })
 }
 
 impl App {
@@ -160,10 +173,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(crate::ws::upgrade))
         .route("/update/{token}", put(crate::update::put).fallback(crate::update::method_not_allowed))
-        .merge(crate::api::routes().layer(DefaultBodyLimit::max(state.config.max_json_body)))
+        .merge(
+            crate::api::routes()
+                .merge(crate::apps::routes())
+                .layer(DefaultBodyLimit::max(state.config.max_json_body)),
+        )
+        .merge(crate::web::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(any(not_found))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::security_headers))
         .with_state(state)
 }
 

@@ -95,6 +95,8 @@ pub struct Config {
     pub stale_after: Duration,
     #[serde(with = "humantime_serde")]
     pub status_min_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub grant_code_ttl: Duration,
     pub max_devices_per_account: u32,
     pub max_json_body: usize,
     pub oidc_issuer: String,
@@ -204,6 +206,9 @@ impl Config {
         }
         if self.token_ttl < Duration::from_secs(1) || self.stale_after < Duration::from_secs(1) {
             return invalid("token_ttl and stale_after must be at least one second".into());
+        }
+        if self.grant_code_ttl < Duration::from_secs(1) || self.grant_code_ttl > Duration::from_secs(600) {
+            return invalid("grant_code_ttl must be between 1s and 10m".into());
         }
         if self.oidc_issuer.is_empty() != self.oidc_audience.is_empty() {
             return invalid("oidc_issuer and oidc_audience go together: set both or neither".into());

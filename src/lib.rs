@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod apps;
 pub mod auth;
 pub mod bus;
 pub mod client;
@@ -20,4 +21,6 @@ pub mod secrets;
 pub mod simulator;
 pub mod store;
 pub mod update;
+pub mod vault;
+pub mod web;
 pub mod ws;

@@ -23,8 +23,30 @@ enum Command {
     /// Manage local accounts.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Register apps.
+    #[command(subcommand)]
+    App(AppCommand),
     /// A simulated device: signs in, registers, connects and reports statuses.
     Device(DeviceArgs),
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Register an app owned by a local account; prints its id and secrets (shown once).
+    Create {
+        /// Email of the owning account.
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI (https, or http on loopback); repeat for several.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        #[arg(long, default_value = "")]
+        webhook_url: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +184,7 @@ fn main() -> ExitCode {
     let settings = match &cli.command {
         Command::Serve(settings) | Command::Migrate(settings) => settings,
         Command::Account(AccountCommand::Add { settings, .. }) => settings,
+        Command::App(AppCommand::Create { settings, .. }) => settings,
         Command::Device(args) => return device(args),
     };
     let config = match settings.load() {
@@ -184,6 +207,9 @@ fn main() -> ExitCode {
             Command::Serve(_) => serve(config).await,
             Command::Migrate(_) => migrate(config).await,
             Command::Account(AccountCommand::Add { email, .. }) => add_account(config, &email).await,
+            Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
+                create_app(config, &owner, &name, &redirect_uris, &webhook_url).await
+            }
             Command::Device(_) => unreachable!("handled before configuration"),
         }
     });
@@ -237,6 +263,33 @@ async fn add_account(config: Config, email: &str) -> Result<(), BoxError> {
         }
         None => Err(format!("an account for {email} already exists").into()),
     }
+}
+
+async fn create_app(
+    config: Config,
+    owner: &str,
+    name: &str,
+    redirect_uris: &[String],
+    webhook_url: &str,
+) -> Result<(), BoxError> {
+    let listen = config.listen;
+    let state = presence::app::open_state(config, listen).await?;
+    let email = presence::api::normalize_email(owner).ok_or("--owner is not an email address")?;
+    let account = state
+        .store
+        .local_credentials(&email)
+        .await?
+        .map(|(account, _)| account)
+        .ok_or_else(|| format!("no local account {email}; create it with presence account add"))?;
+    let created = presence::apps::register_app(&state, account, name, redirect_uris, webhook_url)
+        .await
+        .map_err(|error| error.detail)?;
+    state.store.close().await;
+    println!("app_id          {}", created.app_id);
+    println!("secret          {}", created.secret);
+    println!("webhook_secret  {}", created.webhook_secret);
+    println!("(the secrets are shown only now)");
+    Ok(())
 }
 
 fn device(args: &DeviceArgs) -> ExitCode {

@@ -119,6 +119,55 @@ pub struct AccountSummary {
     pub policy: Policy,
 }
 
+/// A registered app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub app_id: String,
+    pub owner: AccountId,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub webhook_url: Option<String>,
+    pub secret_hash: String,
+    /// Sealed with the server key (see `vault`).
+    pub webhook_secret_sealed: String,
+    pub created_at: i64,
+}
+
+/// Changes to an app; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AppChanges {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    /// `Some(None)` removes the webhook.
+    pub webhook_url: Option<Option<String>>,
+}
+
+/// A user's grant to an app, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GrantInfo {
+    pub app_id: String,
+    pub app_name: String,
+    /// The user's id at this app.
+    #[serde(skip)]
+    pub uid: String,
+    pub enabled: bool,
+    /// Away is shown to this app as online.
+    pub coarse: bool,
+    pub created_at: i64,
+    /// When the app last received an update about this user.
+    pub last_update_at: Option<i64>,
+}
+
+/// What a consent code was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCode {
+    pub app_id: String,
+    pub account: AccountId,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    pub expires_at: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     /// Registered now, or already registered to this UAID (registering is idempotent).
@@ -256,6 +305,68 @@ pub trait Store: Send + Sync + 'static {
 
     /// Devices not offline whose last status report is older than `cutoff` become offline.
     async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
+
+    // Apps, grants and consent codes.
+
+    async fn create_app(&self, app: &App) -> Result<(), StoreError>;
+
+    async fn app(&self, app_id: &str) -> Result<Option<App>, StoreError>;
+
+    async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<App>, StoreError>;
+
+    async fn apps_of(&self, owner: AccountId) -> Result<Vec<App>, StoreError>;
+
+    /// Applies changes to an app of this owner; `false` if the owner has no such app.
+    async fn update_app(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        changes: &AppChanges,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces the app's secret; `false` if the owner has no such app.
+    async fn rotate_app_secret(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        secret_hash: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Grants the app access (enabled), keeping the uid of an existing grant; returns the uid.
+    async fn grant(
+        &self,
+        account: AccountId,
+        app_id: &str,
+        new_uid: &str,
+        now: i64,
+    ) -> Result<String, StoreError>;
+
+    async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError>;
+
+    /// The uid of an existing grant (enabled or not).
+    async fn grant_uid(&self, account: AccountId, app_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Pauses or resumes a grant, and/or sets its coarse mode; `false` if there is no grant.
+    async fn set_grant(
+        &self,
+        account: AccountId,
+        app_id: &str,
+        enabled: Option<bool>,
+        coarse: Option<bool>,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes the grant; returns its uid, or `None` if there was none.
+    async fn revoke_grant(
+        &self,
+        account: AccountId,
+        app_id: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
+
+    async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError>;
+
+    /// Removes and returns the code: a code works once.
+    async fn take_code(&self, hash: &str) -> Result<Option<AuthCode>, StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);

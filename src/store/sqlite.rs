@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 use super::{
-    AccountId, AccountSummary, DeviceBinding, DeviceId, DeviceInfo, NewDevice, Policy, PushUpdate,
-    Registration, Saved, Store, StoreError,
+    AccountId, AccountSummary, App, AppChanges, AuthCode, DeviceBinding, DeviceId, DeviceInfo, GrantInfo,
+    NewDevice, Policy, PushUpdate, Registration, Saved, Store, StoreError,
 };
 use crate::config::SqliteSync;
 use crate::ids::{ChannelId, Uaid};
@@ -109,6 +109,22 @@ async fn offline_before(
     }
     tx.commit().await?;
     Ok(changes)
+}
+
+const APP_COLUMNS: &str =
+    "app_id, owner_id, name, redirect_uris, webhook_url, secret_hash, webhook_secret, created_at";
+
+fn app_from_row(row: sqlx::sqlite::SqliteRow) -> App {
+    App {
+        app_id: row.get(0),
+        owner: AccountId(row.get(1)),
+        name: row.get(2),
+        redirect_uris: serde_json::from_str(row.get::<&str, _>(3)).unwrap_or_default(),
+        webhook_url: row.get(4),
+        secret_hash: row.get(5),
+        webhook_secret_sealed: row.get(6),
+        created_at: row.get(7),
+    }
 }
 
 fn version_to_db(version: u64) -> i64 {
@@ -491,6 +507,206 @@ impl Store for SqliteStore {
 
     async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
         offline_before(&self.pool, cutoff, false, now).await
+    }
+
+    async fn create_app(&self, app: &App) -> Result<(), StoreError> {
+        sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&app.app_id)
+            .bind(app.owner.0)
+            .bind(&app.name)
+            .bind(serde_json::to_string(&app.redirect_uris).expect("strings serialize"))
+            .bind(&app.webhook_url)
+            .bind(&app.secret_hash)
+            .bind(&app.webhook_secret_sealed)
+            .bind(app.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE app_id = ?"))
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(app_from_row))
+    }
+
+    async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<App>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE secret_hash = ?"))
+            .bind(secret_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(app_from_row))
+    }
+
+    async fn apps_of(&self, owner: AccountId) -> Result<Vec<App>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE owner_id = ? ORDER BY created_at, app_id"
+        ))
+        .bind(owner.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(app_from_row).collect())
+    }
+
+    async fn update_app(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        changes: &AppChanges,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE apps SET
+                name = COALESCE(?3, name),
+                redirect_uris = COALESCE(?4, redirect_uris),
+                webhook_url = CASE WHEN ?5 THEN ?6 ELSE webhook_url END
+             WHERE owner_id = ?1 AND app_id = ?2",
+        )
+        .bind(owner.0)
+        .bind(app_id)
+        .bind(&changes.name)
+        .bind(changes.redirect_uris.as_ref().map(|u| serde_json::to_string(u).expect("strings serialize")))
+        .bind(changes.webhook_url.is_some())
+        .bind(changes.webhook_url.clone().flatten())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        secret_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE apps SET secret_hash = ? WHERE owner_id = ? AND app_id = ?")
+            .bind(secret_hash)
+            .bind(owner.0)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn grant(
+        &self,
+        account: AccountId,
+        app_id: &str,
+        new_uid: &str,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let uid: String = sqlx::query_scalar(
+            "INSERT INTO grants (account_id, app_id, uid, enabled, created_at) VALUES (?, ?, ?, 1, ?)
+             ON CONFLICT (account_id, app_id) DO UPDATE SET enabled = 1
+             RETURNING uid",
+        )
+        .bind(account.0)
+        .bind(app_id)
+        .bind(new_uid)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(uid)
+    }
+
+    async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.app_id, a.name, g.uid, g.enabled, g.coarse, g.created_at, g.last_update_at
+             FROM grants g JOIN apps a ON a.app_id = g.app_id
+             WHERE g.account_id = ? ORDER BY a.name, g.app_id",
+        )
+        .bind(account.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| GrantInfo {
+                app_id: row.get(0),
+                app_name: row.get(1),
+                uid: row.get(2),
+                enabled: row.get(3),
+                coarse: row.get(4),
+                created_at: row.get(5),
+                last_update_at: row.get(6),
+            })
+            .collect())
+    }
+
+    async fn grant_uid(&self, account: AccountId, app_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT uid FROM grants WHERE account_id = ? AND app_id = ?")
+            .bind(account.0)
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_grant(
+        &self,
+        account: AccountId,
+        app_id: &str,
+        enabled: Option<bool>,
+        coarse: Option<bool>,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE grants SET enabled = COALESCE(?3, enabled), coarse = COALESCE(?4, coarse)
+             WHERE account_id = ?1 AND app_id = ?2",
+        )
+        .bind(account.0)
+        .bind(app_id)
+        .bind(enabled)
+        .bind(coarse)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn revoke_grant(
+        &self,
+        account: AccountId,
+        app_id: &str,
+        _now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("DELETE FROM grants WHERE account_id = ? AND app_id = ? RETURNING uid")
+            .bind(account.0)
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auth_codes (hash, app_id, account_id, redirect_uri, code_challenge, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(hash)
+        .bind(&code.app_id)
+        .bind(code.account.0)
+        .bind(&code.redirect_uri)
+        .bind(&code.code_challenge)
+        .bind(code.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_code(&self, hash: &str) -> Result<Option<AuthCode>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM auth_codes WHERE hash = ? RETURNING app_id, account_id, redirect_uri, code_challenge, expires_at",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| AuthCode {
+            app_id: row.get(0),
+            account: AccountId(row.get(1)),
+            redirect_uri: row.get(2),
+            code_challenge: row.get(3),
+            expires_at: row.get(4),
+        }))
     }
 
     async fn close(&self) {

@@ -276,8 +276,17 @@ pub struct ServerProcess {
     pub addr: std::net::SocketAddr,
 }
 
+/// The real binary, with no `PRESENCE_*` variable inherited from the test's environment.
+pub fn presence_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("PRESENCE_")) {
+        command.env_remove(name);
+    }
+    command
+}
+
 pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+    let mut child = presence_command()
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)

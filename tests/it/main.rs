@@ -1,6 +1,8 @@
 //! The integration suite: real servers on 127.0.0.1:0, real WebSocket and HTTP clients.
 
 mod accounts;
+mod browser;
+mod consent;
 mod gateway;
 mod helpers;
 mod malformed;

@@ -145,7 +145,7 @@ async fn a_restart_makes_everyone_offline_and_says_so() {
 #[tokio::test]
 async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     let data = DataDir::new();
-    let add = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"))
+    let add = crate::helpers::presence_command()
         .args(["account", "add", "--email", "ghost@example.com", "--data-dir"])
         .arg(&data.path)
         .stdin(std::process::Stdio::piped())

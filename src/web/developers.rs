@@ -1,0 +1,144 @@
+//! `/developers`: a signed-in user registers apps, sees their ids and settings, and rotates
+//! secrets. Secrets are shown once, on the page right after they are made.
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{format_time, render_with, Csrf, Flash, Viewer};
+use crate::app::AppState;
+
+struct AppRow {
+    initial: String,
+    app_id: String,
+    name: String,
+    redirect_uris: Vec<String>,
+    webhook_url: Option<String>,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "developers.html")]
+struct DevelopersPage {
+    apps: Vec<AppRow>,
+    flash: Flash,
+    csrf: String,
+    public_url: String,
+    signed_in: bool,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Csrf(csrf): Csrf,
+    headers: HeaderMap,
+) -> Response {
+    let account = match viewer.require("/developers") {
+        Ok(account) => account,
+        Err(to_login) => return to_login,
+    };
+    let apps = match state.store.apps_of(account).await {
+        Ok(apps) => apps,
+        Err(error) => return crate::error::ApiError::from(error).into_response(),
+    };
+    let (flash, clear) = Flash::take(&state, &headers);
+    let page = DevelopersPage {
+        apps: apps
+            .into_iter()
+            .map(|app| AppRow {
+                initial: super::initial(&app.name),
+                app_id: app.app_id,
+                name: app.name,
+                redirect_uris: app.redirect_uris,
+                webhook_url: app.webhook_url,
+                created: format_time(app.created_at),
+            })
+            .collect(),
+        flash,
+        csrf,
+        public_url: state.public_url.to_string(),
+        signed_in: true,
+    };
+    render_with(&page, clear)
+}
+
+#[derive(Deserialize)]
+pub struct NewAppForm {
+    name: String,
+    redirect_uris: String,
+    #[serde(default)]
+    webhook_url: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    csrf: Csrf,
+    Form(form): Form<NewAppForm>,
+) -> Response {
+    if let Err(refused) = csrf.check(&form.csrf) {
+        return refused;
+    }
+    let account = match viewer.require("/developers") {
+        Ok(account) => account,
+        Err(to_login) => return to_login,
+    };
+    let uris: Vec<String> =
+        form.redirect_uris.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    match crate::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url).await {
+        Ok(created) => Flash {
+            notice: Some(format!(
+                "App registered: {}. Copy its secrets now; they are not shown again.",
+                created.app_id
+            )),
+            secrets: vec![
+                ("App secret".to_owned(), created.secret),
+                ("Webhook signing secret".to_owned(), created.webhook_secret),
+            ],
+            ..Flash::default()
+        }
+        .redirect(&state, "/developers"),
+        Err(error) if error.status.is_client_error() => {
+            Flash::error(error.detail).redirect(&state, "/developers")
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    csrf: Csrf,
+    Path(app_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = csrf.check(&form.csrf) {
+        return refused;
+    }
+    let account = match viewer.require("/developers") {
+        Ok(account) => account,
+        Err(to_login) => return to_login,
+    };
+    match crate::apps::rotate_app_secret(&state, account, &app_id).await {
+        Ok(secret) => Flash {
+            notice: Some(format!("New secret for {app_id}; the old one no longer works.")),
+            secrets: vec![("App secret".to_owned(), secret)],
+            ..Flash::default()
+        }
+        .redirect(&state, "/developers"),
+        Err(error) if error.status.is_client_error() => {
+            Flash::error(error.detail).redirect(&state, "/developers")
+        }
+        Err(error) => error.into_response(),
+    }
+}
