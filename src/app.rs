@@ -38,6 +38,10 @@ pub struct AppState {
     pub presence: Arc<Engine>,
     pub oidc: Option<Arc<OidcVerifier>>,
     pub registry: Arc<Registry>,
+    /// Where webhooks may connect.
+    pub egress: Arc<crate::egress::Egress>,
+    /// The live app streams of this node.
+    pub streams: Arc<crate::stream::Streams>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<EndpointKeys>,
     /// Seals webhook signing secrets at rest.
@@ -101,6 +105,7 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
     } else {
         config.public_url.trim_end_matches('/').to_owned()
     };
+    let config_allow = config.webhook_allow.clone();
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(4096));
     let presence =
         Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
@@ -113,6 +118,10 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
         presence,
         oidc,
         registry: Arc::new(Registry::default()),
+        egress: Arc::new(crate::egress::Egress::new(
+            crate::egress::parse_allow_list(&config_allow).expect("validated with the configuration"),
+        )),
+        streams: Arc::default(),
         metrics: Arc::new(Metrics::default()),
         keys: Arc::new(EndpointKeys::new(&secret)),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
@@ -142,6 +151,8 @@ impl App {
             tracing::error!(error = %crate::error::chain(&error), "cannot reset presence at start");
         }
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
+        tokio::spawn(crate::webhooks::Dispatcher::new(state.clone()).run(state.shutdown.clone()));
+        tokio::spawn(purge_old_events(state.clone()));
         let stop = shutdown.clone();
         let server = tokio::spawn(
             axum::serve(listener, router(state.clone()))
@@ -179,11 +190,32 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(state.config.max_json_body)),
         )
         .merge(crate::web::routes())
+        .route("/{app_id}/presence.json", get(crate::stream::stream))
+        .route("/v1/apps/{app_id}/presence.json", get(crate::stream::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(any(not_found))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::security_headers))
         .with_state(state)
+}
+
+/// Removes events older than `event_retention`, every tenth of it (at most every 10 minutes).
+async fn purge_old_events(state: AppState) {
+    let retention = state.config.event_retention;
+    let period =
+        (retention / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let cutoff = crate::ws::unix_now() - retention.as_secs() as i64;
+        match state.store.purge_events(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "old events removed"),
+            Err(error) => tracing::error!(error = %crate::error::chain(&error), "cannot remove old events"),
+        }
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -31,6 +31,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/apps", post(create_app).get(list_apps))
         .route("/v1/apps/{app_id}", patch(update_app))
         .route("/v1/apps/{app_id}/secret", post(rotate_secret))
+        .route("/v1/apps/{app_id}/presence", get(current_presence))
+        .route("/v1/apps/{app_id}/deliveries", get(list_deliveries))
+        .route("/v1/apps/{app_id}/webhook/enable", post(enable_webhook))
         .route("/v1/grants/token", post(exchange_code))
         .route("/v1/me/grants", get(list_grants))
         .route("/v1/me/grants/{app_id}", patch(change_grant).delete(revoke_grant))
@@ -77,6 +80,16 @@ pub fn validate_webhook_url(raw: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// A webhook URL, refused at once when its host is an address webhooks may not reach.
+fn checked_webhook_url(state: &AppState, raw: &str) -> Result<Option<String>, ApiError> {
+    let url = validate_webhook_url(raw)?;
+    if let Some(url) = &url {
+        let parsed = Url::parse(url).expect("validated above");
+        state.egress.check_url(&parsed).map_err(|why| bad_request("invalid_webhook_url", why))?;
+    }
+    Ok(url)
+}
+
 fn validate_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
@@ -115,7 +128,7 @@ pub async fn register_app(
 ) -> Result<AppCredentials, ApiError> {
     let name = validate_name(name)?;
     let redirect_uris = validate_redirect_uris(redirect_uris)?;
-    let webhook_url = validate_webhook_url(webhook_url)?;
+    let webhook_url = checked_webhook_url(state, webhook_url)?;
     let app_id = format!("app_{}", hex::encode(rand::random::<[u8; 8]>()));
     let secret = new_secret(APP_SECRET_PREFIX);
     let webhook_secret = format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()));
@@ -217,7 +230,9 @@ pub async fn issue_code(
 /// Grants the app access for the user; a grant that exists keeps its uid.
 pub async fn allow(state: &AppState, account: AccountId, app_id: &str) -> Result<String, ApiError> {
     let uid = format!("u_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()));
-    Ok(state.store.grant(account, app_id, &uid, unix_now()).await?)
+    let (uid, events) = state.store.grant(account, app_id, &uid, unix_now()).await?;
+    state.presence.announce(&events);
+    Ok(uid)
 }
 
 #[derive(Deserialize)]
@@ -291,7 +306,7 @@ async fn update_app(
         name: patch.name.as_deref().map(validate_name).transpose()?,
         redirect_uris: patch.redirect_uris.as_deref().map(validate_redirect_uris).transpose()?,
         webhook_url: match patch.webhook_url {
-            Some(url) => Some(validate_webhook_url(url.as_deref().unwrap_or(""))?),
+            Some(url) => Some(checked_webhook_url(&state, url.as_deref().unwrap_or(""))?),
             None => None,
         },
     };
@@ -357,6 +372,60 @@ async fn exchange_code(
     Ok(Json(json!({"uid": uid})).into_response())
 }
 
+/// `GET /v1/apps/{app_id}/presence?uid=…&uid=…` (or `uid=a,b`): the current status of granted
+/// users; uids without an enabled grant are left out.
+async fn current_presence(
+    State(state): State<AppState>,
+    Path(app_id): Path<String>,
+    authed: AuthedApp,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    authed.require(&app_id)?;
+    let uids: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "uid")
+        .flat_map(|(_, value)| {
+            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect();
+    if uids.is_empty() || uids.len() > 100 {
+        return Err(bad_request("invalid_uid", "ask for 1 to 100 uids: ?uid=…&uid=…"));
+    }
+    let found = state.store.presence_of(&app_id, &uids).await?;
+    Ok(Json(json!({"presence": found})).into_response())
+}
+
+/// `GET /v1/apps/{app_id}/deliveries`: the webhook's health and its latest attempts.
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Path(app_id): Path<String>,
+    authed: AuthedApp,
+) -> Result<Response, ApiError> {
+    let app = authed.require(&app_id)?;
+    let health = state.store.webhook_health(&app_id).await?;
+    let deliveries = state.store.deliveries(&app_id, 100).await?;
+    Ok(Json(json!({"webhook_url": app.webhook_url, "webhook": health, "deliveries": deliveries}))
+        .into_response())
+}
+
+/// Re-enables a disabled webhook (its owner, signed in).
+pub async fn reenable_webhook(state: &AppState, owner: AccountId, app_id: &str) -> Result<(), ApiError> {
+    if state.store.enable_webhook(owner, app_id).await? {
+        tracing::info!(app_id = %app_id, "webhook re-enabled");
+        Ok(())
+    } else {
+        Err(ApiError::not_found("no such app"))
+    }
+}
+
+async fn enable_webhook(
+    State(state): State<AppState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    reenable_webhook(&state, account, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn list_grants(
     State(state): State<AppState>,
     AuthedAccount(account): AuthedAccount,
@@ -393,17 +462,22 @@ pub async fn set_grant(
     enabled: Option<bool>,
     coarse: Option<bool>,
 ) -> Result<(), ApiError> {
-    if state.store.set_grant(account, app_id, enabled, coarse).await? {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("no grant for that app"))
+    match state.store.set_grant(account, app_id, enabled, coarse, unix_now()).await? {
+        Some(events) => {
+            state.presence.announce(&events);
+            Ok(())
+        }
+        None => Err(ApiError::not_found("no grant for that app")),
     }
 }
 
 /// Revokes a grant: the app loses the uid for good.
 pub async fn revoke(state: &AppState, account: AccountId, app_id: &str) -> Result<(), ApiError> {
     match state.store.revoke_grant(account, app_id, unix_now()).await? {
-        Some(_) => Ok(()),
+        Some((_, events)) => {
+            state.presence.announce(&events);
+            Ok(())
+        }
         None => Err(ApiError::not_found("no grant for that app")),
     }
 }

@@ -9,6 +9,8 @@ use crate::presence::PresenceChange;
 pub enum Signal {
     /// A user's visible status changed.
     Presence(PresenceChange),
+    /// An app's event log has entries up to `seq`.
+    AppEvents { app_id: String, seq: u64 },
 }
 
 pub trait Bus: Send + Sync + 'static {

@@ -99,6 +99,19 @@ pub struct Config {
     pub grant_code_ttl: Duration,
     pub max_devices_per_account: u32,
     pub max_json_body: usize,
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stream_heartbeat: Duration,
+    pub stream_buffer: usize,
+    #[serde(with = "humantime_serde")]
+    pub webhook_batch_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub webhook_disable_after: Duration,
+    pub webhook_max_batch: u32,
+    pub webhook_allow: String,
     pub oidc_issuer: String,
     pub oidc_audience: String,
 }
@@ -209,6 +222,21 @@ impl Config {
         }
         if self.grant_code_ttl < Duration::from_secs(1) || self.grant_code_ttl > Duration::from_secs(600) {
             return invalid("grant_code_ttl must be between 1s and 10m".into());
+        }
+        if self.webhook_batch_interval < Duration::from_secs(1) {
+            return invalid("webhook_batch_interval must be at least 1s".into());
+        }
+        if self.webhook_timeout.is_zero() || self.stream_heartbeat.is_zero() || self.event_retention.is_zero()
+        {
+            return invalid(
+                "webhook_timeout, stream_heartbeat and event_retention must be longer than zero".into(),
+            );
+        }
+        if self.stream_buffer < 2 || self.webhook_max_batch == 0 {
+            return invalid("stream_buffer must be at least 2 and webhook_max_batch at least 1".into());
+        }
+        if let Err(why) = crate::egress::parse_allow_list(&self.webhook_allow) {
+            return invalid(format!("webhook_allow: {why}"));
         }
         if self.oidc_issuer.is_empty() != self.oidc_audience.is_empty() {
             return invalid("oidc_issuer and oidc_audience go together: set both or neither".into());

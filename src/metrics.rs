@@ -34,6 +34,8 @@ pub struct Metrics {
     pub notifications_delivered: AtomicU64,
     pub notifications_stored: AtomicU64,
     pub outbound_queue_full: AtomicU64,
+    pub streams: AtomicI64,
+    pub streams_lagging: AtomicU64,
 }
 
 impl Metrics {
@@ -75,6 +77,18 @@ impl Metrics {
             "Live deliveries that found a connection's queue full and fell back to storage.",
             "counter",
             self.outbound_queue_full.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "presence_streams",
+            "Open app streams.",
+            "gauge",
+            self.streams.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "presence_streams_lagging_total",
+            "Streams closed because their consumer fell behind.",
+            "counter",
+            self.streams_lagging.load(Ordering::Relaxed).to_string(),
         );
         let _ = writeln!(
             out,

@@ -73,11 +73,13 @@ impl serde::Serialize for Status {
 }
 
 /// A user's visible status changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceChange {
     pub account: AccountId,
     pub status: Status,
     pub at: i64,
+    /// The entries this change appended to apps' event logs (committed with it).
+    pub events: Vec<crate::store::AppEvent>,
 }
 
 /// Time rules around the store's aggregation.
@@ -106,7 +108,15 @@ impl Engine {
     fn emit(&self, changes: impl IntoIterator<Item = PresenceChange>) {
         for change in changes {
             tracing::debug!(account = change.account.0, status = change.status.name(), "presence changed");
+            self.announce(&change.events);
             self.bus.publish(Signal::Presence(change));
+        }
+    }
+
+    /// Wakes whoever delivers these apps' events (streams, the webhook dispatcher).
+    pub fn announce(&self, events: &[crate::store::AppEvent]) {
+        for event in events {
+            self.bus.publish(Signal::AppEvents { app_id: event.app_id.clone(), seq: event.seq });
         }
     }
 

@@ -168,6 +168,82 @@ pub struct AuthCode {
     pub expires_at: i64,
 }
 
+/// An entry appended to an app's event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEvent {
+    pub app_id: String,
+    pub seq: u64,
+}
+
+/// One entry of an app's event log: `status` is `online`, `away`, `offline` or `revoked`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub uid: String,
+    pub status: String,
+    pub at: i64,
+}
+
+/// Deliverable events after a cursor; `scanned_to` is where the next read starts (events
+/// withheld for privacy are skipped, not returned).
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub scanned_to: u64,
+    /// Nothing after `scanned_to` existed when the page was read.
+    pub complete: bool,
+}
+
+/// An app's log: the newest seq, and the highest one removed by retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub last_seq: u64,
+    pub purged_seq: u64,
+}
+
+/// An app whose webhook has events waiting and is due for an attempt.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub app_id: String,
+    pub url: String,
+    pub secret_sealed: String,
+    pub cursor: u64,
+    pub attempts: u32,
+    pub failing_since: Option<i64>,
+    pub last_sent_at: Option<i64>,
+}
+
+/// A webhook's health, for its developer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookHealth {
+    pub failing_since: Option<i64>,
+    pub attempts: u32,
+    pub disabled_at: Option<i64>,
+    pub disabled_reason: Option<String>,
+    /// Events not yet delivered.
+    pub pending: u64,
+}
+
+/// One webhook attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryRecord {
+    pub at: i64,
+    pub message_id: String,
+    pub events: u32,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// How an attempt ended, for the webhook's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// A 2xx: everything up to `cursor` is delivered.
+    Delivered { cursor: u64 },
+    /// Try again at `retry_at`, or never (`disable` says why).
+    Failed { retry_at: i64, disable: Option<String> },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     /// Registered now, or already registered to this UAID (registering is idempotent).
@@ -332,36 +408,75 @@ pub trait Store: Send + Sync + 'static {
         secret_hash: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Grants the app access (enabled), keeping the uid of an existing grant; returns the uid.
+    /// Grants the app access (enabled), keeping the uid of an existing grant; returns the uid
+    /// and the event telling the app the user's current status, if it did not know it.
     async fn grant(
         &self,
         account: AccountId,
         app_id: &str,
         new_uid: &str,
         now: i64,
-    ) -> Result<String, StoreError>;
+    ) -> Result<(String, Vec<AppEvent>), StoreError>;
 
     async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError>;
 
     /// The uid of an existing grant (enabled or not).
     async fn grant_uid(&self, account: AccountId, app_id: &str) -> Result<Option<String>, StoreError>;
 
-    /// Pauses or resumes a grant, and/or sets its coarse mode; `false` if there is no grant.
+    /// Pauses or resumes a grant, and/or sets its coarse mode; `None` if there is no grant.
+    /// Pausing drops the user's undelivered events for the app; resuming (or a coarse change)
+    /// tells the app the user's current status.
     async fn set_grant(
         &self,
         account: AccountId,
         app_id: &str,
         enabled: Option<bool>,
         coarse: Option<bool>,
-    ) -> Result<bool, StoreError>;
+        now: i64,
+    ) -> Result<Option<Vec<AppEvent>>, StoreError>;
 
-    /// Removes the grant; returns its uid, or `None` if there was none.
+    /// Removes the grant, drops the user's events for the app and appends one `revoked`;
+    /// returns the uid and that event, or `None` if there was no grant.
     async fn revoke_grant(
         &self,
         account: AccountId,
         app_id: &str,
         now: i64,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<(String, Vec<AppEvent>)>, StoreError>;
+
+    // The event log and delivery.
+
+    async fn log_bounds(&self, app_id: &str) -> Result<Option<LogBounds>, StoreError>;
+
+    /// Up to `limit` deliverable events after `since`: events of paused or revoked grants are
+    /// withheld (except the `revoked` itself).
+    async fn events_after(&self, app_id: &str, since: u64, limit: u32) -> Result<EventPage, StoreError>;
+
+    /// Every enabled grant's current status as the app sees it, and the seq it is current at.
+    async fn snapshot(&self, app_id: &str) -> Result<(Vec<(String, String)>, u64), StoreError>;
+
+    /// The current status of these uids, for those with an enabled grant to the app.
+    async fn presence_of(&self, app_id: &str, uids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Removes events older than `cutoff`; returns how many.
+    async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError>;
+
+    /// Webhooks with undelivered events whose next attempt is due.
+    async fn due_webhooks(&self, now: i64) -> Result<Vec<WebhookTarget>, StoreError>;
+
+    async fn record_attempt(
+        &self,
+        app_id: &str,
+        record: &DeliveryRecord,
+        outcome: &WebhookOutcome,
+    ) -> Result<(), StoreError>;
+
+    async fn deliveries(&self, app_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    async fn webhook_health(&self, app_id: &str) -> Result<Option<WebhookHealth>, StoreError>;
+
+    /// Re-enables a disabled webhook of this owner; `false` if there is no such app.
+    async fn enable_webhook(&self, owner: AccountId, app_id: &str) -> Result<bool, StoreError>;
 
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError>;
 

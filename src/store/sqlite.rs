@@ -13,8 +13,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqliteConnection};
 
 use super::{
-    AccountId, AccountSummary, App, AppChanges, AuthCode, DeviceBinding, DeviceId, DeviceInfo, GrantInfo,
-    NewDevice, Policy, PushUpdate, Registration, Saved, Store, StoreError,
+    AccountId, AccountSummary, App, AppChanges, AppEvent, AuthCode, DeliveryRecord, DeviceBinding, DeviceId,
+    DeviceInfo, Event, EventPage, GrantInfo, LogBounds, NewDevice, Policy, PushUpdate, Registration, Saved,
+    Store, StoreError, WebhookHealth, WebhookOutcome, WebhookTarget,
 };
 use crate::config::SqliteSync;
 use crate::ids::{ChannelId, Uaid};
@@ -72,11 +73,103 @@ async fn recompute(
         .bind(visible)
         .execute(&mut *conn)
         .await?;
-    Ok((visible != old_visible).then(|| PresenceChange {
-        account: AccountId(account),
-        status: Status::from_rank(visible),
-        at: now,
-    }))
+    if visible == old_visible {
+        return Ok(None);
+    }
+    let status = Status::from_rank(visible);
+    let events = tell_apps(conn, account, status, now).await?;
+    Ok(Some(PresenceChange { account: AccountId(account), status, at: now, events }))
+}
+
+/// What an app sees of a status: coarse mode shows away as online.
+fn app_view(status: Status, coarse: bool) -> &'static str {
+    if coarse && status == Status::Away {
+        Status::Online.name()
+    } else {
+        status.name()
+    }
+}
+
+/// Appends an event to every enabled grant of the account whose view of it changed.
+async fn tell_apps(
+    conn: &mut SqliteConnection,
+    account: i64,
+    visible: Status,
+    now: i64,
+) -> Result<Vec<AppEvent>, StoreError> {
+    let grants = sqlx::query(
+        "SELECT app_id, uid, coarse, last_status FROM grants WHERE account_id = ? AND enabled = 1",
+    )
+    .bind(account)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut events = Vec::new();
+    for grant in grants {
+        let (app_id, uid): (String, String) = (grant.get(0), grant.get(1));
+        let view = app_view(visible, grant.get(2));
+        if grant.get::<Option<&str>, _>(3) == Some(view) {
+            continue;
+        }
+        events.push(append_event(conn, &app_id, &uid, view, now).await?);
+    }
+    Ok(events)
+}
+
+/// Appends one event to the app's log with the next seq, and notes it on the grant.
+async fn append_event(
+    conn: &mut SqliteConnection,
+    app_id: &str,
+    uid: &str,
+    status: &str,
+    now: i64,
+) -> Result<AppEvent, StoreError> {
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE apps SET last_seq = last_seq + 1 WHERE app_id = ? RETURNING last_seq")
+            .bind(app_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    sqlx::query("INSERT INTO events (app_id, seq, uid, status, at) VALUES (?, ?, ?, ?, ?)")
+        .bind(app_id)
+        .bind(seq)
+        .bind(uid)
+        .bind(status)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE grants SET last_status = ?3, last_update_at = ?4 WHERE app_id = ?1 AND uid = ?2")
+        .bind(app_id)
+        .bind(uid)
+        .bind(status)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(AppEvent { app_id: app_id.to_owned(), seq: seq as u64 })
+}
+
+/// Tells one grant's app the user's current status, if it does not know it yet.
+async fn tell_app(
+    conn: &mut SqliteConnection,
+    account: i64,
+    app_id: &str,
+    now: i64,
+) -> Result<Vec<AppEvent>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT g.uid, g.coarse, g.last_status, a.visible FROM grants g JOIN accounts a ON a.id = g.account_id
+         WHERE g.account_id = ? AND g.app_id = ? AND g.enabled = 1",
+    )
+    .bind(account)
+    .bind(app_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let uid: String = row.get(0);
+    let view = app_view(Status::from_rank(row.get(3)), row.get(1));
+    if row.get::<Option<&str>, _>(2) == Some(view) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![append_event(conn, app_id, &uid, view, now).await?])
 }
 
 /// Sets every device whose last report is older than `cutoff` offline and recomputes their
@@ -560,6 +653,8 @@ impl Store for SqliteStore {
             "UPDATE apps SET
                 name = COALESCE(?3, name),
                 redirect_uris = COALESCE(?4, redirect_uris),
+                webhook_cursor = CASE WHEN ?5 AND webhook_url IS NULL AND ?6 IS NOT NULL THEN last_seq
+                                      ELSE webhook_cursor END,
                 webhook_url = CASE WHEN ?5 THEN ?6 ELSE webhook_url END
              WHERE owner_id = ?1 AND app_id = ?2",
         )
@@ -597,7 +692,8 @@ impl Store for SqliteStore {
         app_id: &str,
         new_uid: &str,
         now: i64,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(String, Vec<AppEvent>), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let uid: String = sqlx::query_scalar(
             "INSERT INTO grants (account_id, app_id, uid, enabled, created_at) VALUES (?, ?, ?, 1, ?)
              ON CONFLICT (account_id, app_id) DO UPDATE SET enabled = 1
@@ -607,9 +703,11 @@ impl Store for SqliteStore {
         .bind(app_id)
         .bind(new_uid)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(uid)
+        let events = tell_app(&mut tx, account.0, app_id, now).await?;
+        tx.commit().await?;
+        Ok((uid, events))
     }
 
     async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError> {
@@ -649,32 +747,317 @@ impl Store for SqliteStore {
         app_id: &str,
         enabled: Option<bool>,
         coarse: Option<bool>,
-    ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE grants SET enabled = COALESCE(?3, enabled), coarse = COALESCE(?4, coarse)
-             WHERE account_id = ?1 AND app_id = ?2",
+        now: i64,
+    ) -> Result<Option<Vec<AppEvent>>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Pausing forgets what the app was told: resuming tells it the status again.
+        let Some(uid) = sqlx::query_scalar::<_, String>(
+            "UPDATE grants SET enabled = COALESCE(?3, enabled), coarse = COALESCE(?4, coarse),
+                 last_status = CASE WHEN ?3 = 0 THEN NULL ELSE last_status END
+             WHERE account_id = ?1 AND app_id = ?2 RETURNING uid",
         )
         .bind(account.0)
         .bind(app_id)
         .bind(enabled)
         .bind(coarse)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .rows_affected();
-        Ok(updated == 1)
+        else {
+            return Ok(None);
+        };
+        if enabled == Some(false) {
+            // Nothing about a paused user leaves, including what was already queued.
+            sqlx::query("DELETE FROM events WHERE app_id = ? AND uid = ?")
+                .bind(app_id)
+                .bind(&uid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let events = tell_app(&mut tx, account.0, app_id, now).await?;
+        tx.commit().await?;
+        Ok(Some(events))
     }
 
     async fn revoke_grant(
         &self,
         account: AccountId,
         app_id: &str,
-        _now: i64,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("DELETE FROM grants WHERE account_id = ? AND app_id = ? RETURNING uid")
-            .bind(account.0)
+        now: i64,
+    ) -> Result<Option<(String, Vec<AppEvent>)>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(uid) = sqlx::query_scalar::<_, String>(
+            "DELETE FROM grants WHERE account_id = ? AND app_id = ? RETURNING uid",
+        )
+        .bind(account.0)
+        .bind(app_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        // Events still queued for this user are dropped; the app hears one last `revoked`.
+        sqlx::query("DELETE FROM events WHERE app_id = ? AND uid = ?")
+            .bind(app_id)
+            .bind(&uid)
+            .execute(&mut *tx)
+            .await?;
+        let event = append_event(&mut tx, app_id, &uid, "revoked", now).await?;
+        tx.commit().await?;
+        Ok(Some((uid, vec![event])))
+    }
+
+    async fn log_bounds(&self, app_id: &str) -> Result<Option<LogBounds>, StoreError> {
+        let row = sqlx::query("SELECT last_seq, purged_seq FROM apps WHERE app_id = ?")
             .bind(app_id)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        Ok(row.map(|row| LogBounds {
+            last_seq: row.get::<i64, _>(0) as u64,
+            purged_seq: row.get::<i64, _>(1) as u64,
+        }))
+    }
+
+    async fn events_after(&self, app_id: &str, since: u64, limit: u32) -> Result<EventPage, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Read the bound first: every event up to it is committed (seqs are given under the
+        // app row's write lock), so nothing below it can appear later.
+        let Some(last_seq) = sqlx::query_scalar::<_, i64>("SELECT last_seq FROM apps WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(EventPage::default());
+        };
+        let rows = sqlx::query(
+            "SELECT e.seq, e.uid, e.status, e.at, g.enabled FROM events e
+             LEFT JOIN grants g ON g.app_id = e.app_id AND g.uid = e.uid
+             WHERE e.app_id = ?1 AND e.seq > ?2 AND e.seq <= ?3
+             ORDER BY e.seq LIMIT ?4",
+        )
+        .bind(app_id)
+        .bind(since as i64)
+        .bind(last_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let full = rows.len() == limit as usize;
+        let mut page = EventPage {
+            events: Vec::with_capacity(rows.len()),
+            scanned_to: last_seq.max(since as i64) as u64,
+            complete: !full,
+        };
+        for row in rows {
+            let event = Event {
+                seq: row.get::<i64, _>(0) as u64,
+                uid: row.get(1),
+                status: row.get(2),
+                at: row.get(3),
+            };
+            if full {
+                page.scanned_to = event.seq;
+            }
+            let enabled: Option<bool> = row.get(4);
+            if event.status == "revoked" || enabled == Some(true) {
+                page.events.push(event);
+            }
+        }
+        Ok(page)
+    }
+
+    async fn snapshot(&self, app_id: &str) -> Result<(Vec<(String, String)>, u64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM apps WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        let rows = sqlx::query(
+            "SELECT uid, last_status FROM grants WHERE app_id = ? AND enabled = 1 AND last_status IS NOT NULL ORDER BY uid",
+        )
+        .bind(app_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((rows.into_iter().map(|row| (row.get(0), row.get(1))).collect(), last_seq as u64))
+    }
+
+    async fn presence_of(&self, app_id: &str, uids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found = Vec::new();
+        for uid in uids {
+            let status: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT last_status FROM grants WHERE app_id = ? AND uid = ? AND enabled = 1",
+            )
+            .bind(app_id)
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(status) = status {
+                found.push((uid.clone(), status.unwrap_or_else(|| Status::Offline.name().to_owned())));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE apps SET purged_seq = MAX(purged_seq,
+                 COALESCE((SELECT MAX(seq) FROM events e WHERE e.app_id = apps.app_id AND e.at < ?1), 0))",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let removed = sqlx::query("DELETE FROM events WHERE at < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn due_webhooks(&self, now: i64) -> Result<Vec<WebhookTarget>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
+                    webhook_last_sent_at
+             FROM apps
+             WHERE webhook_url IS NOT NULL AND webhook_disabled_at IS NULL
+               AND last_seq > webhook_cursor AND webhook_next_attempt_at <= ?",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| WebhookTarget {
+                app_id: row.get(0),
+                url: row.get(1),
+                secret_sealed: row.get(2),
+                cursor: row.get::<i64, _>(3) as u64,
+                attempts: row.get::<i64, _>(4) as u32,
+                failing_since: row.get(5),
+                last_sent_at: row.get(6),
+            })
+            .collect())
+    }
+
+    async fn record_attempt(
+        &self,
+        app_id: &str,
+        record: &DeliveryRecord,
+        outcome: &WebhookOutcome,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if record.events > 0 || record.error.is_some() || record.status_code.is_some() {
+            sqlx::query(
+                "INSERT INTO deliveries (app_id, at, message_id, events, status_code, error, duration_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(app_id)
+            .bind(record.at)
+            .bind(&record.message_id)
+            .bind(record.events)
+            .bind(record.status_code)
+            .bind(&record.error)
+            .bind(record.duration_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+            // Keep the latest hundred attempts per app.
+            sqlx::query(
+                "DELETE FROM deliveries WHERE app_id = ?1 AND id NOT IN
+                     (SELECT id FROM deliveries WHERE app_id = ?1 ORDER BY id DESC LIMIT 100)",
+            )
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        match outcome {
+            WebhookOutcome::Delivered { cursor } => {
+                sqlx::query(
+                    "UPDATE apps SET webhook_cursor = MAX(webhook_cursor, ?2), webhook_attempts = 0,
+                         webhook_failing_since = NULL, webhook_next_attempt_at = 0, webhook_last_sent_at = ?3
+                     WHERE app_id = ?1",
+                )
+                .bind(app_id)
+                .bind(*cursor as i64)
+                .bind(record.at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            WebhookOutcome::Failed { retry_at, disable } => {
+                sqlx::query(
+                    "UPDATE apps SET webhook_attempts = webhook_attempts + 1,
+                         webhook_failing_since = COALESCE(webhook_failing_since, ?2),
+                         webhook_next_attempt_at = ?3, webhook_last_sent_at = ?2,
+                         webhook_disabled_at = CASE WHEN ?4 IS NULL THEN NULL ELSE ?2 END,
+                         webhook_disabled_reason = ?4
+                     WHERE app_id = ?1",
+                )
+                .bind(app_id)
+                .bind(record.at)
+                .bind(*retry_at)
+                .bind(disable)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, app_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, message_id, events, status_code, error, duration_ms FROM deliveries
+             WHERE app_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(app_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DeliveryRecord {
+                at: row.get(0),
+                message_id: row.get(1),
+                events: row.get::<i64, _>(2) as u32,
+                status_code: row.get::<Option<i64>, _>(3).map(|c| c as u16),
+                error: row.get(4),
+                duration_ms: row.get::<i64, _>(5) as u64,
+            })
+            .collect())
+    }
+
+    async fn webhook_health(&self, app_id: &str) -> Result<Option<WebhookHealth>, StoreError> {
+        let row = sqlx::query(
+            "SELECT webhook_failing_since, webhook_attempts, webhook_disabled_at, webhook_disabled_reason,
+                    last_seq - webhook_cursor
+             FROM apps WHERE app_id = ? AND webhook_url IS NOT NULL",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| WebhookHealth {
+            failing_since: row.get(0),
+            attempts: row.get::<i64, _>(1) as u32,
+            disabled_at: row.get(2),
+            disabled_reason: row.get(3),
+            pending: row.get::<i64, _>(4).max(0) as u64,
+        }))
+    }
+
+    async fn enable_webhook(&self, owner: AccountId, app_id: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE apps SET webhook_disabled_at = NULL, webhook_disabled_reason = NULL, webhook_attempts = 0,
+                 webhook_failing_since = NULL, webhook_next_attempt_at = 0
+             WHERE owner_id = ? AND app_id = ?",
+        )
+        .bind(owner.0)
+        .bind(app_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError> {

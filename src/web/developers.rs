@@ -16,6 +16,9 @@ struct AppRow {
     name: String,
     redirect_uris: Vec<String>,
     webhook_url: Option<String>,
+    /// "delivering", "failing since …", or why it was disabled.
+    webhook_state: Option<String>,
+    webhook_disabled: bool,
     created: String,
 }
 
@@ -44,23 +47,30 @@ pub async fn page(
         Err(error) => return crate::error::ApiError::from(error).into_response(),
     };
     let (flash, clear) = Flash::take(&state, &headers);
-    let page = DevelopersPage {
-        apps: apps
-            .into_iter()
-            .map(|app| AppRow {
-                initial: super::initial(&app.name),
-                app_id: app.app_id,
-                name: app.name,
-                redirect_uris: app.redirect_uris,
-                webhook_url: app.webhook_url,
-                created: format_time(app.created_at),
-            })
-            .collect(),
-        flash,
-        csrf,
-        public_url: state.public_url.to_string(),
-        signed_in: true,
-    };
+    let mut rows = Vec::with_capacity(apps.len());
+    for app in apps {
+        let health = match state.store.webhook_health(&app.app_id).await {
+            Ok(health) => health,
+            Err(error) => return crate::error::ApiError::from(error).into_response(),
+        };
+        let webhook_state = health.as_ref().map(|h| match (&h.disabled_reason, h.failing_since) {
+            (Some(reason), _) => format!("disabled: {reason}"),
+            (None, Some(since)) => format!("failing since {} ({} attempts)", format_time(since), h.attempts),
+            (None, None) => format!("delivering ({} events pending)", h.pending),
+        });
+        rows.push(AppRow {
+            initial: super::initial(&app.name),
+            webhook_disabled: health.as_ref().is_some_and(|h| h.disabled_at.is_some()),
+            webhook_state,
+            app_id: app.app_id,
+            name: app.name,
+            redirect_uris: app.redirect_uris,
+            webhook_url: app.webhook_url,
+            created: format_time(app.created_at),
+        });
+    }
+    let page =
+        DevelopersPage { apps: rows, flash, csrf, public_url: state.public_url.to_string(), signed_in: true };
     render_with(&page, clear)
 }
 
@@ -102,6 +112,31 @@ pub async fn create(
             ..Flash::default()
         }
         .redirect(&state, "/developers"),
+        Err(error) if error.status.is_client_error() => {
+            Flash::error(error.detail).redirect(&state, "/developers")
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+pub async fn enable_webhook(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    csrf: Csrf,
+    Path(app_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = csrf.check(&form.csrf) {
+        return refused;
+    }
+    let account = match viewer.require("/developers") {
+        Ok(account) => account,
+        Err(to_login) => return to_login,
+    };
+    match crate::apps::reenable_webhook(&state, account, &app_id).await {
+        Ok(()) => {
+            Flash::notice("Webhook re-enabled; pending events go out now.").redirect(&state, "/developers")
+        }
         Err(error) if error.status.is_client_error() => {
             Flash::error(error.detail).redirect(&state, "/developers")
         }

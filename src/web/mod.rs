@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/developers", get(developers::page))
         .route("/developers/apps", post(developers::create))
         .route("/developers/apps/{app_id}/secret", post(developers::rotate))
+        .route("/developers/apps/{app_id}/webhook/enable", post(developers::enable_webhook))
 }
 
 async fn stylesheet() -> Response {
