@@ -154,6 +154,14 @@ impl App {
         tokio::spawn(crate::webhooks::Dispatcher::new(state.clone()).run(state.shutdown.clone()));
         tokio::spawn(purge_old_events(state.clone()));
         let stop = shutdown.clone();
+        let send_buffer = state.config.socket_send_buffer;
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+            // Presence messages are small and latency matters: no Nagle delay.
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+            }
+        });
         let server = tokio::spawn(
             axum::serve(listener, router(state.clone()))
                 .with_graceful_shutdown(async move { stop.cancelled().await })

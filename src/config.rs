@@ -80,6 +80,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
 
     pub max_message_size: usize,
+    pub socket_send_buffer: usize,
     pub ws_read_buffer: usize,
     pub ws_write_buffer_max: usize,
     pub outbound_queue: usize,

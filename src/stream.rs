@@ -153,7 +153,8 @@ pub async fn stream(
         Format::Lines => "application/x-ndjson",
         Format::EventStream => "text/event-stream",
     };
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map_ok());
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let body = Body::from_stream(futures_util::StreamExt::map(chunks, Ok::<Bytes, std::convert::Infallible>));
     Ok((
         [
             (header::CONTENT_TYPE, content_type),
@@ -163,16 +164,6 @@ pub async fn stream(
         body,
     )
         .into_response())
-}
-
-trait MapOk: Sized {
-    fn map_ok(self) -> futures_util::stream::Map<Self, fn(Bytes) -> Result<Bytes, std::convert::Infallible>>;
-}
-
-impl<S: futures_util::Stream<Item = Bytes>> MapOk for S {
-    fn map_ok(self) -> futures_util::stream::Map<Self, fn(Bytes) -> Result<Bytes, std::convert::Infallible>> {
-        futures_util::StreamExt::map(self, Ok)
-    }
 }
 
 /// Why a stream ended early.

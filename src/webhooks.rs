@@ -72,13 +72,21 @@ pub struct Dispatcher {
     client: reqwest::Client,
     egress: Egress,
     in_flight: Mutex<HashSet<String>>,
+    /// When each endpoint was last tried by this node (finer than the stored seconds).
+    last_tried: Mutex<HashMap<String, Instant>>,
 }
 
 impl Dispatcher {
     pub fn new(state: AppState) -> Arc<Dispatcher> {
         let egress = state.egress.as_ref().clone();
         let client = egress.client(state.config.webhook_timeout);
-        Arc::new(Dispatcher { state, client, egress, in_flight: Mutex::new(HashSet::new()) })
+        Arc::new(Dispatcher {
+            state,
+            client,
+            egress,
+            in_flight: Mutex::new(HashSet::new()),
+            last_tried: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Scans for due webhooks when events arrive (at most every 100 ms) and every second.
@@ -109,15 +117,26 @@ impl Dispatcher {
     }
 
     fn start(self: &Arc<Self>, due: Vec<WebhookTarget>) {
-        let interval = self.state.config.webhook_batch_interval.as_secs() as i64;
+        let interval = self.state.config.webhook_batch_interval;
         let now = unix_now();
         for target in due {
-            if target.last_sent_at.is_some_and(|at| at + interval > now) {
-                continue; // at most one POST per interval
+            // At most one POST per interval: the stored time (seconds) covers restarts, the
+            // monotonic one this node's own attempts.
+            if target.last_sent_at.is_some_and(|at| at + interval.as_secs() as i64 > now) {
+                continue;
+            }
+            let tried =
+                self.last_tried.lock().unwrap_or_else(|e| e.into_inner()).get(&target.app_id).copied();
+            if tried.is_some_and(|at| at.elapsed() < interval) {
+                continue;
             }
             if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(target.app_id.clone()) {
                 continue; // one request in flight per endpoint
             }
+            self.last_tried
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(target.app_id.clone(), Instant::now());
             let dispatcher = Arc::clone(self);
             self.state.tracker.spawn(async move {
                 let app_id = target.app_id.clone();

@@ -256,7 +256,14 @@ async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it(
     wait_for(&client, &format!("#pause-{app_id}")).await;
     assert_eq!(enabled(app.get_as(&carol.token, "/v1/me/grants").await.json()), Some(true));
     click(&client, &format!("#revoke-{app_id}")).await;
-    let notice = wait_for(&client, ".alert.notice").await.text().await.unwrap();
+    let mut notice = String::new();
+    for _ in 0..100 {
+        notice = wait_for(&client, ".alert.notice").await.text().await.unwrap_or_default();
+        if notice.starts_with("Access revoked") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(notice.starts_with("Access revoked"), "{notice}");
     assert_eq!(app.get_as(&carol.token, "/v1/me/grants").await.json()["grants"], json!([]));
     assert!(client.find(Locator::Css(&format!("#pause-{app_id}"))).await.is_err());

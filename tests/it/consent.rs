@@ -27,8 +27,13 @@ pub struct Page {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Browser {
+        Browser::at(&app.url(""))
+    }
+
+    /// A browser for the server at `base` (`http://host:port`).
+    pub fn at(base: &str) -> Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { http, cookies: HashMap::new(), base: app.url("") }
+        Browser { http, cookies: HashMap::new(), base: base.to_owned() }
     }
 
     fn cookie_header(&self) -> String {
@@ -138,9 +143,13 @@ fn urlencode(text: &str) -> String {
 }
 
 pub async fn exchange(app: &TestApp, registered: &RegisteredApp, body: serde_json::Value) -> Reply {
+    exchange_at(&app.url(""), registered, body).await
+}
+
+pub async fn exchange_at(base: &str, registered: &RegisteredApp, body: serde_json::Value) -> Reply {
     reply(
-        app.http
-            .post(app.url("/v1/grants/token"))
+        reqwest::Client::new()
+            .post(format!("{base}/v1/grants/token"))
             .basic_auth(&registered.app_id, Some(&registered.secret))
             .json(&body)
             .send()

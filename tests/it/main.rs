@@ -3,10 +3,12 @@
 mod accounts;
 mod browser;
 mod consent;
+mod delivery;
 mod gateway;
 mod helpers;
 mod malformed;
 mod operations;
 mod presence;
+mod receiver;
 mod restart;
 mod update_endpoint;

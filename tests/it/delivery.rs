@@ -1,0 +1,750 @@
+//! Delivery to apps end to end: a real device WebSocket, a real stream client, a real HTTP
+//! receiver for webhooks, and the privacy rules applied at send time.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::consent::{consent, exchange, Browser, RegisteredApp, REDIRECT};
+use crate::helpers::{builder, Builder, Device, TestApp, User};
+use crate::receiver::{Answer, Receiver};
+
+/// A server, an app with a webhook, a user who granted it, and that user's device.
+struct World {
+    app: TestApp,
+    receiver: Receiver,
+    registered: RegisteredApp,
+    user: User,
+    device: Device,
+    uid: String,
+    browser: Browser,
+}
+
+fn delivering() -> Builder {
+    builder()
+        .set("webhook_allow", "127.0.0.0/8")
+        .set("webhook_batch_interval", "1s")
+        .set("presence_grace", "0s")
+        .set("status_min_interval", "0s")
+}
+
+async fn register_with_webhook(app: &TestApp, developer: &User, name: &str, webhook: &str) -> RegisteredApp {
+    let created = app
+        .send_as(
+            Method::POST,
+            &developer.token,
+            "/v1/apps",
+            Some(json!({"name": name, "redirect_uris": [REDIRECT], "webhook_url": webhook})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let body = created.json();
+    RegisteredApp {
+        app_id: body["app_id"].as_str().unwrap().to_owned(),
+        secret: body["secret"].as_str().unwrap().to_owned(),
+        webhook_secret: body["webhook_secret"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn world(builder: Builder) -> World {
+    world_with_receiver_on(builder, "127.0.0.1:0").await
+}
+
+async fn world_with_receiver_on(builder: Builder, receiver_addr: &str) -> World {
+    let app = builder.spawn().await;
+    let receiver = Receiver::start_on(receiver_addr).await;
+    let developer = app.user("dev@example.com").await;
+    let registered = register_with_webhook(&app, &developer, "Chat", &receiver.url).await;
+    let user = app.user("ann@example.com").await;
+    let device = app.register_device(&user, "phone").await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("ann@example.com").await;
+    let code = consent(&mut browser, &registered.app_id, None).await;
+    let uid =
+        exchange(&app, &registered, json!({"code": code})).await.json()["uid"].as_str().unwrap().to_owned();
+    World { app, receiver, registered, user, device, uid, browser }
+}
+
+/// A stream consumer reading the raw body.
+struct StreamClient {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
+    buffer: String,
+}
+
+impl StreamClient {
+    async fn open(
+        world: &World,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<StreamClient>, String) {
+        let mut request = reqwest::Client::new()
+            .get(world.app.url(&format!("/{}/presence.json{query}", world.registered.app_id)))
+            .basic_auth(&world.registered.app_id, Some(&world.registered.secret));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != 200 {
+            return (status, None, response.text().await.unwrap());
+        }
+        (
+            status,
+            Some(StreamClient { body: response.bytes_stream().boxed(), buffer: String::new() }),
+            String::new(),
+        )
+    }
+
+    /// The next line (without the newline); `None` when the server ended the stream.
+    async fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find('\n') {
+                let line = self.buffer[..end].to_owned();
+                self.buffer.drain(..=end);
+                return Some(line);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("the stream stalled");
+            match chunk {
+                Some(Ok(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next non-empty batch of `(uid, status, seq)`, skipping heartbeats.
+    async fn entries(&mut self) -> Vec<(String, String, u64)> {
+        loop {
+            let line = self.line().await.expect("the stream ended");
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(value.is_array(), "not a batch: {line}");
+            let entries: Vec<(String, String, u64)> = serde_json::from_value(value).unwrap();
+            if !entries.is_empty() {
+                return entries;
+            }
+        }
+    }
+}
+
+async fn connect_and_report(world: &World, status: &str) -> presence::client::DeviceClient {
+    let mut socket = world.app.connect_device(&world.device).await;
+    assert_eq!(socket.status(status).await.unwrap()["status"], 200);
+    socket
+}
+
+#[tokio::test]
+async fn a_status_change_reaches_the_stream_and_a_signed_webhook() {
+    let world = world(delivering()).await;
+    let (status, stream, _) = StreamClient::open(&world, "", &[]).await;
+    assert_eq!(status, 200);
+    let mut stream = stream.unwrap();
+    let mut socket = connect_and_report(&world, "O").await;
+    let entries = stream.entries().await;
+    assert_eq!((entries[0].0.as_str(), entries[0].1.as_str()), (world.uid.as_str(), "online"));
+
+    let hits = world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("online")
+        })
+        .await;
+    let verifier = standardwebhooks::Webhook::new(&world.registered.webhook_secret).unwrap();
+    for hit in &hits {
+        verifier.verify(&hit.body, &hit.headers).expect("the signature verifies");
+        assert!(hit.headers["webhook-id"].to_str().unwrap().starts_with("msg_"));
+    }
+    let wrong = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    assert!(wrong.verify(&hits[0].body, &hits[0].headers).is_err());
+
+    socket.status("A").await.unwrap();
+    assert_eq!(stream.entries().await[0].1, "away");
+    world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
+        })
+        .await;
+    // The app can also ask.
+    let asked =
+        reqwest::Client::new()
+            .get(world.app.url(&format!(
+                "/v1/apps/{}/presence?uid={}&uid=u_unknown",
+                world.registered.app_id, world.uid
+            )))
+            .bearer_auth(&world.registered.secret)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+    assert_eq!(asked, json!({"presence": [[world.uid, "away"]]}));
+}
+
+#[tokio::test]
+async fn webhooks_batch_the_latest_status_per_user_at_most_once_per_interval() {
+    let world = world(delivering().set("webhook_batch_interval", "2s")).await;
+    let mut socket = connect_and_report(&world, "O").await;
+    for status in ["A", "O", "A", "U", "O", "A"] {
+        socket.status(status).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let hits = world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
+        })
+        .await;
+    for hit in &hits {
+        let pairs = hit.pairs();
+        let mine = pairs.iter().filter(|(uid, _)| uid == &world.uid).count();
+        assert!(mine <= 1, "one entry per user per POST: {pairs:?}");
+    }
+    for pair in hits.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(1900), "two POSTs {gap:?} apart");
+    }
+    assert!(hits.len() <= 3, "seven changes in about a second make at most a few POSTs: {}", hits.len());
+}
+
+#[tokio::test]
+async fn failures_are_retried_honouring_retry_after_and_410_disables_the_endpoint() {
+    let world = world(delivering()).await;
+    world.receiver.answer_next(&[
+        Answer { status: 503, retry_after: Some(1), delay: Duration::ZERO },
+        Answer::status(500),
+    ]);
+    let _socket = connect_and_report(&world, "O").await;
+    let hits = world
+        .receiver
+        .wait_until(Duration::from_secs(15), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("online")
+        })
+        .await;
+    assert!(hits.len() >= 3, "two failures, then a success");
+    let deliveries = reqwest::Client::new()
+        .get(world.app.url(&format!("/v1/apps/{}/deliveries", world.registered.app_id)))
+        .basic_auth(&world.registered.app_id, Some(&world.registered.secret))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let codes: Vec<u64> = deliveries["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["status_code"].as_u64())
+        .collect();
+    assert!(codes.contains(&503) && codes.contains(&500) && codes.contains(&200), "{codes:?}");
+    assert_eq!(deliveries["webhook"]["failing_since"], json!(null));
+
+    // 410: disabled, shown to the developer, re-enabled by them.
+    world.receiver.answer_next(&[Answer::status(410)]);
+    let mut socket = world.app.connect_device(&world.device).await;
+    socket.status("A").await.unwrap();
+    world.receiver.wait_until(Duration::from_secs(10), |hits| hits.iter().any(|h| h.answered == 410)).await;
+    let health = |app: &TestApp, world: &World| {
+        let request = app
+            .http
+            .get(app.url(&format!("/v1/apps/{}/deliveries", world.registered.app_id)))
+            .basic_auth(&world.registered.app_id, Some(&world.registered.secret));
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["webhook"].clone() }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while health(&world.app, &world).await["disabled_at"].is_null() {
+        assert!(tokio::time::Instant::now() < deadline, "the webhook was not disabled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let disabled = health(&world.app, &world).await;
+    assert!(disabled["disabled_reason"].as_str().unwrap().contains("410"));
+    let mut dev = Browser::new(&world.app);
+    dev.sign_in("dev@example.com").await;
+    let page = dev.get("/developers").await;
+    assert!(page.body.contains("disabled: the endpoint answered 410 Gone"), "the developer sees it");
+    let before = world.receiver.hits().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(world.receiver.hits().len(), before, "nothing is sent to a disabled endpoint");
+    let enabled =
+        dev.post(&format!("/developers/apps/{}/webhook/enable", world.registered.app_id), &[]).await;
+    assert_eq!(enabled.status, 303);
+    world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_revoke_with_events_queued_leaks_nothing_and_a_pause_sends_nothing() {
+    let world = world(delivering()).await;
+    world.receiver.answer_always(Answer::status(500));
+    let mut socket = connect_and_report(&world, "O").await;
+    for status in ["A", "O"] {
+        socket.status(status).await.unwrap();
+    }
+    world.receiver.wait_until(Duration::from_secs(10), |hits| !hits.is_empty()).await;
+    let revoked = world
+        .app
+        .send_as(
+            Method::DELETE,
+            &world.user.token,
+            &format!("/v1/me/grants/{}", world.registered.app_id),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+    let revoked_at = tokio::time::Instant::now();
+    socket.status("A").await.unwrap();
+    world.receiver.answer_always(Answer::status(200));
+    let accepted_since = |hits: &[crate::receiver::Hit]| -> Vec<(String, String)> {
+        hits.iter().filter(|h| h.answered == 200 && h.at > revoked_at).flat_map(|h| h.pairs()).collect()
+    };
+    world.receiver.wait_until(Duration::from_secs(15), |hits| !accepted_since(hits).is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let accepted = accepted_since(&world.receiver.hits());
+    assert_eq!(
+        accepted,
+        vec![(world.uid.clone(), "revoked".to_owned())],
+        "only the revoke: nothing queued before it, nothing after"
+    );
+
+    // A stream opened now sees nothing about the user either.
+    let (_, stream, _) = StreamClient::open(&world, "?since=0", &[]).await;
+    let mut stream = stream.unwrap();
+    let entries = stream.entries().await;
+    assert_eq!(entries.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), vec!["revoked"]);
+}
+
+#[tokio::test]
+async fn a_paused_grant_sends_nothing_until_resumed() {
+    let mut world = world(delivering()).await;
+    let mut socket = connect_and_report(&world, "O").await;
+    world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("online")
+        })
+        .await;
+    let page = world
+        .browser
+        .post(&format!("/settings/apps/{}", world.registered.app_id), &[("action", "pause")])
+        .await;
+    assert_eq!(page.status, 303);
+    let before = world.receiver.hits().len();
+    socket.status("A").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(world.receiver.hits().len(), before, "a paused grant sends nothing");
+    world.browser.post(&format!("/settings/apps/{}", world.registered.app_id), &[("action", "resume")]).await;
+    world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn appear_offline_and_coarse_mode_shape_what_apps_see() {
+    let mut world = world(delivering()).await;
+    let (_, stream, _) = StreamClient::open(&world, "", &[]).await;
+    let mut stream = stream.unwrap();
+    let mut socket = connect_and_report(&world, "O").await;
+    assert_eq!(stream.entries().await[0].1, "online");
+    let hidden = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": true});
+    world.app.send_as(Method::PUT, &world.user.token, "/v1/me/policy", Some(hidden)).await;
+    assert_eq!(stream.entries().await[0].1, "offline");
+    let shown = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": false});
+    world.app.send_as(Method::PUT, &world.user.token, "/v1/me/policy", Some(shown)).await;
+    assert_eq!(stream.entries().await[0].1, "online");
+    world.browser.post(&format!("/settings/apps/{}", world.registered.app_id), &[("action", "coarse")]).await;
+    socket.status("A").await.unwrap();
+    socket.status("U").await.unwrap();
+    // Away shows as online, which the app already knew: the next thing it hears is offline.
+    assert_eq!(stream.entries().await[0].1, "offline");
+}
+
+#[tokio::test]
+async fn resuming_after_forced_disconnects_gives_no_gap_and_no_duplicate() {
+    let world = world(delivering()).await;
+    // The grant told the app "offline" (seq 1), the connect "online" (seq 2).
+    let mut socket = connect_and_report(&world, "O").await;
+    let mut expected = 2usize;
+    let mut toggle = ["A", "O"].iter().cycle();
+    let mut seen: Vec<u64> = Vec::new();
+    for round in 0..4 {
+        // Two changes while no stream is connected.
+        for _ in 0..2 {
+            socket.status(toggle.next().unwrap()).await.unwrap();
+        }
+        expected += 2;
+        let last = seen.last().copied().unwrap_or(0);
+        let sse = round % 2 == 1;
+        let since = last.to_string();
+        let headers: Vec<(&str, &str)> =
+            if sse { vec![("accept", "text/event-stream"), ("last-event-id", &since)] } else { vec![] };
+        let query = if sse { String::new() } else { format!("?since={last}") };
+        let (status, stream, body) = StreamClient::open(&world, &query, &headers).await;
+        assert_eq!(status, 200, "{body}");
+        let mut stream = stream.unwrap();
+        // And one while it is.
+        socket.status(toggle.next().unwrap()).await.unwrap();
+        expected += 1;
+        while seen.len() < expected {
+            if sse {
+                let mut id = None;
+                loop {
+                    let line = stream.line().await.unwrap();
+                    if let Some(value) = line.strip_prefix("id: ") {
+                        id = Some(value.parse::<u64>().unwrap());
+                    } else if let Some(data) = line.strip_prefix("data: ") {
+                        let entries: Vec<(String, String, u64)> = serde_json::from_str(data).unwrap();
+                        assert_eq!(id, entries.last().map(|e| e.2), "id is the batch's last seq");
+                        seen.extend(entries.iter().map(|e| e.2));
+                        break;
+                    }
+                }
+            } else {
+                seen.extend(stream.entries().await.iter().map(|e| e.2));
+            }
+        }
+        drop(stream); // a forced disconnect
+    }
+    assert_eq!(seen, (1..=expected as u64).collect::<Vec<_>>(), "no gap and no duplicate");
+}
+
+#[tokio::test]
+async fn snapshots_and_resyncs_past_retention() {
+    let world = world(delivering().set("event_retention", "1s")).await;
+    let _socket = connect_and_report(&world, "A").await;
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (status, _, body) = StreamClient::open(&world, "?since=0", &[]).await;
+    assert_eq!(status, 410);
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["code"], "resync_required");
+    let (status, stream, _) = StreamClient::open(&world, "?snapshot=true", &[]).await;
+    assert_eq!(status, 200);
+    let entries = stream.unwrap().entries().await;
+    assert_eq!((entries[0].0.as_str(), entries[0].1.as_str()), (world.uid.as_str(), "away"));
+    let (status, _, _) = StreamClient::open(&world, "?since=999", &[]).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_newer_stream_replaces_the_older_and_shutdown_closes_with_a_reason() {
+    let world = world(delivering()).await;
+    let (_, first, _) = StreamClient::open(&world, "", &[]).await;
+    let mut first = first.unwrap();
+    let (_, second, _) = StreamClient::open(&world, "", &[]).await;
+    let mut second = second.unwrap();
+    let closing: serde_json::Value = serde_json::from_str(&first.line().await.unwrap()).unwrap();
+    assert_eq!(closing["error"], "replaced");
+    assert_eq!(first.line().await, None);
+    // Other apps' credentials get nothing.
+    let other = reqwest::Client::new()
+        .get(world.app.url(&format!("/{}/presence.json", world.registered.app_id)))
+        .basic_auth("app_other", Some("ps_nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401);
+    world.app.shutdown.cancel();
+    let closing: serde_json::Value = serde_json::from_str(&second.line().await.unwrap()).unwrap();
+    assert_eq!(closing["error"], "shutting_down");
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
+    let world = world(delivering().set("stream_buffer", "4").set("socket_send_buffer", "4096")).await;
+    // A consumer with a tiny receive window that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut stream = socket.connect(world.app.addr).await.unwrap();
+    let credentials = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", world.registered.app_id, world.registered.secret),
+    );
+    let request = format!(
+        "GET /{}/presence.json HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n\r\n",
+        world.registered.app_id
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let device = presence::store::DeviceId::parse(&world.device.device_id).unwrap();
+    let metric = |name: &'static str| {
+        let app = &world.app;
+        async move {
+            let text = app.get("/metrics").await.body;
+            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap()
+        }
+    };
+    assert_eq!(metric("presence_streams").await, 1.0);
+    let statuses = [presence::presence::Status::Online, presence::presence::Status::Away];
+    let mut flips = 0;
+    while metric("presence_streams_lagging_total").await == 0.0 {
+        for _ in 0..200 {
+            world.app.state.presence.report(&device, statuses[flips % 2]).await.unwrap();
+            flips += 1;
+        }
+        assert!(flips < 6_000, "the stream was never closed for lagging");
+    }
+    assert_eq!(metric("presence_streams").await, 0.0, "the lagging stream's task and buffer are gone");
+    // What the consumer finally reads ends with the reason.
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut received),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("consumer_lagging"), "the last line says why");
+}
+
+/// Runs a CLI command of the binary on a data dir; returns its stdout.
+async fn cli(args: &[&str], dir: &std::path::Path, stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = crate::helpers::presence_command()
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "presence {args:?} failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn sigkill_at_any_point_loses_no_webhook_update() {
+    let data = crate::helpers::DataDir::new();
+    let receiver = Receiver::start().await;
+    cli(&["account", "add", "--email", "dev@example.com"], &data.path, "password123\n").await;
+    cli(&["account", "add", "--email", "kim@example.com"], &data.path, "password123\n").await;
+    let created = cli(
+        &[
+            "app",
+            "create",
+            "--owner",
+            "dev@example.com",
+            "--name",
+            "Chat",
+            "--redirect-uri",
+            REDIRECT,
+            "--webhook-url",
+            &receiver.url,
+            "--webhook-allow",
+            "127.0.0.0/8",
+        ],
+        &data.path,
+        "",
+    )
+    .await;
+    let field =
+        |name: &str| created.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
+    let registered = RegisteredApp {
+        app_id: field("app_id"),
+        secret: field("secret"),
+        webhook_secret: field("webhook_secret"),
+    };
+    let flags = [
+        "--webhook-allow",
+        "127.0.0.0/8",
+        "--webhook-batch-interval",
+        "1s",
+        "--presence-grace",
+        "0s",
+        "--status-min-interval",
+        "0s",
+    ];
+    let server = crate::helpers::spawn_process(&data.path, &flags).await;
+    let base = format!("http://{}", server.addr);
+    let mut browser = Browser::at(&base);
+    browser.sign_in("kim@example.com").await;
+    let code = consent(&mut browser, &registered.app_id, None).await;
+    let uid = crate::consent::exchange_at(&base, &registered, json!({"code": code})).await.json()["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{base}/v1/tokens"))
+        .json(&json!({"email": "kim@example.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device: serde_json::Value = http
+        .post(format!("{base}/v1/devices"))
+        .bearer_auth(token["token"].as_str().unwrap())
+        .json(&json!({"name": "phone"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let prid = device["prid"].as_str().unwrap().to_owned();
+
+    let mut server = Some(server);
+    for kill_point in ["after failed attempts", "while a request is in flight", "right after the change"] {
+        let running = server.take().unwrap();
+        match kill_point {
+            "after failed attempts" => receiver.answer_always(Answer::status(500)),
+            "while a request is in flight" => receiver.answer_always(Answer {
+                status: 200,
+                retry_after: None,
+                delay: Duration::from_secs(30),
+            }),
+            _ => receiver.answer_always(Answer::status(500)),
+        }
+        let mut socket = presence::client::DeviceClient::connect(&running.ws_url()).await.unwrap();
+        assert_eq!(socket.hello_presence(None, &prid).await.unwrap()["status"], 200);
+        assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+        assert_eq!(socket.status("U").await.unwrap()["status"], 200);
+        let before = receiver.hits().len();
+        if kill_point != "right after the change" {
+            receiver.wait_until(Duration::from_secs(10), |hits| hits.len() > before).await;
+        }
+        running.kill9().await;
+        drop(socket);
+
+        receiver.answer_always(Answer::status(200));
+        let restarted_at = tokio::time::Instant::now();
+        server = Some(crate::helpers::spawn_process(&data.path, &flags).await);
+        let hits = receiver
+            .wait_until(Duration::from_secs(20), |hits| {
+                hits.iter().any(|h| {
+                    h.answered == 200 && h.at > restarted_at && h.pairs().iter().any(|(u, _)| u == &uid)
+                })
+            })
+            .await;
+        let after: Vec<_> =
+            hits.iter().filter(|h| h.answered == 200 && h.at > restarted_at).cloned().collect();
+        assert_eq!(
+            Receiver::last_status_of(&after, &uid).as_deref(),
+            Some("offline"),
+            "{kill_point}: the latest status arrives after the restart"
+        );
+    }
+    server.unwrap().kill9().await;
+}
+
+#[tokio::test]
+async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // The canary: any connection to it is a failure.
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = canary.local_addr().unwrap().port();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = canary.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    // A redirector on an allow-listed address that sends webhooks on to the canary.
+    let redirector = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let redirect_url = format!("http://{}/hook", redirector.local_addr().unwrap());
+    let target = format!("http://127.0.0.1:{port}/stolen");
+    let router = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, target)]) }
+    });
+    tokio::spawn(async move { axum::serve(redirector, router).await });
+
+    let world =
+        world_with_receiver_on(delivering().set("webhook_allow", "127.0.0.2/32"), "127.0.0.2:0").await;
+    let dev_token = world
+        .app
+        .http
+        .post(world.app.url("/v1/tokens"))
+        .json(&json!({"email": "dev@example.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let set_webhook = |url: String| {
+        let app = &world.app;
+        let path = format!("/v1/apps/{}", world.registered.app_id);
+        let token = dev_token.clone();
+        async move { app.send_as(Method::PATCH, &token, &path, Some(json!({"webhook_url": url}))).await }
+    };
+    for hostile in [
+        format!("http://127.1:{port}/"),
+        format!("http://0x7f000001:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0177.0.0.1:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://0.0.0.0:{port}/"),
+        format!("http://127.0.0.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://192.168.1.1/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        "http://[fc00::1]/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://224.0.0.1/".to_owned(),
+    ] {
+        let refused = set_webhook(hostile.clone()).await;
+        assert_eq!(refused.status, 400, "{hostile} was accepted");
+        assert_eq!(refused.json()["code"], "invalid_webhook_url");
+    }
+    // Names and redirects can only be caught when the request is made.
+    let mut socket = connect_and_report(&world, "O").await;
+    for (url, expect) in [(format!("http://localhost:{port}/hook"), "refused"), (redirect_url, "302")] {
+        assert_eq!(set_webhook(url.clone()).await.status, 200);
+        socket.status("A").await.unwrap();
+        socket.status("O").await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let deliveries = world
+                .app
+                .http
+                .get(world.app.url(&format!("/v1/apps/{}/deliveries", world.registered.app_id)))
+                .basic_auth(&world.registered.app_id, Some(&world.registered.secret))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap();
+            let latest = &deliveries["deliveries"][0];
+            let seen = latest["error"].as_str().unwrap_or_default().starts_with(expect)
+                || latest["status_code"].as_u64().map(|c| c.to_string()).as_deref() == Some(expect);
+            if seen {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{url}: no {expect} attempt in {deliveries}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let the failure be retried once more.
+        world
+            .app
+            .state
+            .store
+            .enable_webhook(presence::store::AccountId(1), &world.registered.app_id)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "a connection reached the loopback canary");
+}
