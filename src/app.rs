@@ -42,6 +42,9 @@ pub struct AppState {
     pub egress: Arc<crate::egress::Egress>,
     /// The live app streams of this node.
     pub streams: Arc<crate::stream::Streams>,
+    /// Notification rates, per app and per user.
+    pub notify_app_limit: Arc<crate::ratelimit::RateLimiter>,
+    pub notify_user_limit: Arc<crate::ratelimit::RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<EndpointKeys>,
     /// Seals webhook signing secrets at rest.
@@ -106,6 +109,7 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
         config.public_url.trim_end_matches('/').to_owned()
     };
     let config_allow = config.webhook_allow.clone();
+    let (app_rate, user_rate) = (config.notify_app_per_minute, config.notify_user_per_minute);
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(4096));
     let presence =
         Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
@@ -122,6 +126,8 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
             crate::egress::parse_allow_list(&config_allow).expect("validated with the configuration"),
         )),
         streams: Arc::default(),
+        notify_app_limit: Arc::new(crate::ratelimit::RateLimiter::new(app_rate)),
+        notify_user_limit: Arc::new(crate::ratelimit::RateLimiter::new(user_rate)),
         metrics: Arc::new(Metrics::default()),
         keys: Arc::new(EndpointKeys::new(&secret)),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
@@ -195,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .merge(
             crate::api::routes()
                 .merge(crate::apps::routes())
+                .merge(crate::notifications::routes())
                 .layer(DefaultBodyLimit::max(state.config.max_json_body)),
         )
         .merge(crate::web::routes())

@@ -206,6 +206,21 @@ impl DeviceClient {
         .await
     }
 
+    /// Waits for the next live notification message and returns its `xpn` entries.
+    pub async fn live_notifications(&mut self) -> Result<Vec<Value>, ClientError> {
+        loop {
+            let value = self.recv_json().await?;
+            if value["messageType"] == "notification" && value["xpn"].is_array() {
+                return Ok(value["xpn"].as_array().cloned().unwrap_or_default());
+            }
+        }
+    }
+
+    /// Acks live notifications by id; the server sends no reply.
+    pub async fn ack_live(&mut self, ids: &[&str]) -> Result<(), ClientError> {
+        self.send_json(&json!({"messageType": "ack", "xpn": ids})).await
+    }
+
     /// Waits for the next `notification` and returns its `updates` as `(channelID, version)`.
     pub async fn notification(&mut self) -> Result<Vec<(String, u64)>, ClientError> {
         loop {

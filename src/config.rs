@@ -113,6 +113,12 @@ pub struct Config {
     pub webhook_disable_after: Duration,
     pub webhook_max_batch: u32,
     pub webhook_allow: String,
+    pub notification_max_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub notification_max_ttl: Duration,
+    pub notify_app_per_minute: u32,
+    pub notify_user_per_minute: u32,
+    pub max_notifications_per_device: u32,
     pub oidc_issuer: String,
     pub oidc_audience: String,
 }
@@ -238,6 +244,12 @@ impl Config {
         }
         if let Err(why) = crate::egress::parse_allow_list(&self.webhook_allow) {
             return invalid(format!("webhook_allow: {why}"));
+        }
+        if self.notify_app_per_minute == 0
+            || self.notify_user_per_minute == 0
+            || self.max_notifications_per_device == 0
+        {
+            return invalid("notification rates and max_notifications_per_device must be at least 1".into());
         }
         if self.oidc_issuer.is_empty() != self.oidc_audience.is_empty() {
             return invalid("oidc_issuer and oidc_audience go together: set both or neither".into());

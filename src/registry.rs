@@ -21,6 +21,8 @@ const SHARDS: usize = 32;
 #[derive(Debug)]
 pub enum Outbound {
     Update(PushUpdate),
+    /// A live notification for the device bound to the connection.
+    Notification(std::sync::Arc<crate::store::LiveNotification>),
 }
 
 /// The outcome of handing something to a device.

@@ -194,13 +194,27 @@ async fn send_status(device: &mut DeviceClient, status: &str) -> Result<(), Simu
     Ok(())
 }
 
-/// Acks SimplePush updates as a well-behaved device does.
+/// Shows live notifications, and acks them and SimplePush updates as a well-behaved device does.
 async fn acknowledge(device: &mut DeviceClient, message: &Value) -> Result<(), SimulatorError> {
     if message["messageType"] != "notification" {
         return Ok(());
     }
     if let Some(updates) = message["updates"].as_array().filter(|u| !u.is_empty()) {
         let ack = json!({"messageType": "ack", "updates": updates});
+        println!("> {ack}");
+        device.send_json(&ack).await?;
+    }
+    if let Some(live) = message["xpn"].as_array().filter(|n| !n.is_empty()) {
+        for notification in live {
+            println!(
+                "# notification from {}: {} — {}",
+                notification["app"].as_str().unwrap_or("?"),
+                notification["title"].as_str().unwrap_or(""),
+                notification["body"].as_str().unwrap_or("")
+            );
+        }
+        let ids: Vec<&Value> = live.iter().map(|n| &n["id"]).collect();
+        let ack = json!({"messageType": "ack", "xpn": ids});
         println!("> {ack}");
         device.send_json(&ack).await?;
     }

@@ -244,6 +244,45 @@ pub enum WebhookOutcome {
     Failed { retry_at: i64, disable: Option<String> },
 }
 
+/// A live notification as a device receives it (`xpn` entries).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveNotification {
+    pub id: String,
+    /// The sending app's name.
+    pub app: String,
+    pub title: String,
+    pub body: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Unix seconds.
+    pub sent: i64,
+}
+
+/// A notification to store.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub id: String,
+    pub app_id: String,
+    pub account: AccountId,
+    pub title: String,
+    pub body: String,
+    pub url: Option<String>,
+    pub sent_at: i64,
+    pub expires_at: i64,
+}
+
+/// Where a notification stands, for its app.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotificationState {
+    pub id: String,
+    /// `queued`, `delivered`, `expired` or `cancelled`.
+    pub status: &'static str,
+    pub sent_at: i64,
+    pub expires_at: i64,
+    pub delivered_at: Option<i64>,
+    pub delivered_to: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     /// Registered now, or already registered to this UAID (registering is idempotent).
@@ -482,6 +521,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes and returns the code: a code works once.
     async fn take_code(&self, hash: &str) -> Result<Option<AuthCode>, StoreError>;
+
+    // Live notifications.
+
+    /// The account behind an enabled grant's uid.
+    async fn granted_account(&self, app_id: &str, uid: &str) -> Result<Option<AccountId>, StoreError>;
+
+    /// Stores a notification for every device of its account, keeping at most
+    /// `max_per_device` undelivered per device (the oldest go first); returns the devices and
+    /// the UAIDs they last connected with.
+    async fn create_notification(
+        &self,
+        notification: &NewNotification,
+        max_per_device: u32,
+    ) -> Result<Vec<(DeviceId, Option<Uaid>)>, StoreError>;
+
+    /// Notes that the device was sent these notifications.
+    async fn mark_delivered(&self, device: &DeviceId, ids: &[String], now: i64) -> Result<(), StoreError>;
+
+    /// The device's unacked, unexpired, uncancelled notifications, oldest first.
+    async fn pending_notifications(
+        &self,
+        device: &DeviceId,
+        now: i64,
+    ) -> Result<Vec<LiveNotification>, StoreError>;
+
+    /// The device has these; they are never sent to it again.
+    async fn ack_notifications(&self, device: &DeviceId, ids: &[String]) -> Result<(), StoreError>;
+
+    async fn notification_state(
+        &self,
+        app_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<NotificationState>, StoreError>;
+
+    /// How many notifications each app sent the account since `since`.
+    async fn notifications_sent(
+        &self,
+        account: AccountId,
+        since: i64,
+    ) -> Result<Vec<(String, u32)>, StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);

@@ -28,6 +28,8 @@ struct AppRow {
     last_update: String,
     enabled: bool,
     coarse: bool,
+    /// Notifications this app sent in the last seven days.
+    notifications: u32,
 }
 
 #[derive(Template)]
@@ -65,6 +67,10 @@ pub async fn page(
         Err(error) => return crate::error::ApiError::from(error).into_response(),
     };
     let now = unix_now();
+    let sent = match state.store.notifications_sent(account, now - 7 * 86400).await {
+        Ok(sent) => sent,
+        Err(error) => return crate::error::ApiError::from(error).into_response(),
+    };
     let (flash, clear) = Flash::take(&state, &headers);
     let page = SettingsPage {
         email: summary.email.clone().or(summary.issuer.clone()).unwrap_or_default(),
@@ -82,6 +88,7 @@ pub async fn page(
         apps: grants
             .into_iter()
             .map(|g| AppRow {
+                notifications: sent.iter().find(|(app, _)| *app == g.app_id).map_or(0, |(_, n)| *n),
                 initial: super::initial(&g.app_name),
                 app_id: g.app_id,
                 name: g.app_name,

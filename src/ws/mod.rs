@@ -220,7 +220,17 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
             tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
             CloseReason::StoreUnavailable
         })?;
-        session.deliver(socket, stored).await
+        session.deliver(socket, stored).await?;
+        let queued = match &session.device {
+            Some(device) => {
+                session.state.store.pending_notifications(&device.id, unix_now()).await.map_err(|error| {
+                    tracing::error!(error = %crate::error::chain(&error), "cannot read queued notifications");
+                    CloseReason::StoreUnavailable
+                })?
+            }
+            None => Vec::new(),
+        };
+        session.deliver_live(socket, queued.into_iter().map(std::sync::Arc::new).collect()).await
     }
     .await;
     match result {
@@ -321,12 +331,19 @@ impl Session {
                     }
                 }
                 Some(outbound) = self.attachment.rx.recv() => {
-                    let Outbound::Update(update) = outbound;
-                    let mut batch = vec![update];
-                    while let Ok(Outbound::Update(more)) = self.attachment.rx.try_recv() {
-                        batch.push(more);
+                    let (mut updates, mut live) = (Vec::new(), Vec::new());
+                    let mut next = Some(outbound);
+                    while let Some(outbound) = next {
+                        match outbound {
+                            Outbound::Update(update) => updates.push(update),
+                            Outbound::Notification(notification) => live.push(notification),
+                        }
+                        next = self.attachment.rx.try_recv().ok();
                     }
-                    if let Err(reason) = self.deliver(socket, batch).await {
+                    if let Err(reason) = self.deliver(socket, updates).await {
+                        return reason;
+                    }
+                    if let Err(reason) = self.deliver_live(socket, live).await {
                         return reason;
                     }
                 }
@@ -397,7 +414,7 @@ impl Session {
                 metrics.message(MessageKind::Unregister);
                 self.unregister(channel_id).await
             }
-            ClientMessage::Ack { updates } => {
+            ClientMessage::Ack { updates, xpn } => {
                 metrics.message(MessageKind::Ack);
                 for (channel, version) in updates {
                     let Some(channel) = ChannelId::parse(&channel) else {
@@ -405,6 +422,11 @@ impl Session {
                     };
                     if let Err(error) = self.state.store.ack(&self.uaid, &channel, version).await {
                         tracing::error!(error = %crate::error::chain(&error), "ack not recorded");
+                    }
+                }
+                if let (Some(device), false) = (&self.device, xpn.is_empty()) {
+                    if let Err(error) = self.state.store.ack_notifications(&device.id, &xpn).await {
+                        tracing::error!(error = %crate::error::chain(&error), "notification ack not recorded");
                     }
                 }
                 Step::Nothing
@@ -548,6 +570,24 @@ impl Session {
             }
         };
         Step::Reply(ServerMessage::Unregister { channel_id: raw, status, reason })
+    }
+
+    /// Sends live notifications (only to a device connection) and notes their delivery.
+    async fn deliver_live(
+        &mut self,
+        socket: &mut WebSocket,
+        live: Vec<std::sync::Arc<crate::store::LiveNotification>>,
+    ) -> Result<(), CloseReason> {
+        let Some(device) = &self.device else { return Ok(()) };
+        if live.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = live.iter().map(|n| n.id.clone()).collect();
+        send(socket, &ServerMessage::Live { xpn: live }).await?;
+        if let Err(error) = self.state.store.mark_delivered(&device.id, &ids, unix_now()).await {
+            tracing::error!(error = %crate::error::chain(&error), "notification delivery not recorded");
+        }
+        Ok(())
     }
 
     /// Sends the updates not already sent at the same or a higher version, as one message.

@@ -21,9 +21,11 @@ pub enum ClientMessage {
     Unregister {
         channel_id: Option<String>,
     },
-    /// Acks; malformed entries are dropped silently, as autopush did.
+    /// Acks of SimplePush updates (`updates`) and of live notifications (`xpn`); malformed
+    /// entries are dropped silently, as autopush did.
     Ack {
         updates: Vec<(String, u64)>,
+        xpn: Vec<String>,
     },
     /// The `{}` keep-alive.
     KeepAlive,
@@ -77,6 +79,11 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
                 .get("updates")
                 .and_then(Value::as_array)
                 .map(|entries| entries.iter().filter_map(ack_entry).collect())
+                .unwrap_or_default(),
+            xpn: object
+                .get("xpn")
+                .and_then(Value::as_array)
+                .map(|ids| ids.iter().filter_map(Value::as_str).take(1000).map(str::to_owned).collect())
                 .unwrap_or_default(),
         },
         "ping" => match object.get("xps") {
@@ -134,6 +141,11 @@ pub enum ServerMessage {
     Notification {
         updates: Vec<UpdateEntry>,
     },
+    /// Live notifications from apps (the presence extension).
+    #[serde(rename = "notification")]
+    Live {
+        xpn: Vec<std::sync::Arc<crate::store::LiveNotification>>,
+    },
     Ping {
         status: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,7 +201,7 @@ mod tests {
             parse(
                 r#"{"messageType":"ack","updates":[{"channelID":"c","version":3},{"version":1},{"channelID":"d","version":"4"}]}"#
             ),
-            Ok(ClientMessage::Ack { updates: vec![("c".into(), 3), ("d".into(), 4)] })
+            Ok(ClientMessage::Ack { updates: vec![("c".into(), 3), ("d".into(), 4)], xpn: vec![] })
         );
         assert_eq!(
             parse(r#"{"messageType":"ping","xps":"A"}"#),
@@ -200,6 +212,10 @@ mod tests {
         assert_eq!(
             parse(r#"{"messageType":"hello","xpi":"prid_x"}"#),
             Ok(ClientMessage::Hello(Hello { uaid: None, channel_ids: 0, xpi: Some("prid_x".into()) }))
+        );
+        assert_eq!(
+            parse(r#"{"messageType":"ack","xpn":["n1",2,"n3"]}"#),
+            Ok(ClientMessage::Ack { updates: vec![], xpn: vec!["n1".into(), "n3".into()] })
         );
         assert_eq!(parse(r#"{"messageType":"purge"}"#), Ok(ClientMessage::Unknown("purge".into())));
         assert_eq!(parse(r#"{"uaid":"x"}"#), Ok(ClientMessage::Unknown(String::new())));

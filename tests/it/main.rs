@@ -7,6 +7,7 @@ mod delivery;
 mod gateway;
 mod helpers;
 mod malformed;
+mod notifications;
 mod operations;
 mod presence;
 mod receiver;

@@ -1,0 +1,263 @@
+//! Live notifications from apps to users' devices.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::consent::{consent, exchange, register_app, Browser, RegisteredApp};
+use crate::helpers::{builder, reply, Builder, Device, Reply, TestApp, User};
+
+struct Setup {
+    app: TestApp,
+    chat: RegisteredApp,
+    user: User,
+    uid: String,
+    phone: Device,
+    laptop: Device,
+    browser: Browser,
+}
+
+async fn setup(builder: Builder) -> Setup {
+    let app = builder.spawn().await;
+    let developer = app.user("dev@example.com").await;
+    let chat = register_app(&app, &developer, "Chat").await;
+    let user = app.user("bob@example.com").await;
+    let phone = app.register_device(&user, "phone").await;
+    let laptop = app.register_device(&user, "laptop").await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("bob@example.com").await;
+    let code = consent(&mut browser, &chat.app_id, None).await;
+    let uid = exchange(&app, &chat, json!({"code": code})).await.json()["uid"].as_str().unwrap().to_owned();
+    Setup { app, chat, user, uid, phone, laptop, browser }
+}
+
+async fn notify(setup: &Setup, body: Value) -> Reply {
+    notify_as(&setup.app, &setup.chat, body).await
+}
+
+async fn notify_as(app: &TestApp, registered: &RegisteredApp, body: Value) -> Reply {
+    reply(
+        app.http
+            .post(app.url(&format!("/v1/apps/{}/notifications", registered.app_id)))
+            .basic_auth(&registered.app_id, Some(&registered.secret))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn state_of(setup: &Setup, id: &str) -> Value {
+    reply(
+        setup
+            .app
+            .http
+            .get(setup.app.url(&format!("/v1/apps/{}/notifications/{id}", setup.chat.app_id)))
+            .basic_auth(&setup.chat.app_id, Some(&setup.chat.secret))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .json()
+}
+
+fn calling(uid: &str, ttl: u64) -> Value {
+    json!({"uid": uid, "title": "Bob is calling you", "body": "Pick up!", "url": "https://chat.example/call/1", "ttl": ttl})
+}
+
+#[tokio::test]
+async fn a_notification_reaches_every_connected_device_at_once() {
+    let setup = setup(builder()).await;
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    let mut laptop = setup.app.connect_device(&setup.laptop).await;
+    let sent = notify(&setup, calling(&setup.uid, 60)).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert_eq!(sent.json()["status"], "delivered");
+    assert_eq!(sent.json()["delivered_to"], 2);
+    let id = sent.json()["id"].as_str().unwrap().to_owned();
+    for device in [&mut phone, &mut laptop] {
+        let xpn = device.live_notifications().await.unwrap();
+        assert_eq!(xpn.len(), 1);
+        assert_eq!(xpn[0]["id"], id.as_str());
+        assert_eq!(xpn[0]["app"], "Chat");
+        assert_eq!(xpn[0]["title"], "Bob is calling you");
+        assert_eq!(xpn[0]["body"], "Pick up!");
+        assert_eq!(xpn[0]["url"], "https://chat.example/call/1");
+        assert!(xpn[0]["sent"].as_i64().unwrap() > 0);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = state_of(&setup, &id).await;
+    assert_eq!(state["status"], "delivered");
+    assert_eq!(state["delivered_to"], 2);
+}
+
+#[tokio::test]
+async fn an_offline_device_gets_it_after_its_next_hello_and_again_until_it_acks() {
+    let setup = setup(builder()).await;
+    let sent = notify(&setup, calling(&setup.uid, 60)).await;
+    assert_eq!(sent.status, 202);
+    assert_eq!(sent.json()["status"], "queued");
+    let id = sent.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(state_of(&setup, &id).await["status"], "queued");
+
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
+    phone.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state_of(&setup, &id).await["status"], "delivered");
+    // Not acked: sent again.
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
+    phone.ack_live(&[&id]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    phone.close().await.unwrap();
+    // Acked: never again.
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    assert_eq!(phone.recv_within(Duration::from_millis(500)).await.unwrap(), None);
+    // The laptop has not acked, so it still gets it.
+    let mut laptop = setup.app.connect_device(&setup.laptop).await;
+    assert_eq!(laptop.live_notifications().await.unwrap()[0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn expired_and_ttl_zero_notifications_are_never_delivered_late() {
+    let setup = setup(builder()).await;
+    let expiring = notify(&setup, calling(&setup.uid, 1)).await.json()["id"].as_str().unwrap().to_owned();
+    let now_only = notify(&setup, calling(&setup.uid, 0)).await;
+    assert_eq!(now_only.status, 200);
+    assert_eq!(now_only.json()["status"], "not_delivered");
+    assert_eq!(now_only.json()["delivered_to"], 0);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(state_of(&setup, &expiring).await["status"], "expired");
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    assert_eq!(phone.recv_within(Duration::from_millis(500)).await.unwrap(), None);
+    // TTL past the cap is cut to it.
+    let long = notify(&setup, calling(&setup.uid, 10 * 365 * 86400)).await;
+    assert!(long.status == 200 || long.status == 202);
+}
+
+#[tokio::test]
+async fn pausing_or_revoking_drops_queued_notifications_and_refuses_new_ones() {
+    let mut setup = setup(builder()).await;
+    let queued = notify(&setup, calling(&setup.uid, 60)).await.json()["id"].as_str().unwrap().to_owned();
+    setup.browser.post(&format!("/settings/apps/{}", setup.chat.app_id), &[("action", "pause")]).await;
+    assert_eq!(state_of(&setup, &queued).await["status"], "cancelled");
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    assert_eq!(phone.recv_within(Duration::from_millis(500)).await.unwrap(), None);
+    let paused = notify(&setup, calling(&setup.uid, 60)).await;
+    assert_eq!(paused.status, 404);
+    setup.browser.post(&format!("/settings/apps/{}", setup.chat.app_id), &[("action", "resume")]).await;
+    assert_eq!(notify(&setup, calling(&setup.uid, 60)).await.status, 200);
+    phone.live_notifications().await.unwrap();
+    let revoked = setup
+        .app
+        .send_as(Method::DELETE, &setup.user.token, &format!("/v1/me/grants/{}", setup.chat.app_id), None)
+        .await;
+    assert_eq!(revoked.status, 204);
+    let after = notify(&setup, calling(&setup.uid, 60)).await;
+    assert_eq!(after.status, 404);
+    assert_eq!(after.json()["code"], "not_found");
+}
+
+#[tokio::test]
+async fn another_apps_uid_and_unknown_uids_are_indistinguishable_404s() {
+    let setup = setup(builder()).await;
+    let dev_token = setup
+        .app
+        .http
+        .post(setup.app.url("/v1/tokens"))
+        .json(&json!({"email": "dev@example.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = crate::consent::register_app(
+        &setup.app,
+        &User { token: dev_token, account: presence::store::AccountId(0) },
+        "Other",
+    )
+    .await;
+    let foreign = notify_as(&setup.app, &other, calling(&setup.uid, 60)).await;
+    let unknown = notify(&setup, calling("u_nobody", 60)).await;
+    assert_eq!(foreign.status, 404);
+    assert_eq!(unknown.status, 404);
+    assert_eq!(foreign.json(), unknown.json());
+    // And one app cannot read another's notification.
+    let id = notify(&setup, calling(&setup.uid, 60)).await.json()["id"].as_str().unwrap().to_owned();
+    let peek = reply(
+        setup
+            .app
+            .http
+            .get(setup.app.url(&format!("/v1/apps/{}/notifications/{id}", other.app_id)))
+            .basic_auth(&other.app_id, Some(&other.secret))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(peek.status, 404);
+}
+
+#[tokio::test]
+async fn size_and_rate_limits_answer_413_and_429_with_retry_after() {
+    let setup =
+        setup(builder().set("notify_user_per_minute", "2").set("notification_max_bytes", "100")).await;
+    let big = json!({"uid": setup.uid, "title": "x", "body": "y".repeat(200), "ttl": 60});
+    let refused = notify(&setup, big).await;
+    assert_eq!(refused.status, 413);
+    assert_eq!(refused.json()["code"], "notification_too_large");
+    let small = json!({"uid": setup.uid, "title": "hi", "body": "", "ttl": 60});
+    assert_eq!(notify(&setup, small.clone()).await.status, 202);
+    assert_eq!(notify(&setup, small.clone()).await.status, 202);
+    let response = setup
+        .app
+        .http
+        .post(setup.app.url(&format!("/v1/apps/{}/notifications", setup.chat.app_id)))
+        .basic_auth(&setup.chat.app_id, Some(&setup.chat.secret))
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "rate_limited");
+    // The app's own limit.
+    let setup = self::setup(builder().set("notify_app_per_minute", "1")).await;
+    assert_eq!(notify(&setup, small_for(&setup.uid)).await.status, 202);
+    assert_eq!(notify(&setup, small_for(&setup.uid)).await.status, 429);
+}
+
+fn small_for(uid: &str) -> Value {
+    json!({"uid": uid, "title": "hi", "ttl": 60})
+}
+
+#[tokio::test]
+async fn past_the_per_device_cap_the_oldest_queued_notifications_are_dropped() {
+    let mut setup = setup(builder().set("max_notifications_per_device", "2")).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let sent = notify(&setup, json!({"uid": setup.uid, "title": format!("n{n}"), "ttl": 60})).await;
+        ids.push(sent.json()["id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+    }
+    let mut phone = setup.app.connect_device(&setup.phone).await;
+    let titles: Vec<String> = phone
+        .live_notifications()
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(titles, vec!["n1", "n2"], "the oldest was dropped");
+    let page = setup.browser.get("/settings").await;
+    assert!(page.body.contains("3 notifications this week"), "the settings page counts them");
+}
