@@ -121,6 +121,8 @@ pub struct Config {
     pub max_notifications_per_device: u32,
     pub oidc_issuer: String,
     pub oidc_audience: String,
+    #[serde(default)]
+    pub oidc_client_secret: SecretString,
 }
 
 impl Config {

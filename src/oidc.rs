@@ -46,6 +46,8 @@ pub struct Discovery {
 pub struct Subject {
     pub iss: String,
     pub sub: String,
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 struct Keys {
@@ -112,6 +114,15 @@ impl OidcVerifier {
         let data = jsonwebtoken::decode::<Subject>(token, &key, &validation)
             .map_err(|e| OidcError::Invalid(e.into_kind()))?;
         Ok(data.claims)
+    }
+
+    /// Checks an ID token from the authorization-code flow: a valid JWT carrying our nonce.
+    pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Subject, OidcError> {
+        let subject = self.verify(token).await?;
+        match &subject.nonce {
+            Some(found) if crate::secrets::constant_time_eq(found, nonce) => Ok(subject),
+            _ => Err(OidcError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidToken)),
+        }
     }
 
     /// The discovery document (fetched on first use).

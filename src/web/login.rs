@@ -17,6 +17,8 @@ use crate::ws::unix_now;
 #[template(path = "login.html")]
 struct LoginPage {
     signup: bool,
+    /// Offer "sign in with the identity provider".
+    oidc: bool,
     next: String,
     error: Option<&'static str>,
     csrf: String,
@@ -39,13 +41,19 @@ fn login_error(code: Option<&str>) -> Option<&'static str> {
     })
 }
 
-pub async fn page(Viewer(viewer): Viewer, Csrf(csrf): Csrf, Query(query): Query<LoginQuery>) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    Viewer(viewer): Viewer,
+    Csrf(csrf): Csrf,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let next = safe_next(query.next.as_deref());
     if viewer.is_some() && query.error.is_none() {
         return Redirect::to(&next).into_response();
     }
     render(&LoginPage {
         signup: false,
+        oidc: state.oidc.is_some(),
         next,
         error: login_error(query.error.as_deref()),
         csrf,
@@ -57,6 +65,7 @@ pub async fn signup_page(Csrf(csrf): Csrf, Query(query): Query<LoginQuery>) -> R
     let next = safe_next(query.next.as_deref());
     render(&LoginPage {
         signup: true,
+        oidc: false,
         next,
         error: login_error(query.error.as_deref()),
         csrf,
@@ -75,7 +84,7 @@ pub struct Credentials {
 }
 
 /// Starts a browser session: a bearer token in the session cookie, then 303 to `next`.
-async fn start_session(state: &AppState, account: AccountId, next: &str) -> Response {
+pub(super) async fn start_session(state: &AppState, account: AccountId, next: &str) -> Response {
     let token = new_secret(TOKEN_PREFIX);
     let now = unix_now();
     let ttl = state.config.token_ttl.as_secs();

@@ -14,6 +14,7 @@
 mod consent;
 mod developers;
 mod login;
+mod oidc_login;
 mod settings;
 
 use askama::Template;
@@ -42,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login::page).post(login::submit))
         .route("/signup", get(login::signup_page).post(login::signup))
         .route("/logout", post(login::logout))
+        .route("/login/oidc", get(oidc_login::start))
+        .route("/login/oidc/callback", get(oidc_login::callback))
         .route("/grant", get(consent::page).post(consent::decide))
         .route("/settings", get(settings::page))
         .route("/settings/policy", post(settings::save_policy))

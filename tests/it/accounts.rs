@@ -11,6 +11,12 @@ use reqwest::Method;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::json;
 
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use sha2::{Digest as _, Sha256};
+
+use crate::consent::Browser;
 use crate::helpers::{builder, reply, spawn_app};
 
 #[tokio::test]
@@ -94,14 +100,16 @@ async fn secrets_are_stored_only_as_digests() {
 /// An OpenID Connect provider on loopback: discovery, JWKS, and tokens it signs.
 struct Issuer {
     url: String,
-    key: EcdsaKeyPair,
+    key: std::sync::Arc<EcdsaKeyPair>,
 }
 
 impl Issuer {
     async fn start() -> Issuer {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let key = std::sync::Arc::new(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap(),
+        );
         let point = key.public_key().as_ref().to_vec();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -109,10 +117,47 @@ impl Issuer {
             "kty": "EC", "crv": "P-256", "kid": "test-key", "alg": "ES256", "use": "sig",
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
         }]});
-        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+        let discovery = json!({
+            "issuer": url, "jwks_uri": format!("{url}/jwks"),
+            "authorization_endpoint": format!("{url}/authorize"), "token_endpoint": format!("{url}/token"),
+        });
+        // The authorization endpoint approves at once; codes remember the nonce and challenge.
+        let codes: std::sync::Arc<std::sync::Mutex<HashMap<String, (String, String)>>> = Default::default();
+        let issued = codes.clone();
+        let authorize = move |Query(query): Query<HashMap<String, String>>| {
+            let codes = issued.clone();
+            async move {
+                let code = format!("code{}", codes.lock().unwrap().len());
+                codes
+                    .lock()
+                    .unwrap()
+                    .insert(code.clone(), (query["nonce"].clone(), query["code_challenge"].clone()));
+                let back = format!("{}?code={code}&state={}", query["redirect_uri"], query["state"]);
+                axum::response::Redirect::to(&back)
+            }
+        };
+        let (signing, issuer) = (key.clone(), url.clone());
+        let token = move |axum::extract::Form(form): axum::extract::Form<HashMap<String, String>>| {
+            let (codes, key, issuer) = (codes.clone(), signing.clone(), issuer.clone());
+            async move {
+                let Some((nonce, challenge)) = codes.lock().unwrap().remove(&form["code"]) else {
+                    return Err(axum::http::StatusCode::BAD_REQUEST);
+                };
+                let verified =
+                    URL_SAFE_NO_PAD.encode(Sha256::digest(form["code_verifier"].as_bytes())) == challenge;
+                if !verified {
+                    return Err(axum::http::StatusCode::BAD_REQUEST);
+                }
+                let now = presence::ws::unix_now();
+                let claims = json!({"iss": issuer, "sub": "browser-user", "aud": form["client_id"], "exp": now + 300, "nonce": nonce});
+                Ok(Json(json!({"id_token": Issuer::sign_with(&key, claims), "token_type": "Bearer"})))
+            }
+        };
         let router = axum::Router::new()
             .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
-            .route("/jwks", get(move || async move { Json(jwk) }));
+            .route("/jwks", get(move || async move { Json(jwk) }))
+            .route("/authorize", get(authorize))
+            .route("/token", axum::routing::post(token));
         tokio::spawn(async move { axum::serve(listener, router).await });
         Issuer { url, key }
     }
@@ -180,4 +225,42 @@ async fn oidc_tokens_sign_in_and_bad_ones_are_refused() {
         assert_eq!(refused.status, 401, "{what}: {}", refused.body);
         assert_eq!(refused.json()["code"], "unauthorized", "{what}");
     }
+}
+
+#[tokio::test]
+async fn the_browser_signs_in_through_the_identity_provider() {
+    let issuer = Issuer::start().await;
+    let app =
+        builder().set("oidc_issuer", issuer.url.clone()).set("oidc_audience", "presence-test").spawn().await;
+    let mut browser = Browser::new(&app);
+    let login = browser.get("/login?next=/settings").await;
+    assert!(login.body.contains("id=\"oidc\""), "the login page offers the provider");
+    let to_provider = browser.get("/login/oidc?next=/settings").await;
+    assert_eq!(to_provider.status, 303);
+    let authorize = to_provider.location.unwrap();
+    assert!(authorize
+        .starts_with(&format!("{}/authorize?response_type=code&client_id=presence-test", issuer.url)));
+    assert!(authorize.contains("code_challenge_method=S256") && authorize.contains("nonce="));
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let back = no_redirects.get(&authorize).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    let path = callback.strip_prefix(&app.url("")).expect("back to presence");
+
+    // A forged state is refused.
+    let forged = path.replace("state=", "state=x");
+    assert_eq!(browser.get(&forged).await.status, 400);
+    // A browser without the flow's cookie is refused.
+    assert_eq!(Browser::new(&app).get(path).await.status, 400);
+
+    // The forged attempt consumed nothing that matters; sign in properly with a fresh code.
+    let again = browser.get("/login/oidc?next=/settings").await.location.unwrap();
+    let back = no_redirects.get(&again).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    let signed_in = browser.get(callback.strip_prefix(&app.url("")).unwrap()).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    assert_eq!(signed_in.location.as_deref(), Some("/settings"));
+    let settings = browser.get("/settings").await;
+    assert_eq!(settings.status, 200);
+    assert!(settings.body.contains(&issuer.url), "signed in as the provider's user");
 }
