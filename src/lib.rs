@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod apps;
 pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod client;
 pub mod config;

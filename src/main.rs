@@ -28,6 +28,30 @@ enum Command {
     App(AppCommand),
     /// A simulated device: signs in, registers, connects and reports statuses.
     Device(DeviceArgs),
+    /// Load-test a node started for the purpose, and print the figures (see docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Devices connected (each its own user, granted to one app).
+    #[arg(long, default_value_t = 15000)]
+    devices: usize,
+    /// Aggregate status changes per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u32,
+    /// How long the set rate is held.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Runs (each on a fresh server); figures are their median, min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Devices dropped at once at the end of a run.
+    #[arg(long, default_value_t = 10000)]
+    drop: usize,
+    /// Skip the search for the highest sustained rate.
+    #[arg(long)]
+    no_ramp: bool,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +210,7 @@ fn main() -> ExitCode {
         Command::Account(AccountCommand::Add { settings, .. }) => settings,
         Command::App(AppCommand::Create { settings, .. }) => settings,
         Command::Device(args) => return device(args),
+        Command::Bench(args) => return bench(args),
     };
     let config = match settings.load() {
         Ok(config) => config,
@@ -210,7 +235,7 @@ fn main() -> ExitCode {
             Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
                 create_app(config, &owner, &name, &redirect_uris, &webhook_url).await
             }
-            Command::Device(_) => unreachable!("handled before configuration"),
+            Command::Device(_) | Command::Bench(_) => unreachable!("handled before configuration"),
         }
     });
     match result {
@@ -290,6 +315,39 @@ async fn create_app(
     println!("webhook_secret  {}", created.webhook_secret);
     println!("(the secrets are shown only now)");
     Ok(())
+}
+
+fn bench(args: &BenchArgs) -> ExitCode {
+    let Ok(duration) = humantime::parse_duration(&args.duration) else {
+        eprintln!("presence: --duration must be a duration like 10s");
+        return ExitCode::from(2);
+    };
+    if args.devices == 0 || args.rate == 0 || args.runs == 0 {
+        eprintln!("presence: --devices, --rate and --runs must be at least 1");
+        return ExitCode::from(2);
+    }
+    let options = presence::bench::Options {
+        devices: args.devices,
+        rate: args.rate,
+        duration,
+        runs: args.runs,
+        drop: args.drop,
+        ramp: !args.no_ramp,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("presence: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(presence::bench::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("presence: bench failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn device(args: &DeviceArgs) -> ExitCode {
