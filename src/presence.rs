@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Signal};
@@ -82,10 +83,23 @@ pub struct PresenceChange {
     pub events: Vec<crate::store::AppEvent>,
 }
 
-/// Time rules around the store's aggregation.
+/// A status report waiting for the writer.
+struct Report {
+    device: DeviceId,
+    status: Status,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Most reports applied in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Time rules around the store's aggregation, and the one writer of status reports.
 pub struct Engine {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    /// Reports go to one task that applies whatever has queued up in one transaction (a group
+    /// commit): under load, many reports share one commit instead of queueing for the database.
+    reports: mpsc::Sender<Report>,
     grace: Duration,
     stale_after: Duration,
     /// The current connection of each connected device, to tell a reconnect within the grace.
@@ -94,10 +108,14 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Must be called inside the runtime: it starts the writer task.
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, grace: Duration, stale_after: Duration) -> Engine {
+        let (reports, queue) = mpsc::channel(16 * MAX_BATCH);
+        tokio::spawn(write_reports(store.clone(), bus.clone(), queue));
         Engine {
             store,
             bus,
+            reports,
             grace,
             stale_after,
             connections: Mutex::new(HashMap::new()),
@@ -106,25 +124,20 @@ impl Engine {
     }
 
     fn emit(&self, changes: impl IntoIterator<Item = PresenceChange>) {
-        for change in changes {
-            tracing::debug!(account = change.account.0, status = change.status.name(), "presence changed");
-            self.announce(&change.events);
-            self.bus.publish(Signal::Presence(change));
-        }
+        emit(self.bus.as_ref(), changes);
     }
 
     /// Wakes whoever delivers these apps' events (streams, the webhook dispatcher).
     pub fn announce(&self, events: &[crate::store::AppEvent]) {
-        for event in events {
-            self.bus.publish(Signal::AppEvents { app_id: event.app_id.clone(), seq: event.seq });
-        }
+        announce(self.bus.as_ref(), events);
     }
 
-    /// A device reported a status.
+    /// A device reported a status; returns once it is committed.
     pub async fn report(&self, device: &DeviceId, status: Status) -> Result<(), StoreError> {
-        let change = self.store.set_device_status(device, status, crate::ws::unix_now()).await?;
-        self.emit(change);
-        Ok(())
+        let stopped = || StoreError::Batch("the presence writer stopped".into());
+        let (done, committed) = oneshot::channel();
+        self.reports.send(Report { device: device.clone(), status, done }).await.map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?.map_err(StoreError::Batch)
     }
 
     /// A device's connection is up; returns its connection number for `disconnected`.
@@ -190,6 +203,50 @@ impl Engine {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn emit(bus: &dyn Bus, changes: impl IntoIterator<Item = PresenceChange>) {
+    for change in changes {
+        tracing::debug!(account = change.account.0, status = change.status.name(), "presence changed");
+        announce(bus, &change.events);
+        bus.publish(Signal::Presence(change));
+    }
+}
+
+fn announce(bus: &dyn Bus, events: &[crate::store::AppEvent]) {
+    for event in events {
+        bus.publish(Signal::AppEvents { app_id: event.app_id.clone(), seq: event.seq });
+    }
+}
+
+/// The writer: takes every report queued so far (up to `MAX_BATCH`), commits them together,
+/// then answers each and announces the changes.
+async fn write_reports(store: Arc<dyn Store>, bus: Arc<dyn Bus>, mut queue: mpsc::Receiver<Report>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(report) => batch.push(report),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<(DeviceId, Status)> = batch.iter().map(|r| (r.device.clone(), r.status)).collect();
+        match store.set_device_statuses(&entries, crate::ws::unix_now()).await {
+            Ok(changes) => {
+                emit(bus.as_ref(), changes.into_iter().flatten());
+                for report in batch {
+                    let _ = report.done.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                let text = crate::error::chain(&error);
+                tracing::error!(error = %text, reports = batch.len(), "status reports not recorded");
+                for report in batch {
+                    let _ = report.done.send(Err(text.clone()));
+                }
+            }
+        }
     }
 }
 

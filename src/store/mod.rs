@@ -25,6 +25,8 @@ pub enum StoreError {
     },
     #[error("unsupported database url (expected sqlite: or postgres://)")]
     UnsupportedUrl,
+    #[error("a batched write failed: {0}")]
+    Batch(String),
 }
 
 /// A notification waiting for a device, or being delivered to it.
@@ -403,6 +405,14 @@ pub trait Store: Send + Sync + 'static {
     /// Ties the device to the UAID it connected with (replacing any earlier UAID).
     async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
 
+    /// Records devices' statuses and recomputes their users', in one transaction (a group
+    /// commit); returns, per entry, the change of the user's visible status, if any.
+    async fn set_device_statuses(
+        &self,
+        batch: &[(DeviceId, Status)],
+        now: i64,
+    ) -> Result<Vec<Option<PresenceChange>>, StoreError>;
+
     /// Records a device's status and recomputes its user's, in one transaction; returns the
     /// change of the user's visible status, if any.
     async fn set_device_status(
@@ -410,7 +420,10 @@ pub trait Store: Send + Sync + 'static {
         device: &DeviceId,
         status: Status,
         now: i64,
-    ) -> Result<Option<PresenceChange>, StoreError>;
+    ) -> Result<Option<PresenceChange>, StoreError> {
+        let mut changes = self.set_device_statuses(&[(device.clone(), status)], now).await?;
+        Ok(changes.pop().flatten())
+    }
 
     /// Notes that a device is not silent: its status stays, its silence clock restarts.
     async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError>;

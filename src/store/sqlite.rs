@@ -23,7 +23,11 @@ use crate::ids::{ChannelId, Uaid};
 use crate::presence::{PresenceChange, Status};
 
 pub struct SqliteStore {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one connection that writes: writers queue here instead of sleeping in SQLite's busy
+    /// handler, which would wreck latency under load.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -41,9 +45,10 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })?;
         }
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 }
 
@@ -248,6 +253,33 @@ async fn cancel_notifications(
     Ok(())
 }
 
+/// Records one device's status and recomputes its user's, inside the caller's transaction.
+async fn apply_status(
+    conn: &mut SqliteConnection,
+    device: &DeviceId,
+    status: Status,
+    now: i64,
+) -> Result<Option<PresenceChange>, StoreError> {
+    let Some(row) = sqlx::query("SELECT account_id, status FROM devices WHERE id = ?")
+        .bind(device.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None); // removed meanwhile
+    };
+    let (account, old): (i64, i64) = (row.get(0), row.get(1));
+    sqlx::query("UPDATE devices SET status = ?2, status_at = ?3, last_seen = ?3 WHERE id = ?1")
+        .bind(device.as_str())
+        .bind(status.rank())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    if old == status.rank() {
+        return Ok(None);
+    }
+    recompute(conn, account, now).await
+}
+
 fn version_to_db(version: u64) -> i64 {
     i64::try_from(version).expect("versions are validated to fit in 63 bits")
 }
@@ -274,7 +306,7 @@ impl Store for SqliteStore {
         )
         .bind(uaid.to_string())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -297,7 +329,7 @@ impl Store for SqliteStore {
         .bind(channel.to_string())
         .bind(now)
         .bind(i64::from(max_channels))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if inserted == 1 {
@@ -306,7 +338,7 @@ impl Store for SqliteStore {
         let exists = sqlx::query("SELECT 1 FROM channels WHERE uaid = ? AND chid = ?")
             .bind(uaid.to_string())
             .bind(channel.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?
             .is_some();
         Ok(if exists { Registration::Registered } else { Registration::TooManyChannels })
@@ -316,7 +348,7 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM channels WHERE uaid = ? AND chid = ?")
             .bind(uaid.to_string())
             .bind(channel.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -338,7 +370,7 @@ impl Store for SqliteStore {
         .bind(version)
         .bind(update.data.as_deref())
         .bind(i64::from(max_stored))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if changed == 1 {
@@ -348,7 +380,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT version FROM channels WHERE uaid = ? AND chid = ?")
             .bind(uaid.to_string())
             .bind(update.channel.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?;
         Ok(match row {
             Some(row) => match row.get::<Option<i64>, _>(0) {
@@ -389,7 +421,7 @@ impl Store for SqliteStore {
         .bind(uaid.to_string())
         .bind(channel.to_string())
         .bind(version)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -407,7 +439,7 @@ impl Store for SqliteStore {
         .bind(email)
         .bind(password_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(id.map(AccountId))
     }
@@ -430,7 +462,7 @@ impl Store for SqliteStore {
         .bind(issuer)
         .bind(subject)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(AccountId(id))
     }
@@ -447,7 +479,7 @@ impl Store for SqliteStore {
             .bind(account.0)
             .bind(now)
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -463,7 +495,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, hash: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM tokens WHERE hash = ?").bind(hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM tokens WHERE hash = ?").bind(hash).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -495,7 +527,7 @@ impl Store for SqliteStore {
         policy: &Policy,
         now: i64,
     ) -> Result<Option<PresenceChange>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE accounts SET idle_away_minutes = ?2, idle_offline_minutes = ?3, appear_offline = ?4 WHERE id = ?1",
         )
@@ -520,7 +552,7 @@ impl Store for SqliteStore {
         .bind(device.prid_hash)
         .bind(device.uaid.map(|u| u.to_string()))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -552,7 +584,7 @@ impl Store for SqliteStore {
         device: &DeviceId,
         now: i64,
     ) -> Result<Option<(Option<Uaid>, Option<PresenceChange>)>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let uaid: Option<Option<String>> =
             sqlx::query_scalar("DELETE FROM devices WHERE id = ? AND account_id = ? RETURNING uaid")
                 .bind(device.as_str())
@@ -582,52 +614,40 @@ impl Store for SqliteStore {
             .bind(uaid.to_string())
             .bind(now)
             .bind(device.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
-    async fn set_device_status(
+    async fn set_device_statuses(
         &self,
-        device: &DeviceId,
-        status: Status,
+        batch: &[(DeviceId, Status)],
         now: i64,
-    ) -> Result<Option<PresenceChange>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query("SELECT account_id, status FROM devices WHERE id = ?")
-            .bind(device.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None); // removed meanwhile
-        };
-        let (account, old): (i64, i64) = (row.get(0), row.get(1));
-        sqlx::query("UPDATE devices SET status = ?2, status_at = ?3, last_seen = ?3 WHERE id = ?1")
-            .bind(device.as_str())
-            .bind(status.rank())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let change = if old == status.rank() { None } else { recompute(&mut tx, account, now).await? };
+    ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut changes = Vec::with_capacity(batch.len());
+        for (device, status) in batch {
+            changes.push(apply_status(&mut tx, device, *status, now).await?);
+        }
         tx.commit().await?;
-        Ok(change)
+        Ok(changes)
     }
 
     async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE devices SET status_at = ?2, last_seen = ?2 WHERE id = ?1")
             .bind(device.as_str())
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     async fn reset_presence(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
-        offline_before(&self.pool, i64::MAX, true, now).await
+        offline_before(&self.writer, i64::MAX, true, now).await
     }
 
     async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
-        offline_before(&self.pool, cutoff, false, now).await
+        offline_before(&self.writer, cutoff, false, now).await
     }
 
     async fn create_app(&self, app: &App) -> Result<(), StoreError> {
@@ -640,7 +660,7 @@ impl Store for SqliteStore {
             .bind(&app.secret_hash)
             .bind(&app.webhook_secret_sealed)
             .bind(app.created_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -692,7 +712,7 @@ impl Store for SqliteStore {
         .bind(changes.redirect_uris.as_ref().map(|u| serde_json::to_string(u).expect("strings serialize")))
         .bind(changes.webhook_url.is_some())
         .bind(changes.webhook_url.clone().flatten())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -708,7 +728,7 @@ impl Store for SqliteStore {
             .bind(secret_hash)
             .bind(owner.0)
             .bind(app_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(updated == 1)
@@ -721,7 +741,7 @@ impl Store for SqliteStore {
         new_uid: &str,
         now: i64,
     ) -> Result<(String, Vec<AppEvent>), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let uid: String = sqlx::query_scalar(
             "INSERT INTO grants (account_id, app_id, uid, enabled, created_at) VALUES (?, ?, ?, 1, ?)
              ON CONFLICT (account_id, app_id) DO UPDATE SET enabled = 1
@@ -777,7 +797,7 @@ impl Store for SqliteStore {
         coarse: Option<bool>,
         now: i64,
     ) -> Result<Option<Vec<AppEvent>>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         // Pausing forgets what the app was told: resuming tells it the status again.
         let Some(uid) = sqlx::query_scalar::<_, String>(
             "UPDATE grants SET enabled = COALESCE(?3, enabled), coarse = COALESCE(?4, coarse),
@@ -813,7 +833,7 @@ impl Store for SqliteStore {
         app_id: &str,
         now: i64,
     ) -> Result<Option<(String, Vec<AppEvent>)>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(uid) = sqlx::query_scalar::<_, String>(
             "DELETE FROM grants WHERE account_id = ? AND app_id = ? RETURNING uid",
         )
@@ -930,7 +950,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE apps SET purged_seq = MAX(purged_seq,
                  COALESCE((SELECT MAX(seq) FROM events e WHERE e.app_id = apps.app_id AND e.at < ?1), 0))",
@@ -978,7 +998,7 @@ impl Store for SqliteStore {
         record: &DeliveryRecord,
         outcome: &WebhookOutcome,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if record.events > 0 || record.error.is_some() || record.status_code.is_some() {
             sqlx::query(
                 "INSERT INTO deliveries (app_id, at, message_id, events, status_code, error, duration_ms)
@@ -1084,7 +1104,7 @@ impl Store for SqliteStore {
         )
         .bind(owner.0)
         .bind(app_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -1101,7 +1121,7 @@ impl Store for SqliteStore {
         .bind(&code.redirect_uri)
         .bind(&code.code_challenge)
         .bind(code.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -1111,7 +1131,7 @@ impl Store for SqliteStore {
             "DELETE FROM auth_codes WHERE hash = ? RETURNING app_id, account_id, redirect_uri, code_challenge, expires_at",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(row.map(|row| AuthCode {
             app_id: row.get(0),
@@ -1137,7 +1157,7 @@ impl Store for SqliteStore {
         notification: &NewNotification,
         max_per_device: u32,
     ) -> Result<Vec<(DeviceId, Option<Uaid>)>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO notifications (id, app_id, account_id, title, body, url, sent_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1186,7 +1206,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_delivered(&self, device: &DeviceId, ids: &[String], now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             let first = sqlx::query(
                 "UPDATE device_notifications SET delivered_at = ?3
@@ -1244,7 +1264,7 @@ impl Store for SqliteStore {
     }
 
     async fn ack_notifications(&self, device: &DeviceId, ids: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             sqlx::query(
                 "UPDATE device_notifications SET acked = 1 WHERE device_id = ? AND notification_id = ?",
@@ -1309,6 +1329,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
