@@ -367,7 +367,8 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
 
     // The highest rate the node sustains (≥ 95 % delivered, p99 under 1 s), and webhook batching.
     if options.ramp {
-        let mut rate = options.rate;
+        // From well below the set rate, doubling while the node keeps up.
+        let mut rate = 250;
         let posts_before = posts.lock().unwrap_or_else(|e| e.into_inner()).len();
         loop {
             let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -379,7 +380,7 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
                 (seen.len() - from, latencies(&seen, from, &sent_at))
             };
             let sustained = received as f64 >= 0.95 * sent as f64 && percentile(&lat, 0.99) < 1000.0;
-            if !sustained || rate >= 64_000 {
+            if !sustained || rate >= 256_000 {
                 if sustained {
                     figures.max_rate = f64::from(rate);
                 }
