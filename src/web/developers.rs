@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{format_time, render_with, Csrf, Flash, Viewer};
+use super::{after, format_time, render_with, signed_form, Csrf, CsrfForm, Flash, Viewer};
 use crate::app::AppState;
 
 struct AppRow {
@@ -90,33 +90,25 @@ pub async fn create(
     csrf: Csrf,
     Form(form): Form<NewAppForm>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
-    let account = match viewer.require("/developers") {
+    let account = match signed_form(&csrf, &form.csrf, &viewer, "/developers") {
         Ok(account) => account,
-        Err(to_login) => return to_login,
+        Err(refusal) => return refusal,
     };
     let uris: Vec<String> =
         form.redirect_uris.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    match crate::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url).await {
-        Ok(created) => Flash {
-            notice: Some(format!(
-                "App registered: {}. Copy its secrets now; they are not shown again.",
-                created.app_id
-            )),
-            secrets: vec![
-                ("App secret".to_owned(), created.secret),
-                ("Webhook signing secret".to_owned(), created.webhook_secret),
-            ],
-            ..Flash::default()
-        }
-        .redirect(&state, "/developers"),
-        Err(error) if error.status.is_client_error() => {
-            Flash::error(error.detail).redirect(&state, "/developers")
-        }
-        Err(error) => error.into_response(),
-    }
+    let created = crate::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url).await;
+    let flash = created.map(|created| Flash {
+        notice: Some(format!(
+            "App registered: {}. Copy its secrets now; they are not shown again.",
+            created.app_id
+        )),
+        secrets: vec![
+            ("App secret".to_owned(), created.secret),
+            ("Webhook signing secret".to_owned(), created.webhook_secret),
+        ],
+        ..Flash::default()
+    });
+    after(&state, "/developers", flash)
 }
 
 pub async fn enable_webhook(
@@ -126,28 +118,16 @@ pub async fn enable_webhook(
     Path(app_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
-    let account = match viewer.require("/developers") {
+    let account = match signed_form(&csrf, &form.csrf, &viewer, "/developers") {
         Ok(account) => account,
-        Err(to_login) => return to_login,
+        Err(refusal) => return refusal,
     };
-    match crate::apps::reenable_webhook(&state, account, &app_id).await {
-        Ok(()) => {
-            Flash::notice("Webhook re-enabled; pending events go out now.").redirect(&state, "/developers")
-        }
-        Err(error) if error.status.is_client_error() => {
-            Flash::error(error.detail).redirect(&state, "/developers")
-        }
-        Err(error) => error.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+    let enabled = crate::apps::reenable_webhook(&state, account, &app_id).await;
+    after(
+        &state,
+        "/developers",
+        enabled.map(|()| Flash::notice("Webhook re-enabled; pending events go out now.")),
+    )
 }
 
 pub async fn rotate(
@@ -157,23 +137,15 @@ pub async fn rotate(
     Path(app_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
-    let account = match viewer.require("/developers") {
+    let account = match signed_form(&csrf, &form.csrf, &viewer, "/developers") {
         Ok(account) => account,
-        Err(to_login) => return to_login,
+        Err(refusal) => return refusal,
     };
-    match crate::apps::rotate_app_secret(&state, account, &app_id).await {
-        Ok(secret) => Flash {
-            notice: Some(format!("New secret for {app_id}; the old one no longer works.")),
-            secrets: vec![("App secret".to_owned(), secret)],
-            ..Flash::default()
-        }
-        .redirect(&state, "/developers"),
-        Err(error) if error.status.is_client_error() => {
-            Flash::error(error.detail).redirect(&state, "/developers")
-        }
-        Err(error) => error.into_response(),
-    }
+    let rotated = crate::apps::rotate_app_secret(&state, account, &app_id).await;
+    let flash = rotated.map(|secret| Flash {
+        notice: Some(format!("New secret for {app_id}; the old one no longer works.")),
+        secrets: vec![("App secret".to_owned(), secret)],
+        ..Flash::default()
+    });
+    after(&state, "/developers", flash)
 }

@@ -183,6 +183,30 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// A form that only carries its CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// The account behind a signed-in form submission: its CSRF token checked, a session required
+/// (else back to `page` after signing in).
+pub fn signed_form(csrf: &Csrf, submitted: &str, viewer: &Viewer, page: &str) -> Result<AccountId, Response> {
+    csrf.check(submitted)?;
+    viewer.require(page)
+}
+
+/// After a form's action: back to `page` with its flash, or with the error's detail when the
+/// error is the user's to fix; other errors are internal.
+pub fn after(state: &AppState, page: &str, result: Result<Flash, crate::error::ApiError>) -> Response {
+    match result {
+        Ok(flash) => flash.redirect(state, page),
+        Err(error) if error.status.is_client_error() => Flash::error(error.detail).redirect(state, page),
+        Err(error) => error.into_response(),
+    }
+}
+
 /// A message carried to the next page in a sealed cookie: shown once.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Flash {

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{ago, format_time, render_with, Csrf, Flash, Viewer};
+use super::{after, ago, format_time, render_with, signed_form, Csrf, CsrfForm, Flash, Viewer};
 use crate::app::AppState;
 use crate::presence::Status;
 use crate::store::Policy;
@@ -122,12 +122,9 @@ pub async fn save_policy(
     csrf: Csrf,
     Form(form): Form<PolicyForm>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
-    let account = match viewer.require("/settings") {
+    let account = match signed_form(&csrf, &form.csrf, &viewer, "/settings") {
         Ok(account) => account,
-        Err(to_login) => return to_login,
+        Err(refusal) => return refusal,
     };
     let minutes = |text: &str| text.trim().parse::<u32>().ok();
     let (Some(away), Some(offline)) = (minutes(&form.idle_away_minutes), minutes(&form.idle_offline_minutes))
@@ -139,19 +136,13 @@ pub async fn save_policy(
         idle_offline_minutes: offline,
         appear_offline: form.appear_offline.is_some(),
     };
-    match crate::api::set_policy(&state, account, &policy).await {
-        Ok(()) => Flash::notice("Presence policy saved.").redirect(&state, "/settings"),
-        Err(error) if error.status.is_client_error() => {
-            Flash::error(error.detail).redirect(&state, "/settings")
-        }
-        Err(error) => error.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+    after(
+        &state,
+        "/settings",
+        crate::api::set_policy(&state, account, &policy)
+            .await
+            .map(|()| Flash::notice("Presence policy saved.")),
+    )
 }
 
 pub async fn remove_device(
@@ -161,21 +152,17 @@ pub async fn remove_device(
     Path(device_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
-    let account = match viewer.require("/settings") {
+    let account = match signed_form(&csrf, &form.csrf, &viewer, "/settings") {
         Ok(account) => account,
-        Err(to_login) => return to_login,
+        Err(refusal) => return refusal,
     };
-    match crate::api::remove_device(&state, account, &device_id).await {
-        Ok(()) => Flash::notice("Device removed. It can no longer report your presence.")
-            .redirect(&state, "/settings"),
-        Err(error) if error.status.is_client_error() => {
-            Flash::error(error.detail).redirect(&state, "/settings")
-        }
-        Err(error) => error.into_response(),
-    }
+    after(
+        &state,
+        "/settings",
+        crate::api::remove_device(&state, account, &device_id)
+            .await
+            .map(|()| Flash::notice("Device removed. It can no longer report your presence.")),
+    )
 }
 
 #[derive(Deserialize)]
@@ -192,12 +179,9 @@ pub async fn change_app(
     Path(app_id): Path<String>,
     Form(form): Form<AppAction>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
-    let account = match viewer.require("/settings") {
+    let account = match signed_form(&csrf, &form.csrf, &viewer, "/settings") {
         Ok(account) => account,
-        Err(to_login) => return to_login,
+        Err(refusal) => return refusal,
     };
     let (result, notice) = match form.action.as_str() {
         "pause" => (
@@ -219,11 +203,5 @@ pub async fn change_app(
         ),
         _ => return Flash::error("Unknown action.").redirect(&state, "/settings"),
     };
-    match result {
-        Ok(()) => Flash::notice(notice).redirect(&state, "/settings"),
-        Err(error) if error.status.is_client_error() => {
-            Flash::error(error.detail).redirect(&state, "/settings")
-        }
-        Err(error) => error.into_response(),
-    }
+    after(&state, "/settings", result.map(|()| Flash::notice(notice)))
 }
