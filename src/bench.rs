@@ -306,6 +306,21 @@ async fn drive(
     sent
 }
 
+/// Waits until the stream has received nothing new for a second (the backlog is drained), at
+/// most a minute.
+async fn quiet(seen: &Seen) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = usize::MAX;
+    while Instant::now() < deadline {
+        let now = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if now == last {
+            return;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -371,6 +386,7 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
         let mut rate = 250;
         let posts_before = posts.lock().unwrap_or_else(|e| e.into_inner()).len();
         loop {
+            quiet(&seen).await;
             let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
             let sent =
                 drive(&devices, rate, Duration::from_secs(3), &mut next, &mut sent_at, &mut cursor).await;
@@ -404,7 +420,7 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
             next[i] = true;
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    quiet(&seen).await;
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
     let started = Instant::now();
     for task in devices.tasks.iter().take(dropping) {
