@@ -20,7 +20,9 @@ const SHARDS: usize = 32;
 /// What the rest of the server can hand a connected device.
 #[derive(Debug)]
 pub enum Outbound {
-    Update(PushUpdate),
+    /// Boxed so that a queue slot is two words: every connection's queue allocates its first
+    /// block of slots up front.
+    Update(Box<PushUpdate>),
     /// A live notification for the device bound to the connection.
     Notification(std::sync::Arc<crate::store::LiveNotification>),
 }
@@ -155,11 +157,11 @@ mod tests {
     use super::*;
 
     fn update() -> Outbound {
-        Outbound::Update(PushUpdate {
+        Outbound::Update(Box::new(PushUpdate {
             channel: crate::ids::ChannelId::from_bytes([1; 16]),
             version: 1,
             data: None,
-        })
+        }))
     }
 
     #[test]

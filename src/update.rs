@@ -88,7 +88,7 @@ pub async fn put(
     let saved = state.store.save_update(&uaid, &update, state.config.max_stored_per_uaid).await?;
     let gone = |detail: &str| ApiError::new(StatusCode::GONE, "endpoint_gone", detail);
     let connected = match saved {
-        Saved::Newer => match state.registry.deliver(&uaid, Outbound::Update(update)) {
+        Saved::Newer => match state.registry.deliver(&uaid, Outbound::Update(Box::new(update))) {
             Delivery::Queued => true,
             Delivery::NotConnected => false,
             Delivery::QueueFull => {

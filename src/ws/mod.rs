@@ -335,7 +335,7 @@ impl Session {
                     let mut next = Some(outbound);
                     while let Some(outbound) = next {
                         match outbound {
-                            Outbound::Update(update) => updates.push(update),
+                            Outbound::Update(update) => updates.push(*update),
                             Outbound::Notification(notification) => live.push(notification),
                         }
                         next = self.attachment.rx.try_recv().ok();
