@@ -8,7 +8,7 @@
 //!
 //! Figures are printed as the median of the runs with min and max.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -275,14 +275,17 @@ async fn connect_all(base: &str, seed: &Seed) -> Result<Devices, BoxError> {
     Ok(Devices { senders, tasks })
 }
 
+/// Each device's sends not yet matched by the stream, oldest first.
+type Sends = Vec<VecDeque<(Instant, &'static str)>>;
+
 /// Sends `rate` status changes per second for `duration`, round-robin over the devices, each
-/// alternating online and away. Returns how many were sent, and when each device last sent.
+/// alternating online and away. Returns how many were sent; each send is queued in `sends`.
 async fn drive(
     devices: &Devices,
     rate: u32,
     duration: Duration,
     next: &mut [bool],
-    sent_at: &mut [Option<(Instant, &'static str)>],
+    sends: &mut Sends,
     cursor: &mut usize,
 ) -> usize {
     let start = Instant::now();
@@ -298,7 +301,7 @@ async fn drive(
             let status = if next[i] { "O" } else { "A" };
             next[i] = !next[i];
             if devices.senders[i].try_send(status).is_ok() {
-                sent_at[i] = Some((Instant::now(), if status == "O" { "online" } else { "away" }));
+                sends[i].push_back((Instant::now(), if status == "O" { "online" } else { "away" }));
                 sent += 1;
             }
         }
@@ -328,19 +331,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Latencies (ms) of entries seen since `from` that match what the device last sent.
-fn latencies(
-    seen: &[(usize, String, Instant)],
-    from: usize,
-    sent_at: &[Option<(Instant, &'static str)>],
-) -> Vec<f64> {
-    let mut out: Vec<f64> = seen[from..]
-        .iter()
-        .filter_map(|(i, status, at)| {
-            let (sent, expected) = sent_at[*i]?;
-            (status == expected && *at >= sent).then(|| at.duration_since(sent).as_secs_f64() * 1000.0)
-        })
-        .collect();
+/// Latencies (ms) of the entries seen since `from`: each entry is matched with its device's
+/// oldest unmatched send of the same status (changes arrive in order per device).
+fn latencies(seen: &[(usize, String, Instant)], from: usize, sends: &mut Sends) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (i, status, at) in &seen[from..] {
+        while let Some((sent, expected)) = sends[*i].pop_front() {
+            if status == expected {
+                if *at >= sent {
+                    out.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                }
+                break;
+            }
+        }
+    }
     out.sort_by(f64::total_cmp);
     out
 }
@@ -365,15 +369,16 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     figures.bytes_per_device = after.saturating_sub(before) as f64 / n as f64;
 
     // CPU per change and latency at the set rate.
-    let (mut next, mut sent_at, mut cursor) = (vec![true; n], vec![None; n], 0usize);
+    let (mut next, mut sends, mut cursor): (Vec<bool>, Sends, usize) =
+        (vec![true; n], vec![VecDeque::new(); n], 0);
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
     let cpu_before = cpu_us(server.pid)?;
-    let sent = drive(&devices, options.rate, options.duration, &mut next, &mut sent_at, &mut cursor).await;
+    let sent = drive(&devices, options.rate, options.duration, &mut next, &mut sends, &mut cursor).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_after = cpu_us(server.pid)?;
     let (received, lat) = {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        (seen.len() - from, latencies(&seen, from, &sent_at))
+        (seen.len() - from, latencies(&seen, from, &mut sends))
     };
     figures.cpu_us_per_change = (cpu_after - cpu_before) as f64 / received.max(1) as f64;
     figures.p50_ms = percentile(&lat, 0.50);
@@ -387,13 +392,14 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
         let posts_before = posts.lock().unwrap_or_else(|e| e.into_inner()).len();
         loop {
             quiet(&seen).await;
+            sends.iter_mut().for_each(VecDeque::clear);
             let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
             let sent =
-                drive(&devices, rate, Duration::from_secs(3), &mut next, &mut sent_at, &mut cursor).await;
+                drive(&devices, rate, Duration::from_secs(3), &mut next, &mut sends, &mut cursor).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (received, lat) = {
                 let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                (seen.len() - from, latencies(&seen, from, &sent_at))
+                (seen.len() - from, latencies(&seen, from, &mut sends))
             };
             let sustained = received as f64 >= 0.95 * sent as f64 && percentile(&lat, 0.99) < 1000.0;
             if !sustained || rate >= 256_000 {
