@@ -58,6 +58,14 @@ pub async fn check_password(
     email: &str,
     password: String,
 ) -> Result<Option<crate::store::AccountId>, ApiError> {
+    // Guessing is slowed per email, whether or not the account exists.
+    if let Err(wait) = state.login_limit.take(&email.trim().to_lowercase()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many password attempts for this email; try again in {} s", wait.as_secs().max(1)),
+        ));
+    }
     let found = match normalize_email(email) {
         Some(email) => state.store.local_credentials(&email).await?,
         None => None,

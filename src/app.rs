@@ -45,6 +45,8 @@ pub struct AppState {
     /// Notification rates, per app and per user.
     pub notify_app_limit: Arc<crate::ratelimit::RateLimiter>,
     pub notify_user_limit: Arc<crate::ratelimit::RateLimiter>,
+    /// Password attempts, per email.
+    pub login_limit: Arc<crate::ratelimit::RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<EndpointKeys>,
     /// Seals webhook signing secrets at rest.
@@ -110,6 +112,7 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
     };
     let config_allow = config.webhook_allow.clone();
     let (app_rate, user_rate) = (config.notify_app_per_minute, config.notify_user_per_minute);
+    let login_rate = config.login_attempts_per_minute;
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(4096));
     let presence =
         Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
@@ -128,6 +131,7 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
         streams: Arc::default(),
         notify_app_limit: Arc::new(crate::ratelimit::RateLimiter::new(app_rate)),
         notify_user_limit: Arc::new(crate::ratelimit::RateLimiter::new(user_rate)),
+        login_limit: Arc::new(crate::ratelimit::RateLimiter::new(login_rate)),
         metrics: Arc::new(Metrics::default()),
         keys: Arc::new(EndpointKeys::new(&secret)),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),

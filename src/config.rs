@@ -98,6 +98,7 @@ pub struct Config {
     pub status_min_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub grant_code_ttl: Duration,
+    pub login_attempts_per_minute: u32,
     pub max_devices_per_account: u32,
     pub max_json_body: usize,
     #[serde(with = "humantime_serde")]
@@ -246,6 +247,9 @@ impl Config {
         }
         if let Err(why) = crate::egress::parse_allow_list(&self.webhook_allow) {
             return invalid(format!("webhook_allow: {why}"));
+        }
+        if self.login_attempts_per_minute == 0 {
+            return invalid("login_attempts_per_minute must be at least 1".into());
         }
         if self.notify_app_per_minute == 0
             || self.notify_user_per_minute == 0

@@ -37,6 +37,7 @@ fn login_error(code: Option<&str>) -> Option<&'static str> {
         "taken" => "There is already an account with that email. Sign in instead.",
         "email" => "That does not look like an email address.",
         "weak" => "Choose a password of at least 8 characters.",
+        "throttled" => "Too many attempts for this email. Wait a minute and try again.",
         _ => "Something went wrong. Try again.",
     })
 }
@@ -112,6 +113,9 @@ pub async fn submit(State(state): State<AppState>, csrf: Csrf, Form(form): Form<
     match crate::api::check_password(&state, &form.email, form.password).await {
         Ok(Some(account)) => start_session(&state, account, &next).await,
         Ok(None) => back_to("login", "credentials", &next),
+        Err(error) if error.status == axum::http::StatusCode::TOO_MANY_REQUESTS => {
+            back_to("login", "throttled", &next)
+        }
         Err(error) => error.into_response(),
     }
 }

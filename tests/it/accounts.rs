@@ -264,3 +264,25 @@ async fn the_browser_signs_in_through_the_identity_provider() {
     assert_eq!(settings.status, 200);
     assert!(settings.body.contains(&issuer.url), "signed in as the provider's user");
 }
+
+#[tokio::test]
+async fn password_guessing_is_slowed_per_email() {
+    let app = builder().set("login_attempts_per_minute", "3").spawn().await;
+    app.user("target@example.com").await; // one attempt: the successful sign-in
+    let attempt = |email: &'static str, password: &'static str| {
+        let request =
+            app.http.post(app.url("/v1/tokens")).json(&json!({"email": email, "password": password}));
+        async move { reply(request.send().await.unwrap()).await }
+    };
+    assert_eq!(attempt("target@example.com", "guess-one").await.status, 401);
+    assert_eq!(attempt("target@example.com", "guess-two").await.status, 401);
+    let throttled = attempt("TARGET@example.com", "password123").await;
+    assert_eq!(throttled.status, 429, "even the right password waits once the email is throttled");
+    assert_eq!(throttled.json()["code"], "too_many_attempts");
+    // Other emails are not affected, and the sign-in page says what happened.
+    assert_eq!(attempt("someone@example.com", "whatever1").await.status, 401);
+    let mut browser = Browser::new(&app);
+    browser.get("/login").await;
+    let page = browser.post("/login", &[("email", "target@example.com"), ("password", "password123")]).await;
+    assert!(page.location.unwrap().starts_with("/login?error=throttled"));
+}
