@@ -95,14 +95,18 @@ pub struct RegisteredApp {
 pub const REDIRECT: &str = "http://127.0.0.1:1/callback";
 
 pub async fn register_app(app: &TestApp, developer: &User, name: &str) -> RegisteredApp {
-    let created = app
-        .send_as(
-            Method::POST,
-            &developer.token,
-            "/v1/apps",
-            Some(json!({"name": name, "redirect_uris": [REDIRECT]})),
-        )
-        .await;
+    register_app_with_webhook(app, developer, name, None).await
+}
+
+/// Registers an app redirecting to `REDIRECT`, with a webhook URL if given.
+pub async fn register_app_with_webhook(
+    app: &TestApp,
+    developer: &User,
+    name: &str,
+    webhook: Option<&str>,
+) -> RegisteredApp {
+    let body = json!({"name": name, "redirect_uris": [REDIRECT], "webhook_url": webhook});
+    let created = app.send_as(Method::POST, &developer.token, "/v1/apps", Some(body)).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let body = created.json();
     RegisteredApp {

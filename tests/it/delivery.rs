@@ -7,7 +7,7 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::consent::{consent, exchange, Browser, RegisteredApp, REDIRECT};
+use crate::consent::{consent, exchange, register_app_with_webhook, Browser, RegisteredApp, REDIRECT};
 use crate::helpers::{builder, Builder, Device, TestApp, User};
 use crate::receiver::{Answer, Receiver};
 
@@ -16,6 +16,7 @@ struct World {
     app: TestApp,
     receiver: Receiver,
     registered: RegisteredApp,
+    developer: User,
     user: User,
     device: Device,
     uid: String,
@@ -30,24 +31,6 @@ fn delivering() -> Builder {
         .set("status_min_interval", "0s")
 }
 
-async fn register_with_webhook(app: &TestApp, developer: &User, name: &str, webhook: &str) -> RegisteredApp {
-    let created = app
-        .send_as(
-            Method::POST,
-            &developer.token,
-            "/v1/apps",
-            Some(json!({"name": name, "redirect_uris": [REDIRECT], "webhook_url": webhook})),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let body = created.json();
-    RegisteredApp {
-        app_id: body["app_id"].as_str().unwrap().to_owned(),
-        secret: body["secret"].as_str().unwrap().to_owned(),
-        webhook_secret: body["webhook_secret"].as_str().unwrap().to_owned(),
-    }
-}
-
 async fn world(builder: Builder) -> World {
     world_with_receiver_on(builder, "127.0.0.1:0").await
 }
@@ -56,7 +39,7 @@ async fn world_with_receiver_on(builder: Builder, receiver_addr: &str) -> World 
     let app = builder.spawn().await;
     let receiver = Receiver::start_on(receiver_addr).await;
     let developer = app.user("dev@example.com").await;
-    let registered = register_with_webhook(&app, &developer, "Chat", &receiver.url).await;
+    let registered = register_app_with_webhook(&app, &developer, "Chat", Some(&receiver.url)).await;
     let user = app.user("ann@example.com").await;
     let device = app.register_device(&user, "phone").await;
     let mut browser = Browser::new(&app);
@@ -64,7 +47,18 @@ async fn world_with_receiver_on(builder: Builder, receiver_addr: &str) -> World 
     let code = consent(&mut browser, &registered.app_id, None).await;
     let uid =
         exchange(&app, &registered, json!({"code": code})).await.json()["uid"].as_str().unwrap().to_owned();
-    World { app, receiver, registered, user, device, uid, browser }
+    World { app, receiver, registered, developer, user, device, uid, browser }
+}
+
+impl World {
+    /// Waits (up to 10 s) until the app has accepted `status` for the user by webhook.
+    async fn wait_for_webhook_status(&self, status: &str) -> Vec<crate::receiver::Hit> {
+        self.receiver
+            .wait_until(Duration::from_secs(10), |hits| {
+                Receiver::last_status_of(hits, &self.uid).as_deref() == Some(status)
+            })
+            .await
+    }
 }
 
 /// A stream consumer reading the raw body.
@@ -145,12 +139,7 @@ async fn a_status_change_reaches_the_stream_and_a_signed_webhook() {
     let entries = stream.entries().await;
     assert_eq!((entries[0].0.as_str(), entries[0].1.as_str()), (world.uid.as_str(), "online"));
 
-    let hits = world
-        .receiver
-        .wait_until(Duration::from_secs(10), |hits| {
-            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("online")
-        })
-        .await;
+    let hits = world.wait_for_webhook_status("online").await;
     let verifier = standardwebhooks::Webhook::new(&world.registered.webhook_secret).unwrap();
     for hit in &hits {
         verifier.verify(&hit.body, &hit.headers).expect("the signature verifies");
@@ -161,12 +150,7 @@ async fn a_status_change_reaches_the_stream_and_a_signed_webhook() {
 
     socket.status("A").await.unwrap();
     assert_eq!(stream.entries().await[0].1, "away");
-    world
-        .receiver
-        .wait_until(Duration::from_secs(10), |hits| {
-            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
-        })
-        .await;
+    world.wait_for_webhook_status("away").await;
     // The app can also ask.
     let asked =
         reqwest::Client::new()
@@ -192,12 +176,7 @@ async fn webhooks_batch_the_latest_status_per_user_at_most_once_per_interval() {
         socket.status(status).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let hits = world
-        .receiver
-        .wait_until(Duration::from_secs(10), |hits| {
-            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
-        })
-        .await;
+    let hits = world.wait_for_webhook_status("away").await;
     for hit in &hits {
         let pairs = hit.pairs();
         let mine = pairs.iter().filter(|(uid, _)| uid == &world.uid).count();
@@ -277,12 +256,7 @@ async fn failures_are_retried_honouring_retry_after_and_410_disables_the_endpoin
     let enabled =
         dev.post(&format!("/developers/apps/{}/webhook/enable", world.registered.app_id), &[]).await;
     assert_eq!(enabled.status, 303);
-    world
-        .receiver
-        .wait_until(Duration::from_secs(10), |hits| {
-            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
-        })
-        .await;
+    world.wait_for_webhook_status("away").await;
 }
 
 #[tokio::test]
@@ -330,12 +304,7 @@ async fn a_revoke_with_events_queued_leaks_nothing_and_a_pause_sends_nothing() {
 async fn a_paused_grant_sends_nothing_until_resumed() {
     let mut world = world(delivering()).await;
     let mut socket = connect_and_report(&world, "O").await;
-    world
-        .receiver
-        .wait_until(Duration::from_secs(10), |hits| {
-            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("online")
-        })
-        .await;
+    world.wait_for_webhook_status("online").await;
     let page = world
         .browser
         .post(&format!("/settings/apps/{}", world.registered.app_id), &[("action", "pause")])
@@ -346,12 +315,7 @@ async fn a_paused_grant_sends_nothing_until_resumed() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(world.receiver.hits().len(), before, "a paused grant sends nothing");
     world.browser.post(&format!("/settings/apps/{}", world.registered.app_id), &[("action", "resume")]).await;
-    world
-        .receiver
-        .wait_until(Duration::from_secs(10), |hits| {
-            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("away")
-        })
-        .await;
+    world.wait_for_webhook_status("away").await;
 }
 
 #[tokio::test]
@@ -580,18 +544,10 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
         .unwrap()
         .to_owned();
     let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{base}/v1/tokens"))
-        .json(&json!({"email": "kim@example.com", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = crate::helpers::sign_in(&base, "kim@example.com").await;
     let device: serde_json::Value = http
         .post(format!("{base}/v1/devices"))
-        .bearer_auth(token["token"].as_str().unwrap())
+        .bearer_auth(&token)
         .json(&json!({"name": "phone"}))
         .send()
         .await
@@ -672,20 +628,7 @@ async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
 
     let world =
         world_with_receiver_on(delivering().set("webhook_allow", "127.0.0.2/32"), "127.0.0.2:0").await;
-    let dev_token = world
-        .app
-        .http
-        .post(world.app.url("/v1/tokens"))
-        .json(&json!({"email": "dev@example.com", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dev_token = world.developer.token.clone();
     let set_webhook = |url: String| {
         let app = &world.app;
         let path = format!("/v1/apps/{}", world.registered.app_id);
@@ -746,7 +689,7 @@ async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
             .app
             .state
             .store
-            .enable_webhook(presence::store::AccountId(1), &world.registered.app_id)
+            .enable_webhook(world.developer.account, &world.registered.app_id)
             .await
             .unwrap();
     }

@@ -167,23 +167,31 @@ pub struct Device {
     pub prid: String,
 }
 
+/// The password of every test account.
+pub const PASSWORD: &str = "password123";
+
+/// Signs in to the server at `base` (`http://host:port`) and returns the bearer token.
+pub async fn sign_in(base: &str, email: &str) -> String {
+    let reply = reply(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/tokens"))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["token"].as_str().unwrap().to_owned()
+}
+
 impl TestApp {
     /// Creates a local account as `presence account add` does, and signs in.
     pub async fn user(&self, email: &str) -> User {
-        let hash = presence::secrets::hash_password("password123");
+        let hash = presence::secrets::hash_password(PASSWORD);
         let account =
             self.state.store.create_local_account(email, &hash, 0).await.unwrap().expect("a new email");
-        let reply = reply(
-            self.http
-                .post(self.url("/v1/tokens"))
-                .json(&serde_json::json!({"email": email, "password": "password123"}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        User { token: reply.json()["token"].as_str().unwrap().to_owned(), account }
+        User { token: sign_in(&self.url(""), email).await, account }
     }
 
     pub async fn get_as(&self, token: &str, path: &str) -> Reply {

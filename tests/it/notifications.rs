@@ -10,6 +10,7 @@ use crate::helpers::{builder, reply, Builder, Device, Reply, TestApp, User};
 
 struct Setup {
     app: TestApp,
+    developer: User,
     chat: RegisteredApp,
     user: User,
     uid: String,
@@ -29,7 +30,7 @@ async fn setup(builder: Builder) -> Setup {
     browser.sign_in("bob@example.com").await;
     let code = consent(&mut browser, &chat.app_id, None).await;
     let uid = exchange(&app, &chat, json!({"code": code})).await.json()["uid"].as_str().unwrap().to_owned();
-    Setup { app, chat, user, uid, phone, laptop, browser }
+    Setup { app, developer, chat, user, uid, phone, laptop, browser }
 }
 
 async fn notify(setup: &Setup, body: Value) -> Reply {
@@ -165,26 +166,7 @@ async fn pausing_or_revoking_drops_queued_notifications_and_refuses_new_ones() {
 #[tokio::test]
 async fn another_apps_uid_and_unknown_uids_are_indistinguishable_404s() {
     let setup = setup(builder()).await;
-    let dev_token = setup
-        .app
-        .http
-        .post(setup.app.url("/v1/tokens"))
-        .json(&json!({"email": "dev@example.com", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let other = crate::consent::register_app(
-        &setup.app,
-        &User { token: dev_token, account: presence::store::AccountId(0) },
-        "Other",
-    )
-    .await;
+    let other = register_app(&setup.app, &setup.developer, "Other").await;
     let foreign = notify_as(&setup.app, &other, calling(&setup.uid, 60)).await;
     let unknown = notify(&setup, calling("u_nobody", 60)).await;
     assert_eq!(foreign.status, 404);

@@ -162,18 +162,7 @@ async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     let http = reqwest::Client::new();
     let server = spawn_process(&data.path, &[]).await;
     let base = format!("http://{}", server.addr);
-    let token = http
-        .post(format!("{base}/v1/tokens"))
-        .json(&serde_json::json!({"email": "ghost@example.com", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = crate::helpers::sign_in(&base, "ghost@example.com").await;
     let device: serde_json::Value = http
         .post(format!("{base}/v1/devices"))
         .bearer_auth(&token)
