@@ -153,6 +153,16 @@ impl DataDir {
         let tempdir = tempfile::tempdir().unwrap();
         DataDir { path: tempdir.path().to_owned(), _keep: Some(tempdir) }
     }
+
+    /// Every byte the SQLite database holds on disk (the file and its write-ahead log), to
+    /// search for what must never be stored in clear.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        ["presence.db", "presence.db-wal"]
+            .iter()
+            .filter_map(|file| std::fs::read(self.path.join(file)).ok())
+            .flatten()
+            .collect()
+    }
 }
 
 /// A signed-in user of a test server.
