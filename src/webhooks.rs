@@ -29,6 +29,8 @@ use crate::ws::unix_now;
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 const MAX_BACKOFF_SECS: u64 = 3600;
 const MAX_RETRY_AFTER_SECS: u64 = 86400;
+/// Due webhooks are looked for at most this often, however many events arrive.
+const MIN_SCAN_GAP: Duration = Duration::from_millis(100);
 
 /// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the `whsec_` secret.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> Option<String> {
@@ -89,22 +91,23 @@ impl Dispatcher {
         })
     }
 
-    /// Scans for due webhooks when events arrive (at most every 100 ms) and every second.
+    /// Scans for due webhooks when events arrive (at most every `MIN_SCAN_GAP`) and every second.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut signals = self.state.bus.subscribe();
         let mut last_scan = Instant::now() - Duration::from_secs(1);
         loop {
             let woken = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // A user's presence changing is not news here; the app events it appended are.
                 signal = signals.recv() => !matches!(signal, Ok(Signal::Presence(_))),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => true,
             };
-            if !woken || last_scan.elapsed() < Duration::from_millis(100) {
-                if woken {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                } else {
-                    continue;
-                }
+            if !woken {
+                continue;
+            }
+            let since = last_scan.elapsed();
+            if since < MIN_SCAN_GAP {
+                tokio::time::sleep(MIN_SCAN_GAP - since).await;
             }
             last_scan = Instant::now();
             match self.state.store.due_webhooks(unix_now()).await {
