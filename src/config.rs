@@ -56,7 +56,7 @@ pub enum SqliteSync {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/presence.db`.
+    /// `sqlite://…`; empty means `sqlite://<data_dir>/presence.db`.
     #[serde(default)]
     pub database_url: String,
     /// Base of push endpoint URLs; empty means `http://<bound address>`.
@@ -179,13 +179,14 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |s: String| Err(ConfigError::Invalid(s));
-        if !self.database_url.is_empty()
-            && !self.database_url.starts_with("sqlite:")
-            && !self.database_url.starts_with("postgres://")
-            && !self.database_url.starts_with("postgresql://")
-        {
+        if self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://") {
+            return invalid(
+                "database_url: PostgreSQL is not supported yet; use sqlite:// (or leave it empty)".into(),
+            );
+        }
+        if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") {
             return invalid(format!(
-                "database_url must start with sqlite: or postgres://, not {:?}",
+                "database_url must start with sqlite:, not {:?}",
                 redact_url(&self.database_url)
             ));
         }
@@ -390,6 +391,9 @@ mod tests {
         assert!(err.starts_with("invalid configuration"), "{err}");
         let err = load(None, &[], &[("database_url", "mysql://x")]).unwrap_err().to_string();
         assert!(err.contains("database_url"), "{err}");
+        let err = load(None, &[], &[("database_url", "postgres://u:pw@db/p")]).unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL is not supported yet"), "{err}");
+        assert!(!err.contains("pw"), "no password in the message: {err}");
         let err = load(Some("listen = "), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("not valid TOML"), "{err}");
         let err = load(None, &[], &[("secret_key", "c2hvcnQ=")]).unwrap_err().to_string();

@@ -23,7 +23,7 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unsupported database url (expected sqlite: or postgres://)")]
+    #[error("unsupported database url (only sqlite: is supported)")]
     UnsupportedUrl,
     #[error("a batched write failed: {0}")]
     Batch(String),
