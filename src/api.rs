@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::{AuthedAccount, BearerToken, TOKEN_PREFIX};
+use crate::bus::DeviceMessage;
 use crate::error::{ApiError, ApiJson};
 use crate::ids::Uaid;
 use crate::registry::Eviction;
@@ -189,7 +190,7 @@ pub async fn remove_device(state: &AppState, account: AccountId, device_id: &str
         state.store.delete_device(account, &device, unix_now()).await?.ok_or_else(not_found)?;
     state.presence.forget(&device);
     if let Some(uaid) = uaid {
-        state.registry.evict(&uaid, Eviction::Revoked);
+        crate::cluster::deliver(state, uaid, DeviceMessage::Close(Eviction::Revoked));
     }
     state.presence.publish(change);
     tracing::info!(device_id = %device, "device removed");

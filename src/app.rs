@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use axum::extract::DefaultBodyLimit;
 
-use crate::bus::{Bus, LocalBus};
+use crate::bus::{Bus, LocalBus, NatsBus};
 use crate::config::Config;
 use crate::endpoint::EndpointKeys;
 use crate::error::ApiError;
@@ -33,6 +33,8 @@ use crate::vault::Vault;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// This node's id (new at every start), for its lease and the signals it sends.
+    pub node: Arc<str>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<Engine>,
@@ -65,6 +67,8 @@ pub struct AppState {
 pub enum StartError {
     #[error("cannot open the database")]
     Store(#[from] StoreError),
+    #[error("cannot use the bus")]
+    Bus(#[from] crate::bus::BusError),
     #[error("cannot use the endpoint key file {path}")]
     KeyFile {
         path: std::path::PathBuf,
@@ -100,7 +104,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
 /// Everything but the listener: for commands that use the store and keys without serving.
 /// `addr` is where the service is (or will be) reachable, for the default public URL.
 pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, StartError> {
-    let store = crate::store::open(&config.database_url(), &config).await?;
+    let node = crate::cluster::new_node_id();
+    let store = crate::store::open(&config.database_url(), &config, &node).await?;
     let secret = match config.secret_key_bytes() {
         Some(secret) => secret,
         None => load_or_create_key(&config.data_dir.join("secret.key"))?,
@@ -113,13 +118,18 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
     let config_allow = config.webhook_allow.clone();
     let (app_rate, user_rate) = (config.notify_app_per_minute, config.notify_user_per_minute);
     let login_rate = config.login_attempts_per_minute;
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(4096));
+    let bus: Arc<dyn Bus> = if config.bus_url.is_empty() {
+        Arc::new(LocalBus::new(4096))
+    } else {
+        Arc::new(NatsBus::connect(&config.bus_url, &config.bus_subject).await?)
+    };
     let presence =
         Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
     let oidc = (!config.oidc_issuer.is_empty())
         .then(|| Arc::new(OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
     Ok(AppState {
         config: Arc::new(config),
+        node: node.into(),
         store,
         bus,
         presence,
@@ -156,10 +166,13 @@ impl App {
     /// closes the store so every write has finished.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let App { listener, state, .. } = self;
-        // Devices of a previous run are offline until they reconnect: no ghosts.
-        if let Err(error) = state.presence.start().await {
-            tracing::error!(error = %crate::error::chain(&error), "cannot reset presence at start");
+        // Devices of a previous run (or of dead nodes) are offline until they reconnect.
+        if let Err(error) = crate::cluster::join(&state).await {
+            tracing::error!(error = %crate::error::chain(&error), "cannot take the node lease at start");
         }
+        tracing::info!(node = %state.node, cluster = !state.config.bus_url.is_empty(), "node started");
+        tokio::spawn(crate::cluster::keep_lease(state.clone()));
+        tokio::spawn(crate::cluster::route_signals(state.clone()));
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
         tokio::spawn(crate::webhooks::Dispatcher::new(state.clone()).run(state.shutdown.clone()));
         tokio::spawn(purge_old_events(state.clone()));
@@ -193,6 +206,7 @@ impl App {
         if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!("device connections did not close within the shutdown grace");
         }
+        crate::cluster::leave(&state).await;
         state.store.close().await;
         served
     }

@@ -70,7 +70,7 @@ async fn seed(devices: usize) -> Result<Seed, BoxError> {
     let dir = tempfile::tempdir()?;
     let secret_key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     let config = bench_config(dir.path(), &secret_key)?;
-    let store = crate::store::open(&config.database_url(), &config).await?;
+    let store = crate::store::open(&config.database_url(), &config, &crate::cluster::new_node_id()).await?;
     let hash = crate::secrets::hash_password("bench password");
     let owner = store.create_local_account("owner@bench.example", &hash, 0).await?.ok_or("seeded twice")?;
     let app_secret = new_secret(crate::apps::APP_SECRET_PREFIX);
@@ -126,7 +126,7 @@ async fn start_server(seed: &Seed, webhook: &str) -> Result<Server, BoxError> {
     }
     // Point the app's webhook at this run's receiver.
     let config = bench_config(dir.path(), &seed.secret_key)?;
-    let store = crate::store::open(&config.database_url(), &config).await?;
+    let store = crate::store::open(&config.database_url(), &config, &crate::cluster::new_node_id()).await?;
     let owner = store.app(&seed.app_id).await?.ok_or("app")?.owner;
     let changes =
         crate::store::AppChanges { webhook_url: Some(Some(webhook.to_owned())), ..Default::default() };

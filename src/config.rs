@@ -56,9 +56,16 @@ pub enum SqliteSync {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `sqlite://…`; empty means `sqlite://<data_dir>/presence.db`.
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/presence.db`.
     #[serde(default)]
     pub database_url: String,
+    pub postgres_max_connections: u32,
+    /// `nats://…` for a cluster; empty keeps signals in the process.
+    #[serde(default)]
+    pub bus_url: String,
+    pub bus_subject: String,
+    #[serde(with = "humantime_serde")]
+    pub node_lease: Duration,
     /// Base of push endpoint URLs; empty means `http://<bound address>`.
     #[serde(default)]
     pub public_url: String,
@@ -179,16 +186,30 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |s: String| Err(ConfigError::Invalid(s));
-        if self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://") {
-            return invalid(
-                "database_url: PostgreSQL is not supported yet; use sqlite:// (or leave it empty)".into(),
-            );
-        }
-        if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") {
+        let postgres =
+            self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://");
+        if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") && !postgres {
             return invalid(format!(
-                "database_url must start with sqlite:, not {:?}",
+                "database_url must start with sqlite: or postgres://, not {:?}",
                 redact_url(&self.database_url)
             ));
+        }
+        if self.postgres_max_connections == 0 {
+            return invalid("postgres_max_connections must be at least 1".into());
+        }
+        if !self.bus_url.is_empty() && !self.bus_url.split(',').all(|url| url.trim().starts_with("nats://")) {
+            return invalid(format!(
+                "bus_url must be empty or nats://host:port, not {:?}",
+                redact_url(&self.bus_url)
+            ));
+        }
+        if !self.bus_url.is_empty() && !postgres {
+            return invalid(
+                "bus_url: a cluster needs a shared database; set database_url to postgres://…".into(),
+            );
+        }
+        if self.node_lease < Duration::from_secs(3) {
+            return invalid("node_lease must be at least 3s".into());
         }
         if !self.public_url.is_empty() {
             match Url::parse(&self.public_url) {
@@ -391,9 +412,17 @@ mod tests {
         assert!(err.starts_with("invalid configuration"), "{err}");
         let err = load(None, &[], &[("database_url", "mysql://x")]).unwrap_err().to_string();
         assert!(err.contains("database_url"), "{err}");
-        let err = load(None, &[], &[("database_url", "postgres://u:pw@db/p")]).unwrap_err().to_string();
-        assert!(err.contains("PostgreSQL is not supported yet"), "{err}");
+        let err = load(None, &[], &[("database_url", "mysql://u:pw@db/p")]).unwrap_err().to_string();
         assert!(!err.contains("pw"), "no password in the message: {err}");
+        let err = load(None, &[], &[("bus_url", "nats://127.0.0.1:4222")]).unwrap_err().to_string();
+        assert!(err.contains("needs a shared database"), "{err}");
+        let err = load(None, &[], &[("database_url", "postgres://db/p"), ("bus_url", "redis://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bus_url"), "{err}");
+        let cluster =
+            load(None, &[], &[("database_url", "postgres://db/p"), ("bus_url", "nats://127.0.0.1:4222")]);
+        assert!(cluster.is_ok(), "{cluster:?}");
         let err = load(Some("listen = "), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("not valid TOML"), "{err}");
         let err = load(None, &[], &[("secret_key", "c2hvcnQ=")]).unwrap_err().to_string();

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod egress;
 pub mod endpoint;

@@ -263,7 +263,8 @@ async fn serve(config: Config) -> Result<(), BoxError> {
 }
 
 async fn migrate(config: Config) -> Result<(), BoxError> {
-    let store = presence::store::open(&config.database_url(), &config).await?;
+    let store =
+        presence::store::open(&config.database_url(), &config, &presence::cluster::new_node_id()).await?;
     store.close().await;
     println!("migrations applied to {}", presence::config::redact_url(&config.database_url()));
     Ok(())
@@ -277,7 +278,8 @@ async fn add_account(config: Config, email: &str) -> Result<(), BoxError> {
     if password.chars().count() < 8 {
         return Err("the password (first line of standard input) must have at least 8 characters".into());
     }
-    let store = presence::store::open(&config.database_url(), &config).await?;
+    let store =
+        presence::store::open(&config.database_url(), &config, &presence::cluster::new_node_id()).await?;
     let hash = tokio::task::spawn_blocking(move || presence::secrets::hash_password(&password)).await?;
     let created = store.create_local_account(&email, &hash, presence::ws::unix_now()).await?;
     store.close().await;

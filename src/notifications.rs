@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use crate::app::AppState;
 use crate::apps::AuthedApp;
+use crate::bus::DeviceMessage;
 use crate::error::{ApiError, ApiJson};
-use crate::registry::{Delivery, Outbound};
+use crate::registry::Delivery;
 use crate::store::{LiveNotification, NewNotification};
 use crate::ws::unix_now;
 
@@ -112,7 +113,10 @@ async fn send(
     let delivered_to = devices
         .iter()
         .filter_map(|(_, uaid)| uaid.as_ref())
-        .filter(|uaid| state.registry.deliver(uaid, Outbound::Notification(live.clone())) == Delivery::Queued)
+        .filter(|uaid| {
+            crate::cluster::deliver(&state, **uaid, DeviceMessage::Notification(live.clone()))
+                == Delivery::Queued
+        })
         .count();
     let body = if delivered_to > 0 {
         (StatusCode::OK, Json(json!({"id": id, "status": "delivered", "delivered_to": delivered_to})))

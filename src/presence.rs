@@ -196,9 +196,10 @@ impl Engine {
         }
     }
 
-    /// Publishes a change the store computed elsewhere (a policy change, a removed device).
-    pub fn publish(&self, change: Option<PresenceChange>) {
-        self.emit(change);
+    /// Publishes changes the store computed elsewhere (a policy change, a removed device, a
+    /// node's lease ending).
+    pub fn publish(&self, changes: impl IntoIterator<Item = PresenceChange>) {
+        self.emit(changes);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {

@@ -25,6 +25,8 @@ pub enum Outbound {
     Update(Box<PushUpdate>),
     /// A live notification for the device bound to the connection.
     Notification(std::sync::Arc<crate::store::LiveNotification>),
+    /// Signals for this connection may have been missed: read what is stored for it again.
+    CatchUp,
 }
 
 /// The outcome of handing something to a device.
@@ -45,6 +47,9 @@ pub enum Eviction {
     Replaced,
     /// Its device was removed (its PrID revoked).
     Revoked,
+    /// This node lost its lease: other nodes have set its devices offline, so they must
+    /// reconnect (here or elsewhere) to be seen again.
+    LeaseLost,
 }
 
 struct Entry {
@@ -72,10 +77,10 @@ pub struct Attachment {
 
 impl Attachment {
     pub fn eviction(&self) -> Eviction {
-        if self.reason.load(Ordering::Relaxed) == Eviction::Revoked as u8 {
-            Eviction::Revoked
-        } else {
-            Eviction::Replaced
+        match self.reason.load(Ordering::Relaxed) {
+            r if r == Eviction::Revoked as u8 => Eviction::Revoked,
+            r if r == Eviction::LeaseLost as u8 => Eviction::LeaseLost,
+            _ => Eviction::Replaced,
         }
     }
 }
@@ -149,6 +154,26 @@ impl Registry {
 
     pub fn is_connected(&self, uaid: &Uaid) -> bool {
         self.shard(uaid).contains_key(uaid)
+    }
+
+    /// Asks every connection to read its stored notifications again (a full queue already has
+    /// work pending, so it is skipped).
+    pub fn catch_up_all(&self) {
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in shard.values() {
+                let _ = entry.tx.try_send(Outbound::CatchUp);
+            }
+        }
+    }
+
+    /// Tells every connection to close.
+    pub fn evict_all(&self, reason: Eviction) {
+        for shard in &self.shards {
+            for (_, entry) in shard.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                entry.evict(reason);
+            }
+        }
     }
 }
 

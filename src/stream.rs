@@ -220,14 +220,16 @@ impl Pump {
                             return Err(End::Done);
                         }
                         _ = self.tx.closed() => return Err(End::Done),
+                        // A heartbeat also reads the log: a signal lost between nodes delays an
+                        // event by at most one heartbeat.
                         () = &mut idle => {
                             self.push(self.format.heartbeat())?;
-                            idle.as_mut().reset(tokio::time::Instant::now() + heartbeat);
+                            break;
                         }
                         signal = signals.recv() => match signal {
                             Ok(Signal::AppEvents { app_id, seq }) if app_id == self.app_id && seq > self.cursor => break,
                             // Missed signals: the log has whatever they said.
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Ok(Signal::Reconnected) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(End::Done),
                             Ok(_) => {}
                         },

@@ -11,9 +11,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::bus::DeviceMessage;
 use crate::config::MAX_UPDATE_DATA;
 use crate::error::ApiError;
-use crate::registry::{Delivery, Outbound};
+use crate::registry::Delivery;
 use crate::store::{PushUpdate, Saved};
 
 /// The version and optional data of one update, parsed from the request.
@@ -88,7 +89,8 @@ pub async fn put(
     let saved = state.store.save_update(&uaid, &update, state.config.max_stored_per_uaid).await?;
     let gone = |detail: &str| ApiError::new(StatusCode::GONE, "endpoint_gone", detail);
     let connected = match saved {
-        Saved::Newer => match state.registry.deliver(&uaid, Outbound::Update(Box::new(update))) {
+        // A device connected to another node gets it through the bus; this answers 202 (stored).
+        Saved::Newer => match crate::cluster::deliver(&state, uaid, DeviceMessage::Update(update)) {
             Delivery::Queued => true,
             Delivery::NotConnected => false,
             Delivery::QueueFull => {

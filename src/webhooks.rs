@@ -110,7 +110,9 @@ impl Dispatcher {
                 tokio::time::sleep(MIN_SCAN_GAP - since).await;
             }
             last_scan = Instant::now();
-            match self.state.store.due_webhooks(unix_now()).await {
+            let now = unix_now();
+            let claim_until = now + self.state.config.node_lease.as_secs() as i64;
+            match self.state.store.due_webhooks(now, claim_until).await {
                 Ok(due) => self.start(due),
                 Err(error) => {
                     tracing::error!(error = %crate::error::chain(&error), "cannot list due webhooks")

@@ -1,15 +1,15 @@
 //! The store: everything Presence must remember across restarts, behind one trait in domain
-//! verbs. The SQLite implementation is the embedded default; the database URL scheme picks the
-//! backend, so callers never know which one they talk to.
+//! verbs. SQLite is the embedded default and PostgreSQL serves a cluster; the database URL scheme
+//! picks the backend, so callers never know which one they talk to.
 
 use async_trait::async_trait;
 
 use crate::ids::{ChannelId, Uaid};
 use crate::presence::{PresenceChange, Status};
 
-mod sqlite;
+mod sql;
 
-pub use sqlite::SqliteStore;
+pub use sql::{Backend, SqlStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,8 +23,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unsupported database url (only sqlite: is supported)")]
-    UnsupportedUrl,
     #[error("a batched write failed: {0}")]
     Batch(String),
 }
@@ -247,14 +245,14 @@ pub enum WebhookOutcome {
 }
 
 /// A live notification as a device receives it (`xpn` entries).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LiveNotification {
     pub id: String,
     /// The sending app's name.
     pub app: String,
     pub title: String,
     pub body: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Unix seconds.
     pub sent: i64,
@@ -402,11 +400,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError>;
 
-    /// Ties the device to the UAID it connected with (replacing any earlier UAID).
+    /// Ties the device to the UAID it connected with (replacing any earlier UAID), on this node:
+    /// from now on only this node sets the device's status.
     async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
 
     /// Records devices' statuses and recomputes their users', in one transaction (a group
-    /// commit); returns, per entry, the change of the user's visible status, if any.
+    /// commit); returns, per entry, the change of the user's visible status, if any. A device
+    /// bound to another node since is left as that node says.
     async fn set_device_statuses(
         &self,
         batch: &[(DeviceId, Status)],
@@ -428,8 +428,23 @@ pub trait Store: Send + Sync + 'static {
     /// Notes that a device is not silent: its status stays, its silence clock restarts.
     async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError>;
 
-    /// Every device offline (a node starting with no knowledge of who is connected).
+    /// Every device offline (a lone node starting with no knowledge of who is connected).
     async fn reset_presence(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
+
+    // Nodes.
+
+    /// Takes a lease for this node until `until` (at start, or after losing it).
+    async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError>;
+
+    /// Extends this node's lease to `until`; `false` if it had run out (another node may have
+    /// ended it and set this node's devices offline).
+    async fn renew_lease(&self, until: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Ends the leases that ran out before `now`: their nodes' devices become offline.
+    async fn expire_leases(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
+
+    /// Ends this node's lease (a clean shutdown): its devices become offline.
+    async fn end_lease(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
 
     /// Devices not offline whose last status report is older than `cutoff` become offline.
     async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
@@ -513,8 +528,10 @@ pub trait Store: Send + Sync + 'static {
     /// Removes events older than `cutoff`; returns how many.
     async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError>;
 
-    /// Webhooks with undelivered events whose next attempt is due.
-    async fn due_webhooks(&self, now: i64) -> Result<Vec<WebhookTarget>, StoreError>;
+    /// Webhooks with undelivered events whose next attempt is due and that no other node
+    /// dispatches: this node claims them until `claim_until` (one node at a time sends an app's
+    /// webhooks, and another takes over when that claim runs out).
+    async fn due_webhooks(&self, now: i64, claim_until: i64) -> Result<Vec<WebhookTarget>, StoreError>;
 
     async fn record_attempt(
         &self,
@@ -580,14 +597,12 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store the URL names, applying migrations.
+/// Opens the store the URL names (`sqlite:` or `postgres:`, checked by the configuration),
+/// applying migrations; `node` is this node's id in the cluster.
 pub async fn open(
     url: &str,
     config: &crate::config::Config,
+    node: &str,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::open(url, config.sqlite_synchronous).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl)
-    }
+    Ok(std::sync::Arc::new(SqlStore::open(url, config, node).await?))
 }

@@ -7,7 +7,7 @@
 
 pub mod protocol;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -199,6 +199,8 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
     // Attach before reading stored notifications: an update that lands in between is either
     // read from the store or queued on this connection, never missed.
     let attachment = state.registry.attach(uaid, state.config.outbound_queue);
+    // An older connection of this UAID on another node closes too.
+    crate::cluster::tell_device(state, uaid, crate::bus::DeviceMessage::Close(Eviction::Replaced));
     let device = device.map(|binding| BoundDevice {
         connection: state.presence.connected(&binding.device),
         id: binding.device,
@@ -208,6 +210,7 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
         uaid,
         attachment,
         sent: HashMap::new(),
+        sent_live: HashSet::new(),
         last_keepalive: None,
         device,
         last_status: None,
@@ -216,21 +219,7 @@ async fn handshake(state: &AppState, socket: &mut WebSocket) -> Result<Session, 
     };
     let result = async {
         send(socket, &ServerMessage::Hello { uaid: uaid.to_string(), status: 200 }).await?;
-        let stored = session.state.store.pending_updates(&uaid).await.map_err(|error| {
-            tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
-            CloseReason::StoreUnavailable
-        })?;
-        session.deliver(socket, stored).await?;
-        let queued = match &session.device {
-            Some(device) => {
-                session.state.store.pending_notifications(&device.id, unix_now()).await.map_err(|error| {
-                    tracing::error!(error = %crate::error::chain(&error), "cannot read queued notifications");
-                    CloseReason::StoreUnavailable
-                })?
-            }
-            None => Vec::new(),
-        };
-        session.deliver_live(socket, queued.into_iter().map(std::sync::Arc::new).collect()).await
+        session.catch_up(socket).await
     }
     .await;
     match result {
@@ -281,6 +270,8 @@ struct Session {
     attachment: Attachment,
     /// The highest version sent per channel on this connection: never send a lower one.
     sent: HashMap<ChannelId, u64>,
+    /// Live notifications sent on this connection and not acked yet: never sent twice.
+    sent_live: HashSet<String>,
     last_keepalive: Option<Instant>,
     /// The device this connection reports presence for (hello with `xpi`).
     device: Option<BoundDevice>,
@@ -324,6 +315,7 @@ impl Session {
                 _ = evicted.cancelled() => return match self.attachment.eviction() {
                     Eviction::Replaced => CloseReason::Replaced,
                     Eviction::Revoked => CloseReason::Revoked,
+                    Eviction::LeaseLost => CloseReason::ShuttingDown,
                 },
                 () = tokio::time::sleep_until(status_due), if self.pending_status.is_some() => {
                     if let Some(status) = self.pending_status.take() {
@@ -331,14 +323,20 @@ impl Session {
                     }
                 }
                 Some(outbound) = self.attachment.rx.recv() => {
-                    let (mut updates, mut live) = (Vec::new(), Vec::new());
+                    let (mut updates, mut live, mut catch_up) = (Vec::new(), Vec::new(), false);
                     let mut next = Some(outbound);
                     while let Some(outbound) = next {
                         match outbound {
                             Outbound::Update(update) => updates.push(*update),
                             Outbound::Notification(notification) => live.push(notification),
+                            Outbound::CatchUp => catch_up = true,
                         }
                         next = self.attachment.rx.try_recv().ok();
+                    }
+                    if catch_up {
+                        if let Err(reason) = self.catch_up(socket).await {
+                            return reason;
+                        }
                     }
                     if let Err(reason) = self.deliver(socket, updates).await {
                         return reason;
@@ -423,6 +421,9 @@ impl Session {
                     if let Err(error) = self.state.store.ack(&self.uaid, &channel, version).await {
                         tracing::error!(error = %crate::error::chain(&error), "ack not recorded");
                     }
+                }
+                for id in &xpn {
+                    self.sent_live.remove(id);
                 }
                 if let (Some(device), false) = (&self.device, xpn.is_empty()) {
                     if let Err(error) = self.state.store.ack_notifications(&device.id, &xpn).await {
@@ -573,12 +574,33 @@ impl Session {
     }
 
     /// Sends live notifications (only to a device connection) and notes their delivery.
+    /// Sends whatever the store holds for this connection that it has not sent yet: after
+    /// hello, and when signals for it may have been missed.
+    async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), CloseReason> {
+        let stored = self.state.store.pending_updates(&self.uaid).await.map_err(|error| {
+            tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
+            CloseReason::StoreUnavailable
+        })?;
+        self.deliver(socket, stored).await?;
+        let queued = match &self.device {
+            Some(device) => {
+                self.state.store.pending_notifications(&device.id, unix_now()).await.map_err(|error| {
+                    tracing::error!(error = %crate::error::chain(&error), "cannot read queued notifications");
+                    CloseReason::StoreUnavailable
+                })?
+            }
+            None => Vec::new(),
+        };
+        self.deliver_live(socket, queued.into_iter().map(std::sync::Arc::new).collect()).await
+    }
+
     async fn deliver_live(
         &mut self,
         socket: &mut WebSocket,
-        live: Vec<std::sync::Arc<crate::store::LiveNotification>>,
+        mut live: Vec<std::sync::Arc<crate::store::LiveNotification>>,
     ) -> Result<(), CloseReason> {
         let Some(device) = &self.device else { return Ok(()) };
+        live.retain(|notification| self.sent_live.insert(notification.id.clone()));
         if live.is_empty() {
             return Ok(());
         }

@@ -1,16 +1,21 @@
-//! The embedded store: one SQLite file in WAL mode.
+//! The store on SQL: SQLite (one file in WAL mode, the embedded default) or PostgreSQL (shared by
+//! the nodes of a cluster). One set of statements serves both through `sqlx::Any`; the few
+//! places where the two differ ask `Backend`.
 //!
-//! Durability: a write is durable once its call returns. With `sqlite_synchronous = "normal"`
-//! (the default) that survives a crash of the process; `"full"` also survives power loss.
+//! Durability: a write is durable once its call returns. On SQLite with `sqlite_synchronous =
+//! "normal"` (the default) that survives a crash of the process; `"full"` also survives power
+//! loss. On PostgreSQL it is whatever the server's `synchronous_commit` promises (on by default).
+//!
+//! Concurrency: SQLite has one writer connection, so write transactions never interleave. On
+//! PostgreSQL, transactions that recompute an account lock its row first, event seqs are taken
+//! under the app row's lock, and a transaction that deadlocks with another is run again.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Executor, Row};
 
 use super::{
     AccountId, AccountSummary, App, AppChanges, AppEvent, AuthCode, DeliveryRecord, DeviceBinding, DeviceId,
@@ -18,50 +23,111 @@ use super::{
     NotificationState, Policy, PushUpdate, Registration, Saved, Store, StoreError, WebhookHealth,
     WebhookOutcome, WebhookTarget,
 };
-use crate::config::SqliteSync;
+use crate::config::{Config, SqliteSync};
 use crate::ids::{ChannelId, Uaid};
 use crate::presence::{PresenceChange, Status};
 
-pub struct SqliteStore {
-    /// Readers (WAL lets them run beside the writer).
-    pool: SqlitePool,
-    /// The one connection that writes: writers queue here instead of sleeping in SQLite's busy
-    /// handler, which would wreck latency under load.
-    writer: SqlitePool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-impl SqliteStore {
-    pub async fn open(url: &str, sync: SqliteSync) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match sync {
-                SqliteSync::Normal => SqliteSynchronous::Normal,
-                SqliteSync::Full => SqliteSynchronous::Full,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+pub struct SqlStore {
+    backend: Backend,
+    /// Readers (on SQLite, WAL lets them run beside the writer).
+    pool: AnyPool,
+    /// Where writes go. On SQLite it is one connection: writers queue here instead of sleeping in
+    /// SQLite's busy handler, which would wreck latency under load. On PostgreSQL it is `pool`.
+    writer: AnyPool,
+    /// This node: devices it binds are recorded as connected here.
+    node: String,
+}
+
+impl SqlStore {
+    pub async fn open(url: &str, config: &Config, node: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            Self::open_sqlite(url, config.sqlite_synchronous, node).await
+        } else {
+            Self::open_postgres(url, config, node).await
+        }
+    }
+
+    async fn open_sqlite(url: &str, sync: SqliteSync, node: &str) -> Result<SqlStore, StoreError> {
+        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let path = std::path::Path::new(path.split('?').next().unwrap_or_default());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })?;
         }
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        // `mode=rwc` creates the file on first use.
+        let url = if url.contains("mode=") {
+            url.to_owned()
+        } else {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        };
+        let pragmas: &'static str = match sync {
+            SqliteSync::Normal => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+            }
+            SqliteSync::Full => {
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+            }
+        };
+        let options = move |connections: u32| {
+            AnyPoolOptions::new().max_connections(connections).after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(pragmas).await?;
+                    Ok(())
+                })
+            })
+        };
+        let writer = options(1).connect(&url).await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(SqliteStore { pool, writer })
+        let pool = options(4).connect(&url).await?;
+        Ok(SqlStore { backend: Backend::Sqlite, pool, writer, node: node.to_owned() })
+    }
+
+    async fn open_postgres(url: &str, config: &Config, node: &str) -> Result<SqlStore, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.postgres_max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(SqlStore { backend: Backend::Postgres, writer: pool.clone(), pool, node: node.to_owned() })
+    }
+
+    /// A write transaction: on SQLite it takes the write lock up front, so it never fails
+    /// half-way on a lock upgrade.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
+        })
     }
 }
 
 /// Recomputes an account's best and visible status after its devices changed; returns the
 /// change apps must hear about, if any. Runs inside the caller's transaction.
 async fn recompute(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    backend: Backend,
     account: i64,
     now: i64,
 ) -> Result<Option<PresenceChange>, StoreError> {
+    if backend == Backend::Postgres {
+        // Concurrent changes to one user's devices queue here; the statement below then reads
+        // every device as committed (each statement sees what committed before it began).
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(account)
+            .execute(&mut *conn)
+            .await?;
+    }
     let Some(row) = sqlx::query(
-        "SELECT visible, appear_offline, (SELECT COALESCE(MAX(status), 0) FROM devices WHERE account_id = ?1)
-         FROM accounts WHERE id = ?1",
+        "SELECT visible, appear_offline, (SELECT COALESCE(MAX(status), 0) FROM devices WHERE account_id = $1)
+         FROM accounts WHERE id = $1",
     )
     .bind(account)
     .fetch_optional(&mut *conn)
@@ -70,10 +136,10 @@ async fn recompute(
         return Ok(None);
     };
     let old_visible: i64 = row.get(0);
-    let appear_offline: bool = row.get(1);
+    let appear_offline = row.get::<i64, _>(1) != 0;
     let best: i64 = row.get(2);
     let visible = if appear_offline { 0 } else { best };
-    sqlx::query("UPDATE accounts SET status = ?2, visible = ?3 WHERE id = ?1")
+    sqlx::query("UPDATE accounts SET status = $2, visible = $3 WHERE id = $1")
         .bind(account)
         .bind(best)
         .bind(visible)
@@ -98,13 +164,13 @@ fn app_view(status: Status, coarse: bool) -> &'static str {
 
 /// Appends an event to every enabled grant of the account whose view of it changed.
 async fn tell_apps(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     account: i64,
     visible: Status,
     now: i64,
 ) -> Result<Vec<AppEvent>, StoreError> {
     let grants = sqlx::query(
-        "SELECT app_id, uid, coarse, last_status FROM grants WHERE account_id = ? AND enabled = 1",
+        "SELECT app_id, uid, coarse, last_status FROM grants WHERE account_id = $1 AND enabled = 1 ORDER BY app_id",
     )
     .bind(account)
     .fetch_all(&mut *conn)
@@ -112,7 +178,7 @@ async fn tell_apps(
     let mut events = Vec::new();
     for grant in grants {
         let (app_id, uid): (String, String) = (grant.get(0), grant.get(1));
-        let view = app_view(visible, grant.get(2));
+        let view = app_view(visible, grant.get::<i64, _>(2) != 0);
         if grant.get::<Option<&str>, _>(3) == Some(view) {
             continue;
         }
@@ -123,18 +189,18 @@ async fn tell_apps(
 
 /// Appends one event to the app's log with the next seq, and notes it on the grant.
 async fn append_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     app_id: &str,
     uid: &str,
     status: &str,
     now: i64,
 ) -> Result<AppEvent, StoreError> {
     let seq: i64 =
-        sqlx::query_scalar("UPDATE apps SET last_seq = last_seq + 1 WHERE app_id = ? RETURNING last_seq")
+        sqlx::query_scalar("UPDATE apps SET last_seq = last_seq + 1 WHERE app_id = $1 RETURNING last_seq")
             .bind(app_id)
             .fetch_one(&mut *conn)
             .await?;
-    sqlx::query("INSERT INTO events (app_id, seq, uid, status, at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO events (app_id, seq, uid, status, at) VALUES ($1, $2, $3, $4, $5)")
         .bind(app_id)
         .bind(seq)
         .bind(uid)
@@ -142,7 +208,7 @@ async fn append_event(
         .bind(now)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE grants SET last_status = ?3, last_update_at = ?4 WHERE app_id = ?1 AND uid = ?2")
+    sqlx::query("UPDATE grants SET last_status = $3, last_update_at = $4 WHERE app_id = $1 AND uid = $2")
         .bind(app_id)
         .bind(uid)
         .bind(status)
@@ -154,14 +220,14 @@ async fn append_event(
 
 /// Tells one grant's app the user's current status, if it does not know it yet.
 async fn tell_app(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     account: i64,
     app_id: &str,
     now: i64,
 ) -> Result<Vec<AppEvent>, StoreError> {
     let Some(row) = sqlx::query(
         "SELECT g.uid, g.coarse, g.last_status, a.visible FROM grants g JOIN accounts a ON a.id = g.account_id
-         WHERE g.account_id = ? AND g.app_id = ? AND g.enabled = 1",
+         WHERE g.account_id = $1 AND g.app_id = $2 AND g.enabled = 1",
     )
     .bind(account)
     .bind(app_id)
@@ -171,31 +237,73 @@ async fn tell_app(
         return Ok(Vec::new());
     };
     let uid: String = row.get(0);
-    let view = app_view(Status::from_rank(row.get(3)), row.get(1));
+    let view = app_view(Status::from_rank(row.get(3)), row.get::<i64, _>(1) != 0);
     if row.get::<Option<&str>, _>(2) == Some(view) {
         return Ok(Vec::new());
     }
     Ok(vec![append_event(conn, app_id, &uid, view, now).await?])
 }
 
-/// Sets every device whose last report is older than `cutoff` offline and recomputes their
-/// accounts; `everyone` also recomputes accounts still shown as present without a present device.
+/// Which devices `offline_before` sets offline.
+#[derive(Debug, Clone, Copy)]
+enum Offline {
+    /// All of them (a lone node starting); also recomputes accounts still shown as present
+    /// without a present device (say, a device removed mid-crash).
+    Everyone,
+    /// Those whose last report is older than this.
+    SilentSince(i64),
+    /// Those of nodes whose lease ran out before this time (the leases end too).
+    LeaseEndedBefore(i64),
+    /// This node's (its lease ends too).
+    ThisNode,
+}
+
+/// Sets devices offline and recomputes their accounts, in one transaction.
 async fn offline_before(
-    pool: &SqlitePool,
-    cutoff: i64,
-    everyone: bool,
+    store: &SqlStore,
+    which: Offline,
     now: i64,
 ) -> Result<Vec<PresenceChange>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let accounts: Vec<i64> = sqlx::query_scalar(
-        "UPDATE devices SET status = 0 WHERE status > 0 AND (status_at IS NULL OR status_at < ?1) RETURNING account_id",
-    )
-    .bind(cutoff)
-    .fetch_all(&mut *tx)
-    .await?;
-    // Accounts whose visible status is stale without any device (e.g. a device removed mid-crash).
+    let mut tx = store.begin().await?;
+    let accounts: Vec<i64> = match which {
+        Offline::Everyone => {
+            // A lone node: whichever node ran before is gone, with its claims.
+            sqlx::query("DELETE FROM nodes WHERE id <> $1").bind(&store.node).execute(&mut *tx).await?;
+            sqlx::query_scalar("UPDATE devices SET status = 0 WHERE status > 0 RETURNING account_id")
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Offline::SilentSince(cutoff) => {
+            sqlx::query_scalar(
+                "UPDATE devices SET status = 0
+                 WHERE status > 0 AND (status_at IS NULL OR status_at < $1) RETURNING account_id",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        Offline::LeaseEndedBefore(time) => {
+            sqlx::query("DELETE FROM nodes WHERE expires_at < $1").bind(time).execute(&mut *tx).await?;
+            sqlx::query_scalar(
+                "UPDATE devices SET status = 0
+                 WHERE status > 0 AND (node_id IS NULL OR node_id NOT IN (SELECT id FROM nodes))
+                 RETURNING account_id",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        Offline::ThisNode => {
+            sqlx::query("DELETE FROM nodes WHERE id = $1").bind(&store.node).execute(&mut *tx).await?;
+            sqlx::query_scalar(
+                "UPDATE devices SET status = 0 WHERE status > 0 AND node_id = $1 RETURNING account_id",
+            )
+            .bind(&store.node)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
     let mut accounts: std::collections::BTreeSet<i64> = accounts.into_iter().collect();
-    if everyone {
+    if matches!(which, Offline::Everyone) {
         let lingering: Vec<i64> =
             sqlx::query_scalar("SELECT id FROM accounts WHERE status > 0 OR visible > 0")
                 .fetch_all(&mut *tx)
@@ -204,16 +312,37 @@ async fn offline_before(
     }
     let mut changes = Vec::new();
     for account in accounts {
-        changes.extend(recompute(&mut tx, account, now).await?);
+        changes.extend(recompute(&mut tx, store.backend, account, now).await?);
     }
     tx.commit().await?;
     Ok(changes)
 }
 
+/// Runs a write transaction again when PostgreSQL chose it as a deadlock's victim or could not
+/// serialize it (SQLite's single writer never does either).
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(StoreError::Database(sqlx::Error::Database(error)))
+                if retries < 5 && matches!(error.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                retries += 1;
+                tracing::debug!(retries, "transaction retried after a deadlock");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 const APP_COLUMNS: &str =
     "app_id, owner_id, name, redirect_uris, webhook_url, secret_hash, webhook_secret, created_at";
 
-fn app_from_row(row: sqlx::sqlite::SqliteRow) -> App {
+fn app_from_row(row: AnyRow) -> App {
     App {
         app_id: row.get(0),
         owner: AccountId(row.get(1)),
@@ -228,21 +357,21 @@ fn app_from_row(row: sqlx::sqlite::SqliteRow) -> App {
 
 /// Drops the app's queued notifications to the account: none is sent after a pause or revoke.
 async fn cancel_notifications(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     account: i64,
     app_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "DELETE FROM device_notifications WHERE acked = 0 AND notification_id IN
-             (SELECT id FROM notifications WHERE app_id = ? AND account_id = ?)",
+             (SELECT id FROM notifications WHERE app_id = $1 AND account_id = $2)",
     )
     .bind(app_id)
     .bind(account)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE notifications SET cancelled_at = ? WHERE app_id = ? AND account_id = ? AND delivered_at IS NULL
+        "UPDATE notifications SET cancelled_at = $1 WHERE app_id = $2 AND account_id = $3 AND delivered_at IS NULL
              AND cancelled_at IS NULL",
     )
     .bind(now)
@@ -255,12 +384,13 @@ async fn cancel_notifications(
 
 /// Records one device's status and recomputes its user's, inside the caller's transaction.
 async fn apply_status(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    store: &SqlStore,
     device: &DeviceId,
     status: Status,
     now: i64,
 ) -> Result<Option<PresenceChange>, StoreError> {
-    let Some(row) = sqlx::query("SELECT account_id, status FROM devices WHERE id = ?")
+    let Some(row) = sqlx::query("SELECT account_id, status, node_id FROM devices WHERE id = $1")
         .bind(device.as_str())
         .fetch_optional(&mut *conn)
         .await?
@@ -268,7 +398,12 @@ async fn apply_status(
         return Ok(None); // removed meanwhile
     };
     let (account, old): (i64, i64) = (row.get(0), row.get(1));
-    sqlx::query("UPDATE devices SET status = ?2, status_at = ?3, last_seen = ?3 WHERE id = ?1")
+    if row.get::<Option<&str>, _>(2).is_some_and(|node| node != store.node) {
+        // The device has connected to another node since: that node owns its status now, and
+        // this node's late word (say, the old connection's grace running out) must not undo it.
+        return Ok(None);
+    }
+    sqlx::query("UPDATE devices SET status = $2, status_at = $3, last_seen = $3 WHERE id = $1")
         .bind(device.as_str())
         .bind(status.rank())
         .bind(now)
@@ -277,7 +412,7 @@ async fn apply_status(
     if old == status.rank() {
         return Ok(None);
     }
-    recompute(conn, account, now).await
+    recompute(conn, store.backend, account, now).await
 }
 
 fn version_to_db(version: u64) -> i64 {
@@ -285,14 +420,14 @@ fn version_to_db(version: u64) -> i64 {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn check(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
     async fn uaid_exists(&self, uaid: &Uaid) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM uaids WHERE uaid = ?")
+        let row = sqlx::query("SELECT 1 FROM uaids WHERE uaid = $1")
             .bind(uaid.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -301,7 +436,7 @@ impl Store for SqliteStore {
 
     async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO uaids (uaid, created_at, connected_at) VALUES (?1, ?2, ?2)
+            "INSERT INTO uaids (uaid, created_at, connected_at) VALUES ($1, $2, $2)
              ON CONFLICT (uaid) DO UPDATE SET connected_at = excluded.connected_at",
         )
         .bind(uaid.to_string())
@@ -321,8 +456,8 @@ impl Store for SqliteStore {
         // One statement, so the count and the insert cannot race with another register.
         let inserted = sqlx::query(
             "INSERT INTO channels (uaid, chid, created_at)
-             SELECT ?1, ?2, ?3
-             WHERE (SELECT COUNT(*) FROM channels WHERE uaid = ?1) < ?4
+             SELECT $1, $2, $3
+             WHERE (SELECT COUNT(*) FROM channels WHERE uaid = $1) < $4
              ON CONFLICT (uaid, chid) DO NOTHING",
         )
         .bind(uaid.to_string())
@@ -335,7 +470,7 @@ impl Store for SqliteStore {
         if inserted == 1 {
             return Ok(Registration::Registered);
         }
-        let exists = sqlx::query("SELECT 1 FROM channels WHERE uaid = ? AND chid = ?")
+        let exists = sqlx::query("SELECT 1 FROM channels WHERE uaid = $1 AND chid = $2")
             .bind(uaid.to_string())
             .bind(channel.to_string())
             .fetch_optional(&self.writer)
@@ -345,7 +480,7 @@ impl Store for SqliteStore {
     }
 
     async fn unregister_channel(&self, uaid: &Uaid, channel: &ChannelId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM channels WHERE uaid = ? AND chid = ?")
+        sqlx::query("DELETE FROM channels WHERE uaid = $1 AND chid = $2")
             .bind(uaid.to_string())
             .bind(channel.to_string())
             .execute(&self.writer)
@@ -361,9 +496,9 @@ impl Store for SqliteStore {
     ) -> Result<Saved, StoreError> {
         let version = version_to_db(update.version);
         let changed = sqlx::query(
-            "UPDATE channels SET version = ?3, data = ?4, pending = 1
-             WHERE uaid = ?1 AND chid = ?2 AND (version IS NULL OR version < ?3)
-               AND (pending = 1 OR (SELECT COUNT(*) FROM channels WHERE uaid = ?1 AND pending = 1) < ?5)",
+            "UPDATE channels SET version = $3, data = $4, pending = 1
+             WHERE uaid = $1 AND chid = $2 AND (version IS NULL OR version < $3)
+               AND (pending = 1 OR (SELECT COUNT(*) FROM channels WHERE uaid = $1 AND pending = 1) < $5)",
         )
         .bind(uaid.to_string())
         .bind(update.channel.to_string())
@@ -377,7 +512,7 @@ impl Store for SqliteStore {
             return Ok(Saved::Newer);
         }
         // Nothing changed: say why.
-        let row = sqlx::query("SELECT version FROM channels WHERE uaid = ? AND chid = ?")
+        let row = sqlx::query("SELECT version FROM channels WHERE uaid = $1 AND chid = $2")
             .bind(uaid.to_string())
             .bind(update.channel.to_string())
             .fetch_optional(&self.writer)
@@ -394,7 +529,7 @@ impl Store for SqliteStore {
 
     async fn pending_updates(&self, uaid: &Uaid) -> Result<Vec<PushUpdate>, StoreError> {
         let rows = sqlx::query(
-            "SELECT chid, version, data FROM channels WHERE uaid = ? AND pending = 1 ORDER BY chid",
+            "SELECT chid, version, data FROM channels WHERE uaid = $1 AND pending = 1 ORDER BY chid",
         )
         .bind(uaid.to_string())
         .fetch_all(&self.pool)
@@ -416,7 +551,7 @@ impl Store for SqliteStore {
             return Ok(()); // no stored version can be that high
         };
         sqlx::query(
-            "UPDATE channels SET pending = 0 WHERE uaid = ? AND chid = ? AND pending = 1 AND version <= ?",
+            "UPDATE channels SET pending = 0 WHERE uaid = $1 AND chid = $2 AND pending = 1 AND version <= $3",
         )
         .bind(uaid.to_string())
         .bind(channel.to_string())
@@ -433,7 +568,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<AccountId>, StoreError> {
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO accounts (email, password_hash, created_at) VALUES (?, ?, ?)
+            "INSERT INTO accounts (email, password_hash, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (email) DO NOTHING RETURNING id",
         )
         .bind(email)
@@ -446,7 +581,7 @@ impl Store for SqliteStore {
 
     async fn local_credentials(&self, email: &str) -> Result<Option<(AccountId, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, password_hash FROM accounts WHERE email = ? AND password_hash IS NOT NULL",
+            "SELECT id, password_hash FROM accounts WHERE email = $1 AND password_hash IS NOT NULL",
         )
         .bind(email)
         .fetch_optional(&self.pool)
@@ -456,7 +591,7 @@ impl Store for SqliteStore {
 
     async fn oidc_account(&self, issuer: &str, subject: &str, now: i64) -> Result<AccountId, StoreError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO accounts (issuer, subject, created_at) VALUES (?, ?, ?)
+            "INSERT INTO accounts (issuer, subject, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (issuer, subject) DO UPDATE SET issuer = excluded.issuer RETURNING id",
         )
         .bind(issuer)
@@ -474,7 +609,7 @@ impl Store for SqliteStore {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tokens (hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO tokens (hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(hash)
             .bind(account.0)
             .bind(now)
@@ -486,7 +621,7 @@ impl Store for SqliteStore {
 
     async fn token_account(&self, hash: &str, now: i64) -> Result<Option<AccountId>, StoreError> {
         let id: Option<i64> =
-            sqlx::query_scalar("SELECT account_id FROM tokens WHERE hash = ? AND expires_at > ?")
+            sqlx::query_scalar("SELECT account_id FROM tokens WHERE hash = $1 AND expires_at > $2")
                 .bind(hash)
                 .bind(now)
                 .fetch_optional(&self.pool)
@@ -495,14 +630,14 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, hash: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM tokens WHERE hash = ?").bind(hash).execute(&self.writer).await?;
+        sqlx::query("DELETE FROM tokens WHERE hash = $1").bind(hash).execute(&self.writer).await?;
         Ok(())
     }
 
     async fn account(&self, account: AccountId) -> Result<Option<AccountSummary>, StoreError> {
         let row = sqlx::query(
             "SELECT email, issuer, status, visible, idle_away_minutes, idle_offline_minutes, appear_offline
-             FROM accounts WHERE id = ?",
+             FROM accounts WHERE id = $1",
         )
         .bind(account.0)
         .fetch_optional(&self.pool)
@@ -514,9 +649,9 @@ impl Store for SqliteStore {
             status: Status::from_rank(row.get(2)),
             visible: Status::from_rank(row.get(3)),
             policy: Policy {
-                idle_away_minutes: row.get(4),
-                idle_offline_minutes: row.get(5),
-                appear_offline: row.get(6),
+                idle_away_minutes: row.get::<i64, _>(4).try_into().unwrap_or(u32::MAX),
+                idle_offline_minutes: row.get::<i64, _>(5).try_into().unwrap_or(u32::MAX),
+                appear_offline: row.get::<i64, _>(6) != 0,
             },
         }))
     }
@@ -527,24 +662,24 @@ impl Store for SqliteStore {
         policy: &Policy,
         now: i64,
     ) -> Result<Option<PresenceChange>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE accounts SET idle_away_minutes = ?2, idle_offline_minutes = ?3, appear_offline = ?4 WHERE id = ?1",
+            "UPDATE accounts SET idle_away_minutes = $2, idle_offline_minutes = $3, appear_offline = $4 WHERE id = $1",
         )
         .bind(account.0)
-        .bind(policy.idle_away_minutes)
-        .bind(policy.idle_offline_minutes)
-        .bind(policy.appear_offline)
+        .bind(i64::from(policy.idle_away_minutes))
+        .bind(i64::from(policy.idle_offline_minutes))
+        .bind(i64::from(policy.appear_offline))
         .execute(&mut *tx)
         .await?;
-        let change = recompute(&mut tx, account.0, now).await?;
+        let change = recompute(&mut tx, self.backend, account.0, now).await?;
         tx.commit().await?;
         Ok(change)
     }
 
     async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO devices (id, account_id, name, prid_hash, uaid, created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO devices (id, account_id, name, prid_hash, uaid, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
         )
         .bind(device.id.as_str())
         .bind(device.account.0)
@@ -559,7 +694,7 @@ impl Store for SqliteStore {
 
     async fn devices(&self, account: AccountId) -> Result<Vec<DeviceInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, status, last_seen, created_at FROM devices WHERE account_id = ? ORDER BY created_at, id",
+            "SELECT id, name, status, last_seen, created_at FROM devices WHERE account_id = $1 ORDER BY created_at, id",
         )
         .bind(account.0)
         .fetch_all(&self.pool)
@@ -584,9 +719,9 @@ impl Store for SqliteStore {
         device: &DeviceId,
         now: i64,
     ) -> Result<Option<(Option<Uaid>, Option<PresenceChange>)>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let uaid: Option<Option<String>> =
-            sqlx::query_scalar("DELETE FROM devices WHERE id = ? AND account_id = ? RETURNING uaid")
+            sqlx::query_scalar("DELETE FROM devices WHERE id = $1 AND account_id = $2 RETURNING uaid")
                 .bind(device.as_str())
                 .bind(account.0)
                 .fetch_optional(&mut *tx)
@@ -594,13 +729,13 @@ impl Store for SqliteStore {
         let Some(uaid) = uaid else {
             return Ok(None);
         };
-        let change = recompute(&mut tx, account.0, now).await?;
+        let change = recompute(&mut tx, self.backend, account.0, now).await?;
         tx.commit().await?;
         Ok(Some((uaid.as_deref().and_then(Uaid::parse), change)))
     }
 
     async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError> {
-        let row = sqlx::query("SELECT id, account_id FROM devices WHERE prid_hash = ?")
+        let row = sqlx::query("SELECT id, account_id FROM devices WHERE prid_hash = $1")
             .bind(prid_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -610,10 +745,11 @@ impl Store for SqliteStore {
     }
 
     async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET uaid = ?, last_seen = ? WHERE id = ?")
+        sqlx::query("UPDATE devices SET uaid = $1, last_seen = $2, node_id = $4 WHERE id = $3")
             .bind(uaid.to_string())
             .bind(now)
             .bind(device.as_str())
+            .bind(&self.node)
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -624,17 +760,20 @@ impl Store for SqliteStore {
         batch: &[(DeviceId, Status)],
         now: i64,
     ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut changes = Vec::with_capacity(batch.len());
-        for (device, status) in batch {
-            changes.push(apply_status(&mut tx, device, *status, now).await?);
-        }
-        tx.commit().await?;
-        Ok(changes)
+        retrying(|| async {
+            let mut tx = self.begin().await?;
+            let mut changes = Vec::with_capacity(batch.len());
+            for (device, status) in batch {
+                changes.push(apply_status(&mut tx, self, device, *status, now).await?);
+            }
+            tx.commit().await?;
+            Ok(changes)
+        })
+        .await
     }
 
     async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET status_at = ?2, last_seen = ?2 WHERE id = ?1")
+        sqlx::query("UPDATE devices SET status_at = $2, last_seen = $2 WHERE id = $1")
             .bind(device.as_str())
             .bind(now)
             .execute(&self.writer)
@@ -643,15 +782,47 @@ impl Store for SqliteStore {
     }
 
     async fn reset_presence(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
-        offline_before(&self.writer, i64::MAX, true, now).await
+        retrying(|| offline_before(self, Offline::Everyone, now)).await
     }
 
     async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
-        offline_before(&self.writer, cutoff, false, now).await
+        retrying(|| offline_before(self, Offline::SilentSince(cutoff), now)).await
+    }
+
+    async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, started_at, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(&self.node)
+        .bind(now)
+        .bind(until)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, until: i64, now: i64) -> Result<bool, StoreError> {
+        let renewed = sqlx::query("UPDATE nodes SET expires_at = $2 WHERE id = $1 AND expires_at >= $3")
+            .bind(&self.node)
+            .bind(until)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn expire_leases(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
+        retrying(|| offline_before(self, Offline::LeaseEndedBefore(now), now)).await
+    }
+
+    async fn end_lease(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
+        retrying(|| offline_before(self, Offline::ThisNode, now)).await
     }
 
     async fn create_app(&self, app: &App) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
+        sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
             .bind(&app.app_id)
             .bind(app.owner.0)
             .bind(&app.name)
@@ -666,7 +837,7 @@ impl Store for SqliteStore {
     }
 
     async fn app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE app_id = ?"))
+        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE app_id = $1"))
             .bind(app_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -674,7 +845,7 @@ impl Store for SqliteStore {
     }
 
     async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<App>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE secret_hash = ?"))
+        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE secret_hash = $1"))
             .bind(secret_hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -683,7 +854,7 @@ impl Store for SqliteStore {
 
     async fn apps_of(&self, owner: AccountId) -> Result<Vec<App>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {APP_COLUMNS} FROM apps WHERE owner_id = ? ORDER BY created_at, app_id"
+            "SELECT {APP_COLUMNS} FROM apps WHERE owner_id = $1 ORDER BY created_at, app_id"
         ))
         .bind(owner.0)
         .fetch_all(&self.pool)
@@ -699,18 +870,18 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let updated = sqlx::query(
             "UPDATE apps SET
-                name = COALESCE(?3, name),
-                redirect_uris = COALESCE(?4, redirect_uris),
-                webhook_cursor = CASE WHEN ?5 AND webhook_url IS NULL AND ?6 IS NOT NULL THEN last_seq
+                name = COALESCE($3, name),
+                redirect_uris = COALESCE($4, redirect_uris),
+                webhook_cursor = CASE WHEN $5 = 1 AND webhook_url IS NULL AND $6 IS NOT NULL THEN last_seq
                                       ELSE webhook_cursor END,
-                webhook_url = CASE WHEN ?5 THEN ?6 ELSE webhook_url END
-             WHERE owner_id = ?1 AND app_id = ?2",
+                webhook_url = CASE WHEN $5 = 1 THEN $6 ELSE webhook_url END
+             WHERE owner_id = $1 AND app_id = $2",
         )
         .bind(owner.0)
         .bind(app_id)
         .bind(&changes.name)
         .bind(changes.redirect_uris.as_ref().map(|u| serde_json::to_string(u).expect("strings serialize")))
-        .bind(changes.webhook_url.is_some())
+        .bind(i64::from(changes.webhook_url.is_some()))
         .bind(changes.webhook_url.clone().flatten())
         .execute(&self.writer)
         .await?
@@ -724,7 +895,7 @@ impl Store for SqliteStore {
         app_id: &str,
         secret_hash: &str,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query("UPDATE apps SET secret_hash = ? WHERE owner_id = ? AND app_id = ?")
+        let updated = sqlx::query("UPDATE apps SET secret_hash = $1 WHERE owner_id = $2 AND app_id = $3")
             .bind(secret_hash)
             .bind(owner.0)
             .bind(app_id)
@@ -741,9 +912,9 @@ impl Store for SqliteStore {
         new_uid: &str,
         now: i64,
     ) -> Result<(String, Vec<AppEvent>), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let uid: String = sqlx::query_scalar(
-            "INSERT INTO grants (account_id, app_id, uid, enabled, created_at) VALUES (?, ?, ?, 1, ?)
+            "INSERT INTO grants (account_id, app_id, uid, enabled, created_at) VALUES ($1, $2, $3, 1, $4)
              ON CONFLICT (account_id, app_id) DO UPDATE SET enabled = 1
              RETURNING uid",
         )
@@ -762,7 +933,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT g.app_id, a.name, g.uid, g.enabled, g.coarse, g.created_at, g.last_update_at
              FROM grants g JOIN apps a ON a.app_id = g.app_id
-             WHERE g.account_id = ? ORDER BY a.name, g.app_id",
+             WHERE g.account_id = $1 ORDER BY a.name, g.app_id",
         )
         .bind(account.0)
         .fetch_all(&self.pool)
@@ -773,8 +944,8 @@ impl Store for SqliteStore {
                 app_id: row.get(0),
                 app_name: row.get(1),
                 uid: row.get(2),
-                enabled: row.get(3),
-                coarse: row.get(4),
+                enabled: row.get::<i64, _>(3) != 0,
+                coarse: row.get::<i64, _>(4) != 0,
                 created_at: row.get(5),
                 last_update_at: row.get(6),
             })
@@ -782,7 +953,7 @@ impl Store for SqliteStore {
     }
 
     async fn grant_uid(&self, account: AccountId, app_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT uid FROM grants WHERE account_id = ? AND app_id = ?")
+        Ok(sqlx::query_scalar("SELECT uid FROM grants WHERE account_id = $1 AND app_id = $2")
             .bind(account.0)
             .bind(app_id)
             .fetch_optional(&self.pool)
@@ -797,17 +968,17 @@ impl Store for SqliteStore {
         coarse: Option<bool>,
         now: i64,
     ) -> Result<Option<Vec<AppEvent>>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         // Pausing forgets what the app was told: resuming tells it the status again.
         let Some(uid) = sqlx::query_scalar::<_, String>(
-            "UPDATE grants SET enabled = COALESCE(?3, enabled), coarse = COALESCE(?4, coarse),
-                 last_status = CASE WHEN ?3 = 0 THEN NULL ELSE last_status END
-             WHERE account_id = ?1 AND app_id = ?2 RETURNING uid",
+            "UPDATE grants SET enabled = COALESCE($3, enabled), coarse = COALESCE($4, coarse),
+                 last_status = CASE WHEN $3 = 0 THEN NULL ELSE last_status END
+             WHERE account_id = $1 AND app_id = $2 RETURNING uid",
         )
         .bind(account.0)
         .bind(app_id)
-        .bind(enabled)
-        .bind(coarse)
+        .bind(enabled.map(i64::from))
+        .bind(coarse.map(i64::from))
         .fetch_optional(&mut *tx)
         .await?
         else {
@@ -815,7 +986,7 @@ impl Store for SqliteStore {
         };
         if enabled == Some(false) {
             // Nothing about a paused user leaves, including what was already queued.
-            sqlx::query("DELETE FROM events WHERE app_id = ? AND uid = ?")
+            sqlx::query("DELETE FROM events WHERE app_id = $1 AND uid = $2")
                 .bind(app_id)
                 .bind(&uid)
                 .execute(&mut *tx)
@@ -833,9 +1004,9 @@ impl Store for SqliteStore {
         app_id: &str,
         now: i64,
     ) -> Result<Option<(String, Vec<AppEvent>)>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let Some(uid) = sqlx::query_scalar::<_, String>(
-            "DELETE FROM grants WHERE account_id = ? AND app_id = ? RETURNING uid",
+            "DELETE FROM grants WHERE account_id = $1 AND app_id = $2 RETURNING uid",
         )
         .bind(account.0)
         .bind(app_id)
@@ -845,7 +1016,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         // Events still queued for this user are dropped; the app hears one last `revoked`.
-        sqlx::query("DELETE FROM events WHERE app_id = ? AND uid = ?")
+        sqlx::query("DELETE FROM events WHERE app_id = $1 AND uid = $2")
             .bind(app_id)
             .bind(&uid)
             .execute(&mut *tx)
@@ -857,7 +1028,7 @@ impl Store for SqliteStore {
     }
 
     async fn log_bounds(&self, app_id: &str) -> Result<Option<LogBounds>, StoreError> {
-        let row = sqlx::query("SELECT last_seq, purged_seq FROM apps WHERE app_id = ?")
+        let row = sqlx::query("SELECT last_seq, purged_seq FROM apps WHERE app_id = $1")
             .bind(app_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -871,7 +1042,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         // Read the bound first: every event up to it is committed (seqs are given under the
         // app row's write lock), so nothing below it can appear later.
-        let Some(last_seq) = sqlx::query_scalar::<_, i64>("SELECT last_seq FROM apps WHERE app_id = ?")
+        let Some(last_seq) = sqlx::query_scalar::<_, i64>("SELECT last_seq FROM apps WHERE app_id = $1")
             .bind(app_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -881,8 +1052,8 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT e.seq, e.uid, e.status, e.at, g.enabled FROM events e
              LEFT JOIN grants g ON g.app_id = e.app_id AND g.uid = e.uid
-             WHERE e.app_id = ?1 AND e.seq > ?2 AND e.seq <= ?3
-             ORDER BY e.seq LIMIT ?4",
+             WHERE e.app_id = $1 AND e.seq > $2 AND e.seq <= $3
+             ORDER BY e.seq LIMIT $4",
         )
         .bind(app_id)
         .bind(since as i64)
@@ -907,8 +1078,8 @@ impl Store for SqliteStore {
             if full {
                 page.scanned_to = event.seq;
             }
-            let enabled: Option<bool> = row.get(4);
-            if event.status == "revoked" || enabled == Some(true) {
+            let enabled: Option<i64> = row.get(4);
+            if event.status == "revoked" || enabled == Some(1) {
                 page.events.push(event);
             }
         }
@@ -917,13 +1088,13 @@ impl Store for SqliteStore {
 
     async fn snapshot(&self, app_id: &str) -> Result<(Vec<(String, String)>, u64), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM apps WHERE app_id = ?")
+        let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM apps WHERE app_id = $1")
             .bind(app_id)
             .fetch_optional(&mut *tx)
             .await?
             .unwrap_or(0);
         let rows = sqlx::query(
-            "SELECT uid, last_status FROM grants WHERE app_id = ? AND enabled = 1 AND last_status IS NOT NULL ORDER BY uid",
+            "SELECT uid, last_status FROM grants WHERE app_id = $1 AND enabled = 1 AND last_status IS NOT NULL ORDER BY uid",
         )
         .bind(app_id)
         .fetch_all(&mut *tx)
@@ -936,7 +1107,7 @@ impl Store for SqliteStore {
         let mut found = Vec::new();
         for uid in uids {
             let status: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT last_status FROM grants WHERE app_id = ? AND uid = ? AND enabled = 1",
+                "SELECT last_status FROM grants WHERE app_id = $1 AND uid = $2 AND enabled = 1",
             )
             .bind(app_id)
             .bind(uid)
@@ -950,15 +1121,16 @@ impl Store for SqliteStore {
     }
 
     async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE apps SET purged_seq = MAX(purged_seq,
-                 COALESCE((SELECT MAX(seq) FROM events e WHERE e.app_id = apps.app_id AND e.at < ?1), 0))",
+            "UPDATE apps SET purged_seq = purged.seq
+             FROM (SELECT app_id, MAX(seq) AS seq FROM events WHERE at < $1 GROUP BY app_id) purged
+             WHERE purged.app_id = apps.app_id AND purged.seq > apps.purged_seq",
         )
         .bind(cutoff)
         .execute(&mut *tx)
         .await?;
-        let removed = sqlx::query("DELETE FROM events WHERE at < ?")
+        let removed = sqlx::query("DELETE FROM events WHERE at < $1")
             .bind(cutoff)
             .execute(&mut *tx)
             .await?
@@ -967,16 +1139,20 @@ impl Store for SqliteStore {
         Ok(removed)
     }
 
-    async fn due_webhooks(&self, now: i64) -> Result<Vec<WebhookTarget>, StoreError> {
+    async fn due_webhooks(&self, now: i64, claim_until: i64) -> Result<Vec<WebhookTarget>, StoreError> {
         let rows = sqlx::query(
-            "SELECT app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
-                    webhook_last_sent_at
-             FROM apps
+            "UPDATE apps SET webhook_node = $2, webhook_claimed_until = $3
              WHERE webhook_url IS NOT NULL AND webhook_disabled_at IS NULL
-               AND last_seq > webhook_cursor AND webhook_next_attempt_at <= ?",
+               AND last_seq > webhook_cursor AND webhook_next_attempt_at <= $1
+               AND (webhook_node IS NULL OR webhook_node = $2 OR webhook_claimed_until < $1
+                    OR webhook_node NOT IN (SELECT id FROM nodes))
+             RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
+                    webhook_last_sent_at",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .bind(&self.node)
+        .bind(claim_until)
+        .fetch_all(&self.writer)
         .await?;
         Ok(rows
             .into_iter()
@@ -998,25 +1174,25 @@ impl Store for SqliteStore {
         record: &DeliveryRecord,
         outcome: &WebhookOutcome,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         if record.events > 0 || record.error.is_some() || record.status_code.is_some() {
             sqlx::query(
                 "INSERT INTO deliveries (app_id, at, message_id, events, status_code, error, duration_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(app_id)
             .bind(record.at)
             .bind(&record.message_id)
-            .bind(record.events)
-            .bind(record.status_code)
+            .bind(i64::from(record.events))
+            .bind(record.status_code.map(i64::from))
             .bind(&record.error)
             .bind(record.duration_ms as i64)
             .execute(&mut *tx)
             .await?;
             // Keep the latest hundred attempts per app.
             sqlx::query(
-                "DELETE FROM deliveries WHERE app_id = ?1 AND id NOT IN
-                     (SELECT id FROM deliveries WHERE app_id = ?1 ORDER BY id DESC LIMIT 100)",
+                "DELETE FROM deliveries WHERE app_id = $1 AND id NOT IN
+                     (SELECT id FROM deliveries WHERE app_id = $1 ORDER BY id DESC LIMIT 100)",
             )
             .bind(app_id)
             .execute(&mut *tx)
@@ -1025,9 +1201,10 @@ impl Store for SqliteStore {
         match outcome {
             WebhookOutcome::Delivered { cursor } => {
                 sqlx::query(
-                    "UPDATE apps SET webhook_cursor = MAX(webhook_cursor, ?2), webhook_attempts = 0,
-                         webhook_failing_since = NULL, webhook_next_attempt_at = 0, webhook_last_sent_at = ?3
-                     WHERE app_id = ?1",
+                    "UPDATE apps SET webhook_cursor = CASE WHEN webhook_cursor > $2 THEN webhook_cursor ELSE $2 END,
+                         webhook_attempts = 0,
+                         webhook_failing_since = NULL, webhook_next_attempt_at = 0, webhook_last_sent_at = $3
+                     WHERE app_id = $1",
                 )
                 .bind(app_id)
                 .bind(*cursor as i64)
@@ -1038,11 +1215,11 @@ impl Store for SqliteStore {
             WebhookOutcome::Failed { retry_at, disable } => {
                 sqlx::query(
                     "UPDATE apps SET webhook_attempts = webhook_attempts + 1,
-                         webhook_failing_since = COALESCE(webhook_failing_since, ?2),
-                         webhook_next_attempt_at = ?3, webhook_last_sent_at = ?2,
-                         webhook_disabled_at = CASE WHEN ?4 IS NULL THEN NULL ELSE ?2 END,
-                         webhook_disabled_reason = ?4
-                     WHERE app_id = ?1",
+                         webhook_failing_since = COALESCE(webhook_failing_since, $2),
+                         webhook_next_attempt_at = $3, webhook_last_sent_at = $2,
+                         webhook_disabled_at = CASE WHEN $4 IS NULL THEN NULL ELSE $2 END,
+                         webhook_disabled_reason = $4
+                     WHERE app_id = $1",
                 )
                 .bind(app_id)
                 .bind(record.at)
@@ -1059,7 +1236,7 @@ impl Store for SqliteStore {
     async fn deliveries(&self, app_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, message_id, events, status_code, error, duration_ms FROM deliveries
-             WHERE app_id = ? ORDER BY id DESC LIMIT ?",
+             WHERE app_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(app_id)
         .bind(i64::from(limit))
@@ -1082,7 +1259,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT webhook_failing_since, webhook_attempts, webhook_disabled_at, webhook_disabled_reason,
                     last_seq - webhook_cursor
-             FROM apps WHERE app_id = ? AND webhook_url IS NOT NULL",
+             FROM apps WHERE app_id = $1 AND webhook_url IS NOT NULL",
         )
         .bind(app_id)
         .fetch_optional(&self.pool)
@@ -1100,7 +1277,7 @@ impl Store for SqliteStore {
         let updated = sqlx::query(
             "UPDATE apps SET webhook_disabled_at = NULL, webhook_disabled_reason = NULL, webhook_attempts = 0,
                  webhook_failing_since = NULL, webhook_next_attempt_at = 0
-             WHERE owner_id = ? AND app_id = ?",
+             WHERE owner_id = $1 AND app_id = $2",
         )
         .bind(owner.0)
         .bind(app_id)
@@ -1113,7 +1290,7 @@ impl Store for SqliteStore {
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO auth_codes (hash, app_id, account_id, redirect_uri, code_challenge, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(hash)
         .bind(&code.app_id)
@@ -1128,7 +1305,7 @@ impl Store for SqliteStore {
 
     async fn take_code(&self, hash: &str) -> Result<Option<AuthCode>, StoreError> {
         let row = sqlx::query(
-            "DELETE FROM auth_codes WHERE hash = ? RETURNING app_id, account_id, redirect_uri, code_challenge, expires_at",
+            "DELETE FROM auth_codes WHERE hash = $1 RETURNING app_id, account_id, redirect_uri, code_challenge, expires_at",
         )
         .bind(hash)
         .fetch_optional(&self.writer)
@@ -1143,12 +1320,13 @@ impl Store for SqliteStore {
     }
 
     async fn granted_account(&self, app_id: &str, uid: &str) -> Result<Option<AccountId>, StoreError> {
-        let account: Option<i64> =
-            sqlx::query_scalar("SELECT account_id FROM grants WHERE app_id = ? AND uid = ? AND enabled = 1")
-                .bind(app_id)
-                .bind(uid)
-                .fetch_optional(&self.pool)
-                .await?;
+        let account: Option<i64> = sqlx::query_scalar(
+            "SELECT account_id FROM grants WHERE app_id = $1 AND uid = $2 AND enabled = 1",
+        )
+        .bind(app_id)
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(account.map(AccountId))
     }
 
@@ -1157,10 +1335,10 @@ impl Store for SqliteStore {
         notification: &NewNotification,
         max_per_device: u32,
     ) -> Result<Vec<(DeviceId, Option<Uaid>)>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO notifications (id, app_id, account_id, title, body, url, sent_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&notification.id)
         .bind(&notification.app_id)
@@ -1172,7 +1350,7 @@ impl Store for SqliteStore {
         .bind(notification.expires_at)
         .execute(&mut *tx)
         .await?;
-        let devices = sqlx::query("SELECT id, uaid FROM devices WHERE account_id = ?")
+        let devices = sqlx::query("SELECT id, uaid FROM devices WHERE account_id = $1")
             .bind(notification.account.0)
             .fetch_all(&mut *tx)
             .await?;
@@ -1180,7 +1358,7 @@ impl Store for SqliteStore {
         for row in devices {
             let device: String = row.get(0);
             sqlx::query(
-                "INSERT INTO device_notifications (device_id, notification_id, queued_at) VALUES (?, ?, ?)",
+                "INSERT INTO device_notifications (device_id, notification_id, queued_at) VALUES ($1, $2, $3)",
             )
             .bind(&device)
             .bind(&notification.id)
@@ -1189,9 +1367,9 @@ impl Store for SqliteStore {
             .await?;
             // Past the cap, the oldest undelivered notifications of the device are dropped.
             sqlx::query(
-                "DELETE FROM device_notifications WHERE device_id = ?1 AND notification_id IN
-                     (SELECT notification_id FROM device_notifications WHERE device_id = ?1 AND acked = 0
-                      ORDER BY queued_at DESC, notification_id DESC LIMIT -1 OFFSET ?2)",
+                "DELETE FROM device_notifications WHERE device_id = $1 AND acked = 0 AND notification_id NOT IN
+                     (SELECT notification_id FROM device_notifications WHERE device_id = $1 AND acked = 0
+                      ORDER BY queued_at DESC, notification_id DESC LIMIT $2)",
             )
             .bind(&device)
             .bind(i64::from(max_per_device))
@@ -1206,11 +1384,11 @@ impl Store for SqliteStore {
     }
 
     async fn mark_delivered(&self, device: &DeviceId, ids: &[String], now: i64) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         for id in ids {
             let first = sqlx::query(
-                "UPDATE device_notifications SET delivered_at = ?3
-                 WHERE device_id = ?1 AND notification_id = ?2 AND delivered_at IS NULL",
+                "UPDATE device_notifications SET delivered_at = $3
+                 WHERE device_id = $1 AND notification_id = $2 AND delivered_at IS NULL",
             )
             .bind(device.as_str())
             .bind(id)
@@ -1220,8 +1398,8 @@ impl Store for SqliteStore {
             .rows_affected();
             if first == 1 {
                 sqlx::query(
-                    "UPDATE notifications SET delivered_to = delivered_to + 1, delivered_at = COALESCE(delivered_at, ?2)
-                     WHERE id = ?1",
+                    "UPDATE notifications SET delivered_to = delivered_to + 1, delivered_at = COALESCE(delivered_at, $2)
+                     WHERE id = $1",
                 )
                 .bind(id)
                 .bind(now)
@@ -1243,7 +1421,7 @@ impl Store for SqliteStore {
              FROM device_notifications d
              JOIN notifications n ON n.id = d.notification_id
              JOIN apps a ON a.app_id = n.app_id
-             WHERE d.device_id = ? AND d.acked = 0 AND n.expires_at > ? AND n.cancelled_at IS NULL
+             WHERE d.device_id = $1 AND d.acked = 0 AND n.expires_at > $2 AND n.cancelled_at IS NULL
              ORDER BY n.sent_at, n.id",
         )
         .bind(device.as_str())
@@ -1264,10 +1442,10 @@ impl Store for SqliteStore {
     }
 
     async fn ack_notifications(&self, device: &DeviceId, ids: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         for id in ids {
             sqlx::query(
-                "UPDATE device_notifications SET acked = 1 WHERE device_id = ? AND notification_id = ?",
+                "UPDATE device_notifications SET acked = 1 WHERE device_id = $1 AND notification_id = $2",
             )
             .bind(device.as_str())
             .bind(id)
@@ -1286,7 +1464,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<NotificationState>, StoreError> {
         let row = sqlx::query(
             "SELECT sent_at, expires_at, delivered_at, delivered_to, cancelled_at FROM notifications
-             WHERE app_id = ? AND id = ?",
+             WHERE app_id = $1 AND id = $2",
         )
         .bind(app_id)
         .bind(id)
@@ -1319,7 +1497,7 @@ impl Store for SqliteStore {
         since: i64,
     ) -> Result<Vec<(String, u32)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT app_id, COUNT(*) FROM notifications WHERE account_id = ? AND sent_at >= ? GROUP BY app_id",
+            "SELECT app_id, COUNT(*) FROM notifications WHERE account_id = $1 AND sent_at >= $2 GROUP BY app_id",
         )
         .bind(account.0)
         .bind(since)

@@ -1,0 +1,209 @@
+//! The NATS bus: every node publishes its signals on one subject and hears the others'. Within a
+//! node, signals travel through a `LocalBus` as on a lone node, so nothing local waits on NATS.
+//!
+//! NATS is at most once: a signal published while the link is down is dropped. That is allowed
+//! by design (see the module above); when the link returns, the node hears `Signal::Reconnected`
+//! and everything that waits on signals reads the store again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Bus, DeviceMessage, LocalBus, Signal};
+use crate::ids::{ChannelId, Uaid};
+use crate::registry::Eviction;
+use crate::store::{LiveNotification, PushUpdate};
+
+/// Signals waiting to go out; past this, new ones are dropped (and counted in the log).
+const OUTBOX: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid bus url {0:?}")]
+    Url(String),
+    #[error("cannot subscribe to the bus")]
+    Subscribe(#[source] async_nats::SubscribeError),
+}
+
+pub struct NatsBus {
+    local: LocalBus,
+    outbox: mpsc::Sender<Wire>,
+    connected: Arc<AtomicBool>,
+}
+
+/// A signal as it crosses between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire {
+    AppEvents { app_id: String, seq: u64 },
+    Update { origin: String, uaid: String, channel: String, version: u64, data: Option<String> },
+    Notification { origin: String, uaid: String, notification: LiveNotification },
+    Close { origin: String, uaid: String, revoked: bool },
+}
+
+impl Wire {
+    /// The part of a signal other nodes need; `None` for what stays in the node.
+    fn from_signal(signal: &Signal) -> Option<Wire> {
+        Some(match signal {
+            Signal::AppEvents { app_id, seq } => Wire::AppEvents { app_id: app_id.clone(), seq: *seq },
+            Signal::Device { origin, uaid, message } => {
+                let (origin, uaid) = (origin.to_string(), uaid.to_string());
+                match message {
+                    DeviceMessage::Update(update) => Wire::Update {
+                        origin,
+                        uaid,
+                        channel: update.channel.to_string(),
+                        version: update.version,
+                        data: update.data.clone(),
+                    },
+                    DeviceMessage::Notification(notification) => {
+                        Wire::Notification { origin, uaid, notification: (**notification).clone() }
+                    }
+                    DeviceMessage::Close(reason) => {
+                        Wire::Close { origin, uaid, revoked: *reason == Eviction::Revoked }
+                    }
+                }
+            }
+            Signal::Presence(_) | Signal::Reconnected => return None,
+        })
+    }
+
+    fn into_signal(self) -> Option<Signal> {
+        let device = |origin: String, uaid: &str, message| {
+            Some(Signal::Device { origin: origin.into(), uaid: Uaid::parse(uaid)?, message })
+        };
+        match self {
+            Wire::AppEvents { app_id, seq } => Some(Signal::AppEvents { app_id, seq }),
+            Wire::Update { origin, uaid, channel, version, data } => {
+                let update = PushUpdate { channel: ChannelId::parse(&channel)?, version, data };
+                device(origin, &uaid, DeviceMessage::Update(update))
+            }
+            Wire::Notification { origin, uaid, notification } => {
+                device(origin, &uaid, DeviceMessage::Notification(Arc::new(notification)))
+            }
+            Wire::Close { origin, uaid, revoked } => {
+                let reason = if revoked { Eviction::Revoked } else { Eviction::Replaced };
+                device(origin, &uaid, DeviceMessage::Close(reason))
+            }
+        }
+    }
+}
+
+impl NatsBus {
+    /// Starts connecting to `urls` (comma-separated) and returns at once: a node starts while
+    /// NATS is down, and keeps reconnecting for as long as it runs.
+    pub async fn connect(urls: &str, subject: &str) -> Result<NatsBus, BusError> {
+        let addrs = urls
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>().map_err(|_| BusError::Url(url.into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let local = LocalBus::new(4096);
+        let connected = Arc::new(AtomicBool::new(false));
+        let events = (local.sender.clone(), connected.clone());
+        let client = async_nats::ConnectOptions::new()
+            // A node hears its own signals through `local`, not back from NATS.
+            .no_echo()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| Duration::from_millis(250 * attempts.min(8) as u64))
+            .event_callback(move |event| {
+                let (local, connected) = events.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            let again = connected.swap(true, Ordering::SeqCst);
+                            tracing::info!("bus connected");
+                            if !again {
+                                let _ = local.send(Signal::Reconnected);
+                            }
+                        }
+                        async_nats::Event::Disconnected => {
+                            connected.store(false, Ordering::SeqCst);
+                            tracing::warn!(
+                                "bus disconnected; delivery goes through the store until it returns"
+                            );
+                        }
+                        other => tracing::debug!(event = %other, "bus event"),
+                    }
+                }
+            })
+            .connect(addrs)
+            .await
+            .map_err(|error| BusError::Url(error.to_string()))?;
+        let mut incoming = client.subscribe(subject.to_owned()).await.map_err(BusError::Subscribe)?;
+        let inbound = local.sender.clone();
+        tokio::spawn(async move {
+            while let Some(message) = incoming.next().await {
+                match serde_json::from_slice::<Wire>(&message.payload).ok().and_then(Wire::into_signal) {
+                    Some(signal) => {
+                        let _ = inbound.send(signal);
+                    }
+                    None => tracing::warn!(bytes = message.payload.len(), "unreadable signal on the bus"),
+                }
+            }
+        });
+        let (outbox, mut queue) = mpsc::channel::<Wire>(OUTBOX);
+        let subject = subject.to_owned();
+        tokio::spawn(async move {
+            while let Some(wire) = queue.recv().await {
+                let payload = serde_json::to_vec(&wire).expect("signals serialize");
+                if let Err(error) = client.publish(subject.clone(), payload.into()).await {
+                    tracing::warn!(%error, "signal not published");
+                }
+            }
+        });
+        Ok(NatsBus { local, outbox, connected })
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, signal: Signal) {
+        if let Some(wire) = Wire::from_signal(&signal) {
+            if self.outbox.try_send(wire).is_err() {
+                tracing::warn!("bus outbox full; a signal is dropped (the store still has it)");
+            }
+        }
+        self.local.publish(signal);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.local.subscribe()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_for_other_nodes_cross_the_wire_unchanged() {
+        let uaid = Uaid::random();
+        let signals = [
+            Signal::AppEvents { app_id: "app_x".into(), seq: 7 },
+            Signal::Device {
+                origin: "n1".into(),
+                uaid,
+                message: DeviceMessage::Update(PushUpdate {
+                    channel: ChannelId::from_bytes([3; 16]),
+                    version: 9,
+                    data: Some("hi".into()),
+                }),
+            },
+            Signal::Device { origin: "n1".into(), uaid, message: DeviceMessage::Close(Eviction::Revoked) },
+        ];
+        for signal in signals {
+            let bytes = serde_json::to_vec(&Wire::from_signal(&signal).unwrap()).unwrap();
+            let back = serde_json::from_slice::<Wire>(&bytes).unwrap().into_signal();
+            assert_eq!(back, Some(signal));
+        }
+        assert!(Wire::from_signal(&Signal::Reconnected).is_none());
+    }
+}
