@@ -84,7 +84,7 @@ async fn secrets_are_stored_only_as_digests() {
     let user = app.user("digest@example.com").await;
     let device = app.register_device(&user, "phone").await;
     let data = app.stop().await;
-    let database = data.database_bytes();
+    let database = data.database_bytes().await;
     let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(!contains(&user.token), "a bearer token is in the database in clear");
     assert!(!contains(&device.prid), "a PrID is in the database in clear");

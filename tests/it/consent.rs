@@ -419,7 +419,7 @@ async fn app_secrets_never_reach_the_database_in_clear() {
     assert_eq!(with(&chat.secret).await, 401);
     assert_eq!(with(&new_secret).await, 400);
     let data = app.stop().await;
-    let database = data.database_bytes();
+    let database = data.database_bytes().await;
     let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains("Chat"), "the database was read");
     for secret in [&chat.secret, &new_secret, &chat.webhook_secret] {

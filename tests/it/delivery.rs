@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::consent::{consent, exchange, register_app_with_webhook, Browser, RegisteredApp, REDIRECT};
-use crate::helpers::{builder, Builder, Device, TestApp, User};
+use crate::helpers::{builder, cli, Builder, Device, TestApp, User};
 use crate::receiver::{Answer, Receiver};
 
 /// A server, an app with a webhook, a user who granted it, and that user's device.
@@ -475,23 +475,6 @@ async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
 }
 
 /// Runs a CLI command of the binary on a data dir; returns its stdout.
-async fn cli(args: &[&str], dir: &std::path::Path, stdin: &str) -> String {
-    use tokio::io::AsyncWriteExt as _;
-    let mut child = crate::helpers::presence_command()
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    assert!(output.status.success(), "presence {args:?} failed");
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn sigkill_at_any_point_loses_no_webhook_update() {
     let data = crate::helpers::DataDir::new();

@@ -1,5 +1,8 @@
-//! `spawn_app()` runs the real server in this process on a fresh SQLite file; `spawn_process()`
+//! `spawn_app()` runs the real server in this process on a fresh database; `spawn_process()`
 //! runs the real binary, for tests that kill it.
+//!
+//! The database is SQLite in the data directory, or, when `TEST_DATABASE_URL` names a PostgreSQL
+//! database, a schema of its own in it per data directory: the same tests run on both.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,6 +58,9 @@ impl Builder {
             ("ping_min_interval", "1s".to_owned()),
             ("shutdown_grace", "3s".to_owned()),
         ];
+        if let Some(url) = database_url(&dir).await {
+            settings.push(("database_url", url));
+        }
         settings.extend(self.settings);
         let config = Config::load(None, std::iter::empty(), settings).expect("test configuration is valid");
         let app = presence::app::build(config).await.expect("the server starts");
@@ -154,15 +160,100 @@ impl DataDir {
         DataDir { path: tempdir.path().to_owned(), _keep: Some(tempdir) }
     }
 
-    /// Every byte the SQLite database holds on disk (the file and its write-ahead log), to
-    /// search for what must never be stored in clear.
-    pub fn database_bytes(&self) -> Vec<u8> {
-        ["presence.db", "presence.db-wal"]
-            .iter()
-            .filter_map(|file| std::fs::read(self.path.join(file)).ok())
-            .flatten()
-            .collect()
+    /// Everything the database holds (SQLite: the file and its write-ahead log; PostgreSQL:
+    /// every row of the schema as text), to search for what must never be stored in clear.
+    pub async fn database_bytes(&self) -> Vec<u8> {
+        let Some(url) = database_url(&self.path).await else {
+            return ["presence.db", "presence.db-wal"]
+                .iter()
+                .filter_map(|file| std::fs::read(self.path.join(file)).ok())
+                .flatten()
+                .collect();
+        };
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let mut bytes = Vec::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            bytes.extend(rows.concat().into_bytes());
+        }
+        bytes
     }
+}
+
+/// The PostgreSQL database the tests run on, if this is the PostgreSQL run.
+fn postgres() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// The database URL for a data directory, or `None` for the default (SQLite inside it). On the
+/// PostgreSQL run, the directory's schema is made on first use and named in `<dir>/schema`.
+/// Schemas of runs older than a few hours are dropped then, so repeated runs do not pile up.
+pub async fn database_url(dir: &Path) -> Option<String> {
+    let base = postgres()?;
+    let marker = dir.join("schema");
+    let schema = match std::fs::read_to_string(&marker) {
+        Ok(schema) => schema,
+        Err(_) => {
+            use sqlx::Connection as _;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let schema = format!("t{now}_{}", hex::encode(rand::random::<[u8; 6]>()));
+            let mut conn = sqlx::PgConnection::connect(&base).await.expect("TEST_DATABASE_URL is reachable");
+            let old: Vec<String> =
+                sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname ~ '^t[0-9]+_'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+            for name in old {
+                let born = name[1..].split('_').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(now);
+                if born + 3 * 3600 < now {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            }
+            sqlx::query(&format!("CREATE SCHEMA \"{schema}\"")).execute(&mut conn).await.unwrap();
+            std::fs::write(&marker, &schema).unwrap();
+            schema
+        }
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+/// `--data-dir <dir>`, and the database URL that goes with it on the PostgreSQL run.
+pub async fn store_flags(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut flags = vec!["--data-dir".into(), dir.as_os_str().to_owned()];
+    if let Some(url) = database_url(dir).await {
+        flags.extend(["--database-url".into(), url.into()]);
+    }
+    flags
+}
+
+/// Runs a `presence` command on a data directory with `stdin` as its input; returns its output.
+pub async fn cli(args: &[&str], dir: &Path, stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = presence_command()
+        .args(args)
+        .args(store_flags(dir).await)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "presence {args:?} failed");
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// A signed-in user of a test server.
@@ -306,8 +397,8 @@ pub fn presence_command() -> tokio::process::Command {
 pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
     let mut child = presence_command()
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(store_flags(dir).await)
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -146,19 +146,8 @@ async fn a_stop_makes_everyone_offline_and_the_restart_keeps_it_so() {
 #[tokio::test]
 async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     let data = DataDir::new();
-    let add = crate::helpers::presence_command()
-        .args(["account", "add", "--email", "ghost@example.com", "--data-dir"])
-        .arg(&data.path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut add = add;
-    {
-        use tokio::io::AsyncWriteExt as _;
-        add.stdin.take().unwrap().write_all(b"password123\n").await.unwrap();
-    }
-    assert!(add.wait().await.unwrap().success());
+    crate::helpers::cli(&["account", "add", "--email", "ghost@example.com"], &data.path, "password123\n")
+        .await;
 
     let http = reqwest::Client::new();
     let server = spawn_process(&data.path, &[]).await;
