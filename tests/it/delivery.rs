@@ -62,7 +62,7 @@ impl World {
 }
 
 /// A stream consumer reading the raw body.
-struct StreamClient {
+pub struct StreamClient {
     body: futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
     buffer: String,
 }
@@ -73,9 +73,19 @@ impl StreamClient {
         query: &str,
         headers: &[(&str, &str)],
     ) -> (u16, Option<StreamClient>, String) {
+        StreamClient::open_at(&world.app.url(""), &world.registered, query, headers).await
+    }
+
+    /// Opens the app's stream on the server at `base` (`http://host:port`).
+    pub async fn open_at(
+        base: &str,
+        registered: &RegisteredApp,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<StreamClient>, String) {
         let mut request = reqwest::Client::new()
-            .get(world.app.url(&format!("/{}/presence.json{query}", world.registered.app_id)))
-            .basic_auth(&world.registered.app_id, Some(&world.registered.secret));
+            .get(format!("{base}/{}/presence.json{query}", registered.app_id))
+            .basic_auth(&registered.app_id, Some(&registered.secret));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -110,7 +120,7 @@ impl StreamClient {
     }
 
     /// The next non-empty batch of `(uid, status, seq)`, skipping heartbeats.
-    async fn entries(&mut self) -> Vec<(String, String, u64)> {
+    pub async fn entries(&mut self) -> Vec<(String, String, u64)> {
         loop {
             let line = self.line().await.expect("the stream ended");
             let value: serde_json::Value = serde_json::from_str(&line).unwrap();

@@ -2,8 +2,9 @@
 
 mod accounts;
 mod browser;
+mod cluster;
 mod consent;
-mod delivery;
+pub mod delivery;
 mod gateway;
 mod helpers;
 mod malformed;
