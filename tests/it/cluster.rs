@@ -211,13 +211,18 @@ impl Cluster {
     }
 }
 
-/// Reads the stream until the user's status is `status`.
+/// Reads the stream until the user's status is `status` (fails after 20 s).
 async fn stream_says(stream: &mut StreamClient, uid: &str, status: &str) {
-    loop {
-        let entries = stream.entries().await;
-        if entries.iter().rev().find(|(u, _, _)| u == uid).is_some_and(|(_, s, _)| s == status) {
-            return;
+    let read = async {
+        loop {
+            let entries = stream.entries().await;
+            if entries.iter().rev().find(|(u, _, _)| u == uid).is_some_and(|(_, s, _)| s == status) {
+                return;
+            }
         }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), read).await.is_err() {
+        panic!("the stream never said {uid} is {status}");
     }
 }
 
