@@ -170,9 +170,12 @@ impl App {
         if let Err(error) = crate::cluster::join(&state).await {
             tracing::error!(error = %crate::error::chain(&error), "cannot take the node lease at start");
         }
-        tracing::info!(node = %state.node, cluster = !state.config.bus_url.is_empty(), "node started");
+        let clustered = crate::cluster::is_clustered(&state);
+        tracing::info!(node = %state.node, clustered, "node started");
         tokio::spawn(crate::cluster::keep_lease(state.clone()));
-        tokio::spawn(crate::cluster::route_signals(state.clone()));
+        if clustered {
+            tokio::spawn(crate::cluster::route_signals(state.clone()));
+        }
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
         tokio::spawn(crate::webhooks::Dispatcher::new(state.clone()).run(state.shutdown.clone()));
         tokio::spawn(purge_old_events(state.clone()));

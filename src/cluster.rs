@@ -40,9 +40,16 @@ pub fn deliver(state: &AppState, uaid: Uaid, message: DeviceMessage) -> Delivery
     delivery
 }
 
-/// Tells the other nodes, for the one holding the UAID's connection.
+/// Tells the other nodes, for the one holding the UAID's connection (a lone node has none).
 pub fn tell_device(state: &AppState, uaid: Uaid, message: DeviceMessage) {
-    state.bus.publish(Signal::Device { origin: state.node.clone(), uaid, message });
+    if is_clustered(state) {
+        state.bus.publish(Signal::Device { origin: state.node.clone(), uaid, message });
+    }
+}
+
+/// Whether other nodes may exist: a bus between nodes is configured.
+pub fn is_clustered(state: &AppState) -> bool {
+    !state.config.bus_url.is_empty()
 }
 
 /// Carries out what other nodes ask of devices connected here, and catches every connection up
@@ -82,11 +89,11 @@ pub async fn route_signals(state: AppState) {
 pub async fn join(state: &AppState) -> Result<(), StoreError> {
     let now = unix_now();
     state.store.take_lease(now + lease_secs(state), now).await?;
-    if state.config.bus_url.is_empty() {
-        state.presence.start().await
-    } else {
+    if is_clustered(state) {
         state.presence.publish(state.store.expire_leases(now).await?);
         Ok(())
+    } else {
+        state.presence.start().await
     }
 }
 

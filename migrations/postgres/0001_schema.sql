@@ -6,7 +6,9 @@
 CREATE TABLE uaids (
     uaid         TEXT PRIMARY KEY,
     created_at   BIGINT NOT NULL,
-    connected_at BIGINT NOT NULL
+    connected_at BIGINT NOT NULL,
+    -- the node the UAID last said hello on: a connection elsewhere is an older one
+    node_id      TEXT
 );
 
 CREATE TABLE channels (

@@ -11,3 +11,6 @@ CREATE INDEX devices_node ON devices (node_id) WHERE status > 0;
 
 ALTER TABLE apps ADD COLUMN webhook_node TEXT;
 ALTER TABLE apps ADD COLUMN webhook_claimed_until INTEGER NOT NULL DEFAULT 0;
+
+-- the node a UAID last said hello on: a connection elsewhere is an older one
+ALTER TABLE uaids ADD COLUMN node_id TEXT;

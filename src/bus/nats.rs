@@ -33,16 +33,37 @@ pub struct NatsBus {
     local: LocalBus,
     outbox: mpsc::Sender<Wire>,
     connected: Arc<AtomicBool>,
+    /// Set while the outbox overflows, so that an overflow is logged once, not per signal.
+    overflowing: AtomicBool,
 }
 
 /// A signal as it crosses between nodes.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Wire {
-    AppEvents { app_id: String, seq: u64 },
-    Update { origin: String, uaid: String, channel: String, version: u64, data: Option<String> },
-    Notification { origin: String, uaid: String, notification: LiveNotification },
-    Close { origin: String, uaid: String, revoked: bool },
+    AppEvents {
+        app_id: String,
+        seq: u64,
+    },
+    Update {
+        origin: String,
+        uaid: String,
+        channel: String,
+        version: u64,
+        data: Option<String>,
+    },
+    Notification {
+        origin: String,
+        uaid: String,
+        notification: LiveNotification,
+    },
+    Close {
+        origin: String,
+        uaid: String,
+        revoked: bool,
+    },
+    /// A node's link came back: what it published meanwhile was dropped, so every node catches up.
+    Reconnected,
 }
 
 impl Wire {
@@ -68,7 +89,8 @@ impl Wire {
                     }
                 }
             }
-            Signal::Presence(_) | Signal::Reconnected => return None,
+            Signal::Reconnected => Wire::Reconnected,
+            Signal::Presence(_) => return None,
         })
     }
 
@@ -89,6 +111,7 @@ impl Wire {
                 let reason = if revoked { Eviction::Revoked } else { Eviction::Replaced };
                 device(origin, &uaid, DeviceMessage::Close(reason))
             }
+            Wire::Reconnected => Some(Signal::Reconnected),
         }
     }
 }
@@ -103,7 +126,8 @@ impl NatsBus {
             .collect::<Result<Vec<_>, _>>()?;
         let local = LocalBus::new(4096);
         let connected = Arc::new(AtomicBool::new(false));
-        let events = (local.sender.clone(), connected.clone());
+        let (outbox, mut queue) = mpsc::channel::<Wire>(OUTBOX);
+        let events = (local.sender.clone(), connected.clone(), outbox.clone());
         let client = async_nats::ConnectOptions::new()
             // A node hears its own signals through `local`, not back from NATS.
             .no_echo()
@@ -111,14 +135,16 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|attempts| Duration::from_millis(250 * attempts.min(8) as u64))
             .event_callback(move |event| {
-                let (local, connected) = events.clone();
+                let (local, connected, outbox) = events.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
-                            let again = connected.swap(true, Ordering::SeqCst);
                             tracing::info!("bus connected");
-                            if !again {
+                            if !connected.swap(true, Ordering::SeqCst) {
+                                // Signals were dropped while the link was down, here and (for
+                                // what this node published) everywhere else.
                                 let _ = local.send(Signal::Reconnected);
+                                let _ = outbox.try_send(Wire::Reconnected);
                             }
                         }
                         async_nats::Event::Disconnected => {
@@ -146,7 +172,6 @@ impl NatsBus {
                 }
             }
         });
-        let (outbox, mut queue) = mpsc::channel::<Wire>(OUTBOX);
         let subject = subject.to_owned();
         tokio::spawn(async move {
             while let Some(wire) = queue.recv().await {
@@ -156,15 +181,25 @@ impl NatsBus {
                 }
             }
         });
-        Ok(NatsBus { local, outbox, connected })
+        Ok(NatsBus { local, outbox, connected, overflowing: AtomicBool::new(false) })
     }
 }
 
 impl Bus for NatsBus {
     fn publish(&self, signal: Signal) {
+        // While the link is down the client holds what it can and the outbox the rest; past
+        // that, signals are dropped and the other nodes catch up from the store when the link
+        // returns (`Wire::Reconnected`).
         if let Some(wire) = Wire::from_signal(&signal) {
-            if self.outbox.try_send(wire).is_err() {
-                tracing::warn!("bus outbox full; a signal is dropped (the store still has it)");
+            match self.outbox.try_send(wire) {
+                Ok(()) => self.overflowing.store(false, Ordering::Relaxed),
+                Err(_) => {
+                    if !self.overflowing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "bus outbox full; signals are dropped until it drains (the store has them)"
+                        );
+                    }
+                }
             }
         }
         self.local.publish(signal);
@@ -198,12 +233,19 @@ mod tests {
                 }),
             },
             Signal::Device { origin: "n1".into(), uaid, message: DeviceMessage::Close(Eviction::Revoked) },
+            Signal::Reconnected,
         ];
         for signal in signals {
             let bytes = serde_json::to_vec(&Wire::from_signal(&signal).unwrap()).unwrap();
             let back = serde_json::from_slice::<Wire>(&bytes).unwrap().into_signal();
             assert_eq!(back, Some(signal));
         }
-        assert!(Wire::from_signal(&Signal::Reconnected).is_none());
+        let presence = crate::presence::PresenceChange {
+            account: crate::store::AccountId(1),
+            status: crate::presence::Status::Online,
+            at: 0,
+            events: Vec::new(),
+        };
+        assert!(Wire::from_signal(&Signal::Presence(presence)).is_none(), "presence stays in the node");
     }
 }

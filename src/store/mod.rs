@@ -314,8 +314,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the UAID is known; a known UAID's reconnect keeps its channels.
     async fn uaid_exists(&self, uaid: &Uaid) -> Result<bool, StoreError>;
 
-    /// Records a new UAID, or notes that a known one connected.
+    /// Records a new UAID, or notes that a known one connected (to this node).
     async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
+
+    /// The node the UAID last connected to.
+    async fn uaid_node(&self, uaid: &Uaid) -> Result<Option<String>, StoreError>;
 
     async fn register_channel(
         &self,

@@ -99,6 +99,18 @@ impl SqlStore {
         Ok(SqlStore { backend: Backend::Postgres, writer: pool.clone(), pool, node: node.to_owned() })
     }
 
+    /// On PostgreSQL, makes concurrent writers of one UAID's channels queue, so that the limits
+    /// per UAID hold across nodes (SQLite's single writer already does).
+    async fn lock_uaid(&self, conn: &mut AnyConnection, uaid: &Uaid) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM uaids WHERE uaid = $1 FOR UPDATE")
+                .bind(uaid.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A write transaction: on SQLite it takes the write lock up front, so it never fails
     /// half-way on a lock upgrade.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
@@ -436,11 +448,12 @@ impl Store for SqlStore {
 
     async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO uaids (uaid, created_at, connected_at) VALUES ($1, $2, $2)
-             ON CONFLICT (uaid) DO UPDATE SET connected_at = excluded.connected_at",
+            "INSERT INTO uaids (uaid, created_at, connected_at, node_id) VALUES ($1, $2, $2, $3)
+             ON CONFLICT (uaid) DO UPDATE SET connected_at = excluded.connected_at, node_id = excluded.node_id",
         )
         .bind(uaid.to_string())
         .bind(now)
+        .bind(&self.node)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -453,7 +466,10 @@ impl Store for SqlStore {
         max_channels: u32,
         now: i64,
     ) -> Result<Registration, StoreError> {
-        // One statement, so the count and the insert cannot race with another register.
+        // The count and the insert in one statement (SQLite has one writer); PostgreSQL first
+        // locks the UAID, so concurrent registers on several nodes queue.
+        let mut tx = self.begin().await?;
+        self.lock_uaid(&mut tx, uaid).await?;
         let inserted = sqlx::query(
             "INSERT INTO channels (uaid, chid, created_at)
              SELECT $1, $2, $3
@@ -464,18 +480,17 @@ impl Store for SqlStore {
         .bind(channel.to_string())
         .bind(now)
         .bind(i64::from(max_channels))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        if inserted == 1 {
-            return Ok(Registration::Registered);
-        }
-        let exists = sqlx::query("SELECT 1 FROM channels WHERE uaid = $1 AND chid = $2")
-            .bind(uaid.to_string())
-            .bind(channel.to_string())
-            .fetch_optional(&self.writer)
-            .await?
-            .is_some();
+        let exists = inserted == 1
+            || sqlx::query("SELECT 1 FROM channels WHERE uaid = $1 AND chid = $2")
+                .bind(uaid.to_string())
+                .bind(channel.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        tx.commit().await?;
         Ok(if exists { Registration::Registered } else { Registration::TooManyChannels })
     }
 
@@ -495,6 +510,8 @@ impl Store for SqlStore {
         max_stored: u32,
     ) -> Result<Saved, StoreError> {
         let version = version_to_db(update.version);
+        let mut tx = self.begin().await?;
+        self.lock_uaid(&mut tx, uaid).await?;
         let changed = sqlx::query(
             "UPDATE channels SET version = $3, data = $4, pending = 1
              WHERE uaid = $1 AND chid = $2 AND (version IS NULL OR version < $3)
@@ -505,26 +522,42 @@ impl Store for SqlStore {
         .bind(version)
         .bind(update.data.as_deref())
         .bind(i64::from(max_stored))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed == 1 {
+            tx.commit().await?;
             return Ok(Saved::Newer);
         }
         // Nothing changed: say why.
         let row = sqlx::query("SELECT version FROM channels WHERE uaid = $1 AND chid = $2")
             .bind(uaid.to_string())
             .bind(update.channel.to_string())
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *tx)
             .await?;
+        let known = row.is_some()
+            || sqlx::query("SELECT 1 FROM uaids WHERE uaid = $1")
+                .bind(uaid.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        tx.commit().await?;
         Ok(match row {
             Some(row) => match row.get::<Option<i64>, _>(0) {
                 Some(current) if current >= version => Saved::NotNewer,
                 _ => Saved::TooManyStored,
             },
-            None if self.uaid_exists(uaid).await? => Saved::ChannelGone,
+            None if known => Saved::ChannelGone,
             None => Saved::UaidGone,
         })
+    }
+
+    async fn uaid_node(&self, uaid: &Uaid) -> Result<Option<String>, StoreError> {
+        let node: Option<Option<String>> = sqlx::query_scalar("SELECT node_id FROM uaids WHERE uaid = $1")
+            .bind(uaid.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(node.flatten())
     }
 
     async fn pending_updates(&self, uaid: &Uaid) -> Result<Vec<PushUpdate>, StoreError> {

@@ -577,6 +577,18 @@ impl Session {
     /// Sends whatever the store holds for this connection that it has not sent yet: after
     /// hello, and when signals for it may have been missed.
     async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), CloseReason> {
+        if crate::cluster::is_clustered(&self.state) {
+            // The UAID said hello on another node since, and the signal that should have closed
+            // this connection was lost: close it now.
+            match self.state.store.uaid_node(&self.uaid).await {
+                Ok(Some(node)) if *node != *self.state.node => return Err(CloseReason::Replaced),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(error = %crate::error::chain(&error), "cannot read the UAID's node");
+                    return Err(CloseReason::StoreUnavailable);
+                }
+            }
+        }
         let stored = self.state.store.pending_updates(&self.uaid).await.map_err(|error| {
             tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
             CloseReason::StoreUnavailable

@@ -331,3 +331,30 @@ async fn with_the_bus_down_delivery_goes_through_the_store_and_nothing_is_lost()
     stream_says(&mut stream, &cluster.uid, "online").await;
     cluster.webhook_says("online", Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn one_node_at_a_time_sends_an_apps_webhooks() {
+    let Some(cluster) = Cluster::start().await else { return };
+    cluster.receiver.answer_always(Answer::status(200));
+    // Changes made through both nodes, for three seconds, with a one-second batch interval.
+    let (mut phone, uaid) = cluster.phone_on(0, None, "O").await;
+    for status in ["A", "O", "A", "O", "A", "O", "A"] {
+        assert_eq!(phone.status(status).await.unwrap()["status"], 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut phone, _) = cluster.phone_on(1, Some(&uaid), "O").await;
+    for status in ["A", "O", "A", "O", "A", "O", "U"] {
+        assert_eq!(phone.status(status).await.unwrap()["status"], 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.webhook_says("offline", Duration::from_secs(10)).await;
+    let hits = cluster.receiver.hits();
+    let mut ids: Vec<_> = hits.iter().map(|h| h.headers["webhook-id"].to_str().unwrap().to_owned()).collect();
+    for pair in hits.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(900), "two POSTs {gap:?} apart: two nodes sent them");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), hits.len(), "no batch was sent twice");
+}
