@@ -111,8 +111,9 @@ impl Dispatcher {
             }
             last_scan = Instant::now();
             let now = unix_now();
+            let sent_before = now - self.state.config.webhook_batch_interval.as_secs() as i64;
             let claim_until = now + self.state.config.node_lease.as_secs() as i64;
-            match self.state.store.due_webhooks(now, claim_until).await {
+            match self.state.store.due_webhooks(now, sent_before, claim_until).await {
                 Ok(due) => self.start(due),
                 Err(error) => {
                     tracing::error!(error = %crate::error::chain(&error), "cannot list due webhooks")

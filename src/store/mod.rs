@@ -531,10 +531,16 @@ pub trait Store: Send + Sync + 'static {
     /// Removes events older than `cutoff`; returns how many.
     async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError>;
 
-    /// Webhooks with undelivered events whose next attempt is due and that no other node
-    /// dispatches: this node claims them until `claim_until` (one node at a time sends an app's
-    /// webhooks, and another takes over when that claim runs out).
-    async fn due_webhooks(&self, now: i64, claim_until: i64) -> Result<Vec<WebhookTarget>, StoreError>;
+    /// Webhooks with undelivered events, whose next attempt is due and that last sent at or
+    /// before `sent_before`, and that no other node dispatches: this node claims them until
+    /// `claim_until` (one node at a time sends an app's webhooks; another takes over when the
+    /// claim runs out or the claiming node's lease has ended).
+    async fn due_webhooks(
+        &self,
+        now: i64,
+        sent_before: i64,
+        claim_until: i64,
+    ) -> Result<Vec<WebhookTarget>, StoreError>;
 
     async fn record_attempt(
         &self,

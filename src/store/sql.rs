@@ -1172,18 +1172,35 @@ impl Store for SqlStore {
         Ok(removed)
     }
 
-    async fn due_webhooks(&self, now: i64, claim_until: i64) -> Result<Vec<WebhookTarget>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE apps SET webhook_node = $2, webhook_claimed_until = $3
-             WHERE webhook_url IS NOT NULL AND webhook_disabled_at IS NULL
+    async fn due_webhooks(
+        &self,
+        now: i64,
+        sent_before: i64,
+        claim_until: i64,
+    ) -> Result<Vec<WebhookTarget>, StoreError> {
+        const DUE: &str = "webhook_url IS NOT NULL AND webhook_disabled_at IS NULL
                AND last_seq > webhook_cursor AND webhook_next_attempt_at <= $1
+               AND (webhook_last_sent_at IS NULL OR webhook_last_sent_at <= $3)
                AND (webhook_node IS NULL OR webhook_node = $2 OR webhook_claimed_until < $1
-                    OR webhook_node NOT IN (SELECT id FROM nodes))
+                    OR webhook_node NOT IN (SELECT id FROM nodes))";
+        // Most scans find nothing due: ask a reader first, and write the claims only when needed.
+        let any_due = sqlx::query(&format!("SELECT 1 FROM apps WHERE {DUE} LIMIT 1"))
+            .bind(now)
+            .bind(&self.node)
+            .bind(sent_before)
+            .fetch_optional(&self.pool)
+            .await?;
+        if any_due.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "UPDATE apps SET webhook_node = $2, webhook_claimed_until = $4 WHERE {DUE}
              RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
-                    webhook_last_sent_at",
-        )
+                    webhook_last_sent_at"
+        ))
         .bind(now)
         .bind(&self.node)
+        .bind(sent_before)
         .bind(claim_until)
         .fetch_all(&self.writer)
         .await?;
