@@ -254,18 +254,22 @@ async fn purge_old_events(state: AppState) {
     }
 }
 
+/// 503 when the store does not answer. A bus that is down is reported but not fatal: the node
+/// still serves, delivering through the store.
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.check().await {
-        Ok(()) => Json(serde_json::json!({"status": "ok", "store": "ok"})).into_response(),
+    let mut body = match state.store.check().await {
+        Ok(()) => serde_json::json!({"status": "ok", "store": "ok"}),
         Err(error) => {
             tracing::warn!(error = %crate::error::chain(&error), "health check: store unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "unavailable", "store": "unavailable"})),
-            )
-                .into_response()
+            serde_json::json!({"status": "unavailable", "store": "unavailable"})
         }
+    };
+    if crate::cluster::is_clustered(&state) {
+        body["bus"] = (if state.bus.is_connected() { "ok" } else { "unavailable" }).into();
+        body["node"] = state.node.as_ref().into();
     }
+    let status = if body["store"] == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

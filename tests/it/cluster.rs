@@ -198,6 +198,22 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Waits (up to 10 s) for node `index`'s `/healthz` to report the bus as `bus`; the node
+    /// answers 200 either way, since it serves without the bus.
+    async fn health_says(&self, index: usize, bus: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = reqwest::get(format!("{}/healthz", self.base(index))).await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let health: serde_json::Value = response.json().await.unwrap();
+            if health["bus"] == bus {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the bus never became {bus}: {health}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits for the webhook to say that the user's latest status is `status`.
     async fn webhook_says(&self, status: &str, within: Duration) {
         let uid = self.uid.clone();
@@ -309,6 +325,7 @@ async fn with_the_bus_down_delivery_goes_through_the_store_and_nothing_is_lost()
     let endpoint = endpoint_on(&phone.register(channel).await.unwrap(), &cluster.base(1));
 
     let port = cluster.nats.take().unwrap().kill().await;
+    cluster.health_says(1, "unavailable").await;
     // Status: the stream on node 1 reads it from the log at its next heartbeat.
     assert_eq!(phone.status("A").await.unwrap()["status"], 200);
     stream_says(&mut stream, &cluster.uid, "away").await;
@@ -323,7 +340,7 @@ async fn with_the_bus_down_delivery_goes_through_the_store_and_nothing_is_lost()
 
     // The bus comes back on the same address; signals flow again.
     cluster.nats = Some(Nats::start_on(port).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.health_says(1, "ok").await;
     let put = reqwest::Client::new().put(&endpoint).body("version=2").send().await.unwrap();
     assert_eq!(put.status().as_u16(), 202);
     assert_eq!(phone.notification().await.unwrap(), vec![(channel.to_owned(), 2)]);
@@ -357,4 +374,38 @@ async fn one_node_at_a_time_sends_an_apps_webhooks() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), hits.len(), "no batch was sent twice");
+}
+
+#[tokio::test]
+async fn a_node_that_lost_its_lease_closes_its_devices_so_they_come_back() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let mut stream = cluster.stream_on(1).await;
+    let (mut phone, uaid) = cluster.phone_on(0, None, "O").await;
+    stream_says(&mut stream, &cluster.uid, "online").await;
+    // What the other nodes do to a node whose lease ran out (say, it could not reach the
+    // database for longer than the lease): its lease ends and its devices go offline.
+    {
+        use sqlx::Connection as _;
+        let url = crate::helpers::database_url(&cluster.data.path).await.unwrap();
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let node: String = sqlx::query_scalar("SELECT node_id FROM uaids WHERE uaid = $1")
+            .bind(uaid.replace('-', ""))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM nodes WHERE id = $1").bind(&node).execute(&mut db).await.unwrap();
+    }
+    // At its next renewal the node finds out and closes the connection with "going away".
+    let closed = loop {
+        match phone.recv().await {
+            Ok(Received::Closed { code, .. }) | Err(ClientError::Closed { code, .. }) => break code,
+            Ok(Received::Message(_)) => continue,
+            Err(error) => panic!("the device was not told to reconnect: {error}"),
+        }
+    };
+    assert_eq!(closed, Some(1001));
+    stream_says(&mut stream, &cluster.uid, "offline").await;
+    // Reconnecting (to any node) makes the user seen again.
+    let (_phone, _) = cluster.phone_on(0, Some(&uaid), "O").await;
+    stream_says(&mut stream, &cluster.uid, "online").await;
 }
