@@ -6,7 +6,9 @@
 //! stream consumer's receipt. N devices connect with `xpi`; a scheduler sends status changes at
 //! an aggregate rate; one stream consumer and one webhook receiver listen like apps do.
 //!
-//! Figures are printed as the median of the runs with min and max.
+//! Figures are printed as the median of the runs with min and max. With `--database-url
+//! postgres://…` the seed goes into a new schema of that database, and every run's server uses
+//! it (a lone node on PostgreSQL) instead of a copy of a SQLite file.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -35,6 +37,8 @@ pub struct Options {
     pub drop: usize,
     /// Also look for the highest sustained rate (slower).
     pub ramp: bool,
+    /// PostgreSQL instead of SQLite.
+    pub database_url: Option<String>,
 }
 
 /// One run's figures.
@@ -53,6 +57,8 @@ struct Figures {
 /// What seeding made: the app and, per device, its PrID and the app's uid for its user.
 struct Seed {
     dir: tempfile::TempDir,
+    /// The PostgreSQL database (with its schema), or `None` for SQLite in `dir`.
+    database_url: Option<String>,
     secret_key: String,
     app_id: String,
     app_secret: String,
@@ -60,16 +66,32 @@ struct Seed {
     uids: Vec<String>,
 }
 
-fn bench_config(dir: &Path, secret_key: &str) -> Result<Config, BoxError> {
-    let flags = [("data_dir", dir.display().to_string()), ("secret_key", secret_key.to_owned())];
+fn bench_config(dir: &Path, secret_key: &str, database_url: Option<&str>) -> Result<Config, BoxError> {
+    let mut flags = vec![("data_dir", dir.display().to_string()), ("secret_key", secret_key.to_owned())];
+    flags.extend(database_url.map(|url| ("database_url", url.to_owned())));
     Ok(Config::load(None, std::iter::empty(), flags)?)
 }
 
-async fn seed(devices: usize) -> Result<Seed, BoxError> {
+/// A new schema in the PostgreSQL database, and the URL that selects it.
+async fn postgres_schema(url: &str) -> Result<String, BoxError> {
+    use sqlx::Connection as _;
+    let schema = format!("bench_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await?;
+    println!("seeding PostgreSQL schema {schema}");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxError> {
     use base64::Engine as _;
     let dir = tempfile::tempdir()?;
     let secret_key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-    let config = bench_config(dir.path(), &secret_key)?;
+    let database_url = match database_url {
+        Some(url) => Some(postgres_schema(url).await?),
+        None => None,
+    };
+    let config = bench_config(dir.path(), &secret_key, database_url.as_deref())?;
     let store = crate::store::open(&config.database_url(), &config, &crate::cluster::new_node_id()).await?;
     let hash = crate::secrets::hash_password("bench password");
     let owner = store.create_local_account("owner@bench.example", &hash, 0).await?.ok_or("seeded twice")?;
@@ -108,7 +130,7 @@ async fn seed(devices: usize) -> Result<Seed, BoxError> {
         uids.push(uid);
     }
     store.close().await;
-    Ok(Seed { dir, secret_key, app_id: app.app_id, app_secret, prids, uids })
+    Ok(Seed { dir, database_url, secret_key, app_id: app.app_id, app_secret, prids, uids })
 }
 
 struct Server {
@@ -125,7 +147,7 @@ async fn start_server(seed: &Seed, webhook: &str) -> Result<Server, BoxError> {
         std::fs::copy(entry.path(), dir.path().join(entry.file_name()))?;
     }
     // Point the app's webhook at this run's receiver.
-    let config = bench_config(dir.path(), &seed.secret_key)?;
+    let config = bench_config(dir.path(), &seed.secret_key, seed.database_url.as_deref())?;
     let store = crate::store::open(&config.database_url(), &config, &crate::cluster::new_node_id()).await?;
     let owner = store.app(&seed.app_id).await?.ok_or("app")?.owner;
     let changes =
@@ -136,6 +158,7 @@ async fn start_server(seed: &Seed, webhook: &str) -> Result<Server, BoxError> {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(["--secret-key", &seed.secret_key])
+        .args(seed.database_url.iter().flat_map(|url| ["--database-url", url.as_str()]))
         .args(["--presence-grace", "0s", "--status-min-interval", "0s", "--hello-timeout", "60s"])
         .args(["--webhook-allow", "127.0.0.0/8", "--webhook-batch-interval", "1s", "--stream-buffer", "4096"])
         .env("RUST_LOG", "warn")
@@ -481,7 +504,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         "seeding {} users with one device and one grant each (rate {}/s for {:?}, {} runs)…",
         options.devices, options.rate, options.duration, options.runs
     );
-    let seed = seed(options.devices).await?;
+    let seed = seed(options.devices, options.database_url.as_deref()).await?;
     let mut runs = Vec::new();
     for run in 0..options.runs {
         let figures = one_run(&seed, &options).await?;

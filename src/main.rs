@@ -52,6 +52,9 @@ struct BenchArgs {
     /// Skip the search for the highest sustained rate.
     #[arg(long)]
     no_ramp: bool,
+    /// Run on PostgreSQL (`postgres://…`; the bench seeds a schema of its own) instead of SQLite.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -335,6 +338,7 @@ fn bench(args: &BenchArgs) -> ExitCode {
         runs: args.runs,
         drop: args.drop,
         ramp: !args.no_ramp,
+        database_url: args.database_url.clone(),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
