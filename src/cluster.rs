@@ -75,6 +75,9 @@ pub async fn route_signals(state: AppState) {
                     tracing::warn!(%uaid, "device queue full; the message waits in storage");
                 }
             }
+            Ok(Signal::StreamOpened { origin, app_id }) if origin != state.node => {
+                state.streams.replace(&app_id);
+            }
             Ok(Signal::Reconnected) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 state.registry.catch_up_all();
             }

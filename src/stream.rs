@@ -53,6 +53,13 @@ impl Streams {
         (id, token)
     }
 
+    /// Ends this node's stream of the app, if any: a newer one opened on another node.
+    pub fn replace(&self, app_id: &str) {
+        if let Some((_, token)) = self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(app_id) {
+            token.cancel();
+        }
+    }
+
     fn close(&self, app_id: &str, id: u64) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if live.get(app_id).is_some_and(|(current, _)| *current == id) {
@@ -140,6 +147,10 @@ pub async fn stream(
     }
     let (tx, rx) = mpsc::channel::<Bytes>(state.config.stream_buffer);
     let (id, replaced) = state.streams.open(&app_id);
+    // One stream per app in the whole cluster: an older one on another node ends too.
+    if crate::cluster::is_clustered(&state) {
+        state.bus.publish(Signal::StreamOpened { origin: state.node.clone(), app_id: app_id.clone() });
+    }
     let snapshot = query.snapshot.unwrap_or(false);
     let start = since.unwrap_or(bounds.last_seq);
     state.metrics.streams.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,8 @@ pub enum Signal {
     /// For the node holding this UAID's connection. `origin` sent it, after finding the UAID
     /// not connected there.
     Device { origin: Arc<str>, uaid: Uaid, message: DeviceMessage },
+    /// An app opened a stream on `origin`: its stream on any other node is replaced.
+    StreamOpened { origin: Arc<str>, app_id: String },
     /// The link to the other nodes was down and is back: signals may have been missed, so
     /// whatever waits on them reads the store again.
     Reconnected,

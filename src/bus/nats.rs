@@ -62,6 +62,10 @@ enum Wire {
         uaid: String,
         revoked: bool,
     },
+    StreamOpened {
+        origin: String,
+        app_id: String,
+    },
     /// A node's link came back: what it published meanwhile was dropped, so every node catches up.
     Reconnected,
 }
@@ -89,6 +93,9 @@ impl Wire {
                     }
                 }
             }
+            Signal::StreamOpened { origin, app_id } => {
+                Wire::StreamOpened { origin: origin.to_string(), app_id: app_id.clone() }
+            }
             Signal::Reconnected => Wire::Reconnected,
             Signal::Presence(_) => return None,
         })
@@ -110,6 +117,9 @@ impl Wire {
             Wire::Close { origin, uaid, revoked } => {
                 let reason = if revoked { Eviction::Revoked } else { Eviction::Replaced };
                 device(origin, &uaid, DeviceMessage::Close(reason))
+            }
+            Wire::StreamOpened { origin, app_id } => {
+                Some(Signal::StreamOpened { origin: origin.into(), app_id })
             }
             Wire::Reconnected => Some(Signal::Reconnected),
         }
@@ -233,6 +243,7 @@ mod tests {
                 }),
             },
             Signal::Device { origin: "n1".into(), uaid, message: DeviceMessage::Close(Eviction::Revoked) },
+            Signal::StreamOpened { origin: "n2".into(), app_id: "app_y".into() },
             Signal::Reconnected,
         ];
         for signal in signals {

@@ -409,3 +409,19 @@ async fn a_node_that_lost_its_lease_closes_its_devices_so_they_come_back() {
     let (_phone, _) = cluster.phone_on(0, Some(&uaid), "O").await;
     stream_says(&mut stream, &cluster.uid, "online").await;
 }
+
+#[tokio::test]
+async fn a_newer_stream_on_another_node_replaces_the_older() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let mut older = cluster.stream_on(0).await;
+    let _newer = cluster.stream_on(1).await;
+    let closing = loop {
+        let line = older.line().await.expect("the older stream ends with a reason");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if value.is_object() {
+            break value;
+        }
+    };
+    assert_eq!(closing["error"], "replaced");
+    assert_eq!(older.line().await, None, "and then ends");
+}

@@ -102,7 +102,7 @@ impl StreamClient {
     }
 
     /// The next line (without the newline); `None` when the server ended the stream.
-    async fn line(&mut self) -> Option<String> {
+    pub async fn line(&mut self) -> Option<String> {
         loop {
             if let Some(end) = self.buffer.find('\n') {
                 let line = self.buffer[..end].to_owned();
