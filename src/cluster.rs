@@ -94,6 +94,7 @@ pub async fn join(state: &AppState) -> Result<(), StoreError> {
     state.store.take_lease(now + lease_secs(state), now).await?;
     if is_clustered(state) {
         state.presence.publish(state.store.expire_leases(now).await?);
+        state.presence.publish(state.store.expire_orphans(now).await?);
         Ok(())
     } else {
         state.presence.start().await

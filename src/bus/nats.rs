@@ -25,6 +25,8 @@ const OUTBOX: usize = 65_536;
 pub enum BusError {
     #[error("invalid bus url {0:?}")]
     Url(String),
+    #[error("cannot start the bus client")]
+    Connect(#[source] async_nats::ConnectError),
     #[error("cannot subscribe to the bus")]
     Subscribe(#[source] async_nats::SubscribeError),
 }
@@ -132,7 +134,11 @@ impl NatsBus {
     pub async fn connect(urls: &str, subject: &str) -> Result<NatsBus, BusError> {
         let addrs = urls
             .split(',')
-            .map(|url| url.trim().parse::<async_nats::ServerAddr>().map_err(|_| BusError::Url(url.into())))
+            .map(|url| {
+                url.trim()
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|_| BusError::Url(crate::config::redact_url(url.trim())))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let local = LocalBus::new(4096);
         let connected = Arc::new(AtomicBool::new(false));
@@ -169,7 +175,7 @@ impl NatsBus {
             })
             .connect(addrs)
             .await
-            .map_err(|error| BusError::Url(error.to_string()))?;
+            .map_err(BusError::Connect)?;
         let mut incoming = client.subscribe(subject.to_owned()).await.map_err(BusError::Subscribe)?;
         let inbound = local.sender.clone();
         tokio::spawn(async move {

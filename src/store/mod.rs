@@ -446,6 +446,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ends the leases that ran out before `now`: their nodes' devices become offline.
     async fn expire_leases(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
 
+    /// Devices shown online on a node that holds no lease become offline (a node starting in a
+    /// cluster clears whatever an earlier failure left; the periodic `expire_leases` is cheaper).
+    async fn expire_orphans(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
+
     /// Ends this node's lease (a clean shutdown): its devices become offline.
     async fn end_lease(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
 

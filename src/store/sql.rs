@@ -266,6 +266,8 @@ enum Offline {
     SilentSince(i64),
     /// Those of nodes whose lease ran out before this time (the leases end too).
     LeaseEndedBefore(i64),
+    /// Those whose node holds no lease (a node's start in a cluster: whatever a crash left).
+    Orphaned,
     /// This node's (its lease ends too).
     ThisNode,
 }
@@ -295,7 +297,25 @@ async fn offline_before(
             .await?
         }
         Offline::LeaseEndedBefore(time) => {
-            sqlx::query("DELETE FROM nodes WHERE expires_at < $1").bind(time).execute(&mut *tx).await?;
+            let ended: Vec<String> =
+                sqlx::query_scalar("DELETE FROM nodes WHERE expires_at < $1 RETURNING id")
+                    .bind(time)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let mut accounts = Vec::new();
+            for node in ended {
+                tracing::warn!(%node, "a node's lease ran out; its devices are offline");
+                let offline: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE devices SET status = 0 WHERE status > 0 AND node_id = $1 RETURNING account_id",
+                )
+                .bind(&node)
+                .fetch_all(&mut *tx)
+                .await?;
+                accounts.extend(offline);
+            }
+            accounts
+        }
+        Offline::Orphaned => {
             sqlx::query_scalar(
                 "UPDATE devices SET status = 0
                  WHERE status > 0 AND (node_id IS NULL OR node_id NOT IN (SELECT id FROM nodes))
@@ -848,6 +868,10 @@ impl Store for SqlStore {
 
     async fn expire_leases(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
         retrying(|| offline_before(self, Offline::LeaseEndedBefore(now), now)).await
+    }
+
+    async fn expire_orphans(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
+        retrying(|| offline_before(self, Offline::Orphaned, now)).await
     }
 
     async fn end_lease(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError> {

@@ -60,6 +60,7 @@ impl Builder {
         ];
         if let Some(url) = database_url(&dir).await {
             settings.push(("database_url", url));
+            settings.push(("postgres_max_connections", POOL.to_string()));
         }
         settings.extend(self.settings);
         let config = Config::load(None, std::iter::empty(), settings).expect("test configuration is valid");
@@ -190,6 +191,10 @@ impl DataDir {
     }
 }
 
+/// Connections each test server keeps to PostgreSQL at most: tests run in parallel, and the
+/// server's `max_connections` (100 by default) must hold them all.
+const POOL: u32 = 4;
+
 /// The PostgreSQL database the tests run on, if this is the PostgreSQL run.
 fn postgres() -> Option<String> {
     std::env::var("TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())
@@ -234,7 +239,12 @@ pub async fn database_url(dir: &Path) -> Option<String> {
 pub async fn store_flags(dir: &Path) -> Vec<std::ffi::OsString> {
     let mut flags = vec!["--data-dir".into(), dir.as_os_str().to_owned()];
     if let Some(url) = database_url(dir).await {
-        flags.extend(["--database-url".into(), url.into()]);
+        flags.extend([
+            "--database-url".into(),
+            url.into(),
+            "--postgres-max-connections".into(),
+            POOL.to_string().into(),
+        ]);
     }
     flags
 }
