@@ -129,14 +129,9 @@ async fn recompute(
     account: i64,
     now: i64,
 ) -> Result<Option<PresenceChange>, StoreError> {
-    if backend == Backend::Postgres {
-        // Concurrent changes to one user's devices queue here; the statement below then reads
-        // every device as committed (each statement sees what committed before it began).
-        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
-            .bind(account)
-            .execute(&mut *conn)
-            .await?;
-    }
+    // Concurrent changes to one user's devices queue here; the statement below then reads every
+    // device as committed (each statement sees what committed before it began).
+    lock_account(conn, backend, account).await?;
     let Some(row) = sqlx::query(
         "SELECT visible, appear_offline, (SELECT COALESCE(MAX(status), 0) FROM devices WHERE account_id = $1)
          FROM accounts WHERE id = $1",
@@ -163,6 +158,19 @@ async fn recompute(
     let status = Status::from_rank(visible);
     let events = tell_apps(conn, account, status, now).await?;
     Ok(Some(PresenceChange { account: AccountId(account), status, at: now, events }))
+}
+
+/// On PostgreSQL, takes the account's row lock: every transaction that computes what apps are
+/// told about a user takes it first, so they run one after another (SQLite's single writer
+/// already does).
+async fn lock_account(conn: &mut AnyConnection, backend: Backend, account: i64) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(account)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// What an app sees of a status: coarse mode shows away as online.
@@ -970,6 +978,9 @@ impl Store for SqlStore {
         now: i64,
     ) -> Result<(String, Vec<AppEvent>), StoreError> {
         let mut tx = self.begin().await?;
+        // Before the grant row: a status change of this user (account, then grants) must not
+        // interleave with telling the app the current status.
+        lock_account(&mut tx, self.backend, account.0).await?;
         let uid: String = sqlx::query_scalar(
             "INSERT INTO grants (account_id, app_id, uid, enabled, created_at) VALUES ($1, $2, $3, 1, $4)
              ON CONFLICT (account_id, app_id) DO UPDATE SET enabled = 1
@@ -1026,6 +1037,7 @@ impl Store for SqlStore {
         now: i64,
     ) -> Result<Option<Vec<AppEvent>>, StoreError> {
         let mut tx = self.begin().await?;
+        lock_account(&mut tx, self.backend, account.0).await?;
         // Pausing forgets what the app was told: resuming tells it the status again.
         let Some(uid) = sqlx::query_scalar::<_, String>(
             "UPDATE grants SET enabled = COALESCE($3, enabled), coarse = COALESCE($4, coarse),

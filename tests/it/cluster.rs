@@ -425,3 +425,36 @@ async fn a_newer_stream_on_another_node_replaces_the_older() {
     assert_eq!(closing["error"], "replaced");
     assert_eq!(older.line().await, None, "and then ends");
 }
+
+#[tokio::test]
+async fn concurrent_changes_on_two_nodes_leave_the_app_with_the_true_status() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let (mut phone, _) = cluster.phone_on(0, None, "O").await;
+    let token = crate::helpers::sign_in(&cluster.base(1), "kim@example.com").await;
+    let grant = format!("{}/v1/me/grants/{}", cluster.base(1), cluster.registered.app_id);
+    let presence =
+        format!("{}/v1/apps/{}/presence?uid={}", cluster.base(1), cluster.registered.app_id, cluster.uid);
+    let http = reqwest::Client::new();
+    let set_grant = |enabled: bool| {
+        let request = http.patch(&grant).bearer_auth(&token).json(&json!({ "enabled": enabled }));
+        async move { assert_eq!(request.send().await.unwrap().status().as_u16(), 200) }
+    };
+    // Each round, the user changes status on node 0 at the same moment as resuming the app on
+    // node 1: whichever commits first, the app must end up told the status that is true.
+    for round in 0..100 {
+        let (status, name) = if round % 2 == 0 { ("A", "away") } else { ("O", "online") };
+        set_grant(false).await;
+        let (reply, ()) = tokio::join!(phone.status(status), set_grant(true));
+        assert_eq!(reply.unwrap()["status"], 200);
+        let seen: serde_json::Value = http
+            .get(&presence)
+            .basic_auth(&cluster.registered.app_id, Some(&cluster.registered.secret))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(seen["presence"], json!([[cluster.uid, name]]), "round {round}");
+    }
+}
