@@ -130,6 +130,15 @@ async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxErr
         uids.push(uid);
     }
     store.close().await;
+    // SQLite checkpoints and removes the write-ahead log when its last connection closes, on
+    // the connection's own thread: wait for that, so that runs copy one settled file.
+    let wal = dir.path().join("presence.db-wal");
+    for _ in 0..100 {
+        if !wal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(Seed { dir, database_url, secret_key, app_id: app.app_id, app_secret, prids, uids })
 }
 
@@ -144,7 +153,14 @@ async fn start_server(seed: &Seed, webhook: &str) -> Result<Server, BoxError> {
     let dir = tempfile::tempdir()?;
     for entry in std::fs::read_dir(seed.dir.path())? {
         let entry = entry?;
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name()))?;
+        // SQLite removes its -wal and -shm files when the last connection closes, which may
+        // happen between listing and copying.
+        match std::fs::copy(entry.path(), dir.path().join(entry.file_name())) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            copied => {
+                copied?;
+            }
+        }
     }
     // Point the app's webhook at this run's receiver.
     let config = bench_config(dir.path(), &seed.secret_key, seed.database_url.as_deref())?;
