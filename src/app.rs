@@ -273,7 +273,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let bus = crate::cluster::is_clustered(&state).then(|| state.bus.is_connected());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(bus)).into_response()
 }
 
 async fn not_found() -> ApiError {

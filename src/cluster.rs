@@ -63,6 +63,7 @@ pub async fn route_signals(state: AppState) {
         };
         match signal {
             Ok(Signal::Device { origin, uaid, message }) if origin != state.node => {
+                state.metrics.node_signals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let outbound = match message {
                     DeviceMessage::Update(update) => Outbound::Update(Box::new(update)),
                     DeviceMessage::Notification(notification) => Outbound::Notification(notification),
@@ -125,6 +126,7 @@ async fn tend_lease(state: &AppState) -> Result<(), StoreError> {
     let until = now + lease_secs(state);
     if !state.store.renew_lease(until, now).await? {
         tracing::warn!(node = %state.node, "node lease ran out; closing device connections so they reconnect");
+        state.metrics.leases_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.presence.publish(state.store.end_lease(now).await?);
         state.registry.evict_all(Eviction::LeaseLost);
         state.store.take_lease(until, now).await?;

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub outbound_queue_full: AtomicU64,
     pub streams: AtomicI64,
     pub streams_lagging: AtomicU64,
+    /// Messages from other nodes for devices connected here (a cluster).
+    pub node_signals: AtomicU64,
+    /// Times this node found its lease ended and closed its device connections.
+    pub leases_lost: AtomicU64,
 }
 
 impl Metrics {
@@ -43,7 +47,8 @@ impl Metrics {
         self.messages[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self) -> String {
+    /// The Prometheus text; `bus_connected` is `Some` on a node of a cluster.
+    pub fn render(&self, bus_connected: Option<bool>) -> String {
         let mut out = String::with_capacity(1024);
         let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -90,6 +95,26 @@ impl Metrics {
             "counter",
             self.streams_lagging.load(Ordering::Relaxed).to_string(),
         );
+        if let Some(connected) = bus_connected {
+            gauge(
+                "presence_bus_connected",
+                "1 while the link to the other nodes (NATS) is up.",
+                "gauge",
+                u8::from(connected).to_string(),
+            );
+            gauge(
+                "presence_node_signals_total",
+                "Messages from other nodes for devices connected here.",
+                "counter",
+                self.node_signals.load(Ordering::Relaxed).to_string(),
+            );
+            gauge(
+                "presence_leases_lost_total",
+                "Times this node found its lease ended and closed its device connections.",
+                "counter",
+                self.leases_lost.load(Ordering::Relaxed).to_string(),
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP presence_ws_messages_total Device messages received, by type.\n# TYPE presence_ws_messages_total counter"

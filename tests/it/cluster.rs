@@ -214,6 +214,14 @@ impl Cluster {
         }
     }
 
+    /// A figure from node `index`'s `/metrics`.
+    async fn metric(&self, index: usize, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base(index))).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     /// Waits for the webhook to say that the user's latest status is `status`.
     async fn webhook_says(&self, status: &str, within: Duration) {
         let uid = self.uid.clone();
@@ -273,6 +281,8 @@ async fn statuses_pushes_and_notifications_cross_nodes() {
     let live = phone.live_notifications().await.unwrap();
     assert_eq!(live[0]["title"], "from node 1");
     assert_eq!(live[0]["id"], sent["id"]);
+    assert!(cluster.metric(0, "presence_node_signals_total").await >= 2.0, "the push and the notification");
+    assert_eq!(cluster.metric(0, "presence_bus_connected").await, 1.0);
 }
 
 #[tokio::test]
@@ -326,6 +336,7 @@ async fn with_the_bus_down_delivery_goes_through_the_store_and_nothing_is_lost()
 
     let port = cluster.nats.take().unwrap().kill().await;
     cluster.health_says(1, "unavailable").await;
+    assert_eq!(cluster.metric(1, "presence_bus_connected").await, 0.0);
     // Status: the stream on node 1 reads it from the log at its next heartbeat.
     assert_eq!(phone.status("A").await.unwrap()["status"], 200);
     stream_says(&mut stream, &cluster.uid, "away").await;
@@ -404,6 +415,7 @@ async fn a_node_that_lost_its_lease_closes_its_devices_so_they_come_back() {
         }
     };
     assert_eq!(closed, Some(1001));
+    assert_eq!(cluster.metric(0, "presence_leases_lost_total").await, 1.0);
     stream_says(&mut stream, &cluster.uid, "offline").await;
     // Reconnecting (to any node) makes the user seen again.
     let (_phone, _) = cluster.phone_on(0, Some(&uaid), "O").await;
