@@ -60,6 +60,9 @@ struct Cluster {
     receiver: Receiver,
     uid: String,
     prid: String,
+    device_id: String,
+    /// The user's bearer token.
+    token: String,
 }
 
 impl Cluster {
@@ -109,6 +112,8 @@ impl Cluster {
             receiver,
             uid: String::new(),
             prid: String::new(),
+            device_id: String::new(),
+            token: String::new(),
         };
         for _ in 0..2 {
             let node = cluster.spawn_node().await;
@@ -132,6 +137,8 @@ impl Cluster {
             .await
             .unwrap();
         cluster.prid = device["prid"].as_str().unwrap().to_owned();
+        cluster.device_id = device["device_id"].as_str().unwrap().to_owned();
+        cluster.token = token;
         Some(cluster)
     }
 
@@ -469,4 +476,25 @@ async fn concurrent_changes_on_two_nodes_leave_the_app_with_the_true_status() {
             .unwrap();
         assert_eq!(seen["presence"], json!([[cluster.uid, name]]), "round {round}");
     }
+}
+
+#[tokio::test]
+async fn removing_a_device_on_one_node_closes_its_socket_on_another() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let (mut phone, _) = cluster.phone_on(0, None, "O").await;
+    let removed = reqwest::Client::new()
+        .delete(format!("{}/v1/devices/{}", cluster.base(1), cluster.device_id))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    let closed = loop {
+        match phone.recv().await {
+            Ok(Received::Closed { code, .. }) | Err(ClientError::Closed { code, .. }) => break code,
+            Ok(Received::Message(_)) => continue,
+            Err(error) => panic!("the removed device's socket stayed open: {error}"),
+        }
+    };
+    assert_eq!(closed, Some(4401));
 }
