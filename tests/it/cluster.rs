@@ -8,9 +8,9 @@ use presence::client::{ClientError, DeviceClient, Received};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::consent::{consent, exchange_at, Browser, RegisteredApp, REDIRECT};
+use crate::consent::{consent, exchange_at, Browser, RegisteredApp};
 use crate::delivery::StreamClient;
-use crate::helpers::{cli, spawn_process, DataDir, ServerProcess};
+use crate::helpers::{spawn_process, DataDir, ServerProcess};
 use crate::receiver::{Answer, Receiver};
 
 /// The node lease the tests run with: a dead node's devices must be offline within twice this.
@@ -75,35 +75,7 @@ impl Cluster {
         let data = DataDir::new();
         let nats = Nats::start().await;
         let receiver = Receiver::start().await;
-        cli(&["account", "add", "--email", "dev@example.com"], &data.path, "password123\n").await;
-        cli(&["account", "add", "--email", "kim@example.com"], &data.path, "password123\n").await;
-        let created = cli(
-            &[
-                "app",
-                "create",
-                "--owner",
-                "dev@example.com",
-                "--name",
-                "Chat",
-                "--redirect-uri",
-                REDIRECT,
-                "--webhook-url",
-                &receiver.url,
-                "--webhook-allow",
-                "127.0.0.0/8",
-            ],
-            &data.path,
-            "",
-        )
-        .await;
-        let field = |name: &str| {
-            created.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap()
-        };
-        let registered = RegisteredApp {
-            app_id: field("app_id"),
-            secret: field("secret"),
-            webhook_secret: field("webhook_secret"),
-        };
+        let registered = crate::consent::chat_app_by_cli(&data.path, &receiver.url).await;
         let mut cluster = Cluster {
             data,
             nats: Some(nats),
@@ -126,16 +98,7 @@ impl Cluster {
         let exchanged = exchange_at(&base, &cluster.registered, json!({"code": code})).await.json();
         cluster.uid = exchanged["uid"].as_str().unwrap().to_owned();
         let token = crate::helpers::sign_in(&base, "kim@example.com").await;
-        let device: serde_json::Value = reqwest::Client::new()
-            .post(format!("{base}/v1/devices"))
-            .bearer_auth(&token)
-            .json(&json!({"name": "phone"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let device = crate::helpers::add_device_at(&base, &token, "phone").await;
         cluster.prid = device["prid"].as_str().unwrap().to_owned();
         cluster.device_id = device["device_id"].as_str().unwrap().to_owned();
         cluster.token = token;
@@ -257,6 +220,18 @@ async fn stream_says(stream: &mut StreamClient, uid: &str, status: &str) {
     }
 }
 
+/// Waits for the server to close the connection; returns the close code (`expect` says what
+/// failed when it does not close).
+async fn close_code(client: &mut DeviceClient, expect: &str) -> Option<u16> {
+    loop {
+        match client.recv().await {
+            Ok(Received::Closed { code, .. }) | Err(ClientError::Closed { code, .. }) => return code,
+            Ok(Received::Message(_)) => continue,
+            Err(error) => panic!("{expect}: {error}"),
+        }
+    }
+}
+
 /// The same endpoint, as the other node serves it.
 fn endpoint_on(endpoint: &str, base: &str) -> String {
     let path = &endpoint[endpoint.find("/update/").expect("an update endpoint")..];
@@ -298,13 +273,7 @@ async fn the_same_uaid_on_another_node_closes_the_older_socket() {
     let (mut first, uaid) = cluster.phone_on(0, None, "O").await;
     let (mut second, again) = cluster.phone_on(1, Some(&uaid), "O").await;
     assert_eq!(again, uaid, "the UAID is known to every node");
-    let closed = loop {
-        match first.recv().await {
-            Ok(Received::Closed { code, .. }) | Err(ClientError::Closed { code, .. }) => break code,
-            Ok(Received::Message(_)) => continue,
-            Err(error) => panic!("the older socket stayed open: {error}"),
-        }
-    };
+    let closed = close_code(&mut first, "the older socket stayed open").await;
     assert_eq!(closed, Some(1000), "replaced by a newer connection");
     // The old node's goodbye does not make the user offline: the device lives on node 1.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -414,13 +383,7 @@ async fn a_node_that_lost_its_lease_closes_its_devices_so_they_come_back() {
         sqlx::query("DELETE FROM nodes WHERE id = $1").bind(&node).execute(&mut db).await.unwrap();
     }
     // At its next renewal the node finds out and closes the connection with "going away".
-    let closed = loop {
-        match phone.recv().await {
-            Ok(Received::Closed { code, .. }) | Err(ClientError::Closed { code, .. }) => break code,
-            Ok(Received::Message(_)) => continue,
-            Err(error) => panic!("the device was not told to reconnect: {error}"),
-        }
-    };
+    let closed = close_code(&mut phone, "the device was not told to reconnect").await;
     assert_eq!(closed, Some(1001));
     assert_eq!(cluster.metric(0, "presence_leases_lost_total").await, 1.0);
     stream_says(&mut stream, &cluster.uid, "offline").await;
@@ -489,12 +452,6 @@ async fn removing_a_device_on_one_node_closes_its_socket_on_another() {
         .await
         .unwrap();
     assert_eq!(removed.status().as_u16(), 204);
-    let closed = loop {
-        match phone.recv().await {
-            Ok(Received::Closed { code, .. }) | Err(ClientError::Closed { code, .. }) => break code,
-            Ok(Received::Message(_)) => continue,
-            Err(error) => panic!("the removed device's socket stayed open: {error}"),
-        }
-    };
+    let closed = close_code(&mut phone, "the removed device's socket stayed open").await;
     assert_eq!(closed, Some(4401));
 }

@@ -473,3 +473,33 @@ async fn a_secure_public_url_makes_cookies_secure() {
     let login = browser.get("/login").await;
     assert!(login.headers["set-cookie"].to_str().unwrap().contains("Secure"));
 }
+
+/// On a data directory, with the CLI: the accounts dev@example.com (a developer) and
+/// kim@example.com (a user), and dev's app "Chat" with a webhook to `webhook_url`.
+pub async fn chat_app_by_cli(dir: &std::path::Path, webhook_url: &str) -> RegisteredApp {
+    use crate::helpers::cli;
+    cli(&["account", "add", "--email", "dev@example.com"], dir, "password123\n").await;
+    cli(&["account", "add", "--email", "kim@example.com"], dir, "password123\n").await;
+    let args = [
+        "app",
+        "create",
+        "--owner",
+        "dev@example.com",
+        "--name",
+        "Chat",
+        "--redirect-uri",
+        REDIRECT,
+        "--webhook-url",
+        webhook_url,
+        "--webhook-allow",
+        "127.0.0.0/8",
+    ];
+    let created = cli(&args, dir, "").await;
+    let field =
+        |name: &str| created.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
+    RegisteredApp {
+        app_id: field("app_id"),
+        secret: field("secret"),
+        webhook_secret: field("webhook_secret"),
+    }
+}

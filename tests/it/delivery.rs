@@ -7,8 +7,8 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::consent::{consent, exchange, register_app_with_webhook, Browser, RegisteredApp, REDIRECT};
-use crate::helpers::{builder, cli, Builder, Device, TestApp, User};
+use crate::consent::{consent, exchange, register_app_with_webhook, Browser, RegisteredApp};
+use crate::helpers::{builder, Builder, Device, TestApp, User};
 use crate::receiver::{Answer, Receiver};
 
 /// A server, an app with a webhook, a user who granted it, and that user's device.
@@ -484,39 +484,11 @@ async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
     assert!(text.contains("consumer_lagging"), "the last line says why");
 }
 
-/// Runs a CLI command of the binary on a data dir; returns its stdout.
 #[tokio::test]
 async fn sigkill_at_any_point_loses_no_webhook_update() {
     let data = crate::helpers::DataDir::new();
     let receiver = Receiver::start().await;
-    cli(&["account", "add", "--email", "dev@example.com"], &data.path, "password123\n").await;
-    cli(&["account", "add", "--email", "kim@example.com"], &data.path, "password123\n").await;
-    let created = cli(
-        &[
-            "app",
-            "create",
-            "--owner",
-            "dev@example.com",
-            "--name",
-            "Chat",
-            "--redirect-uri",
-            REDIRECT,
-            "--webhook-url",
-            &receiver.url,
-            "--webhook-allow",
-            "127.0.0.0/8",
-        ],
-        &data.path,
-        "",
-    )
-    .await;
-    let field =
-        |name: &str| created.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
-    let registered = RegisteredApp {
-        app_id: field("app_id"),
-        secret: field("secret"),
-        webhook_secret: field("webhook_secret"),
-    };
+    let registered = crate::consent::chat_app_by_cli(&data.path, &receiver.url).await;
     let flags = [
         "--webhook-allow",
         "127.0.0.0/8",
@@ -536,18 +508,8 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
         .as_str()
         .unwrap()
         .to_owned();
-    let http = reqwest::Client::new();
     let token = crate::helpers::sign_in(&base, "kim@example.com").await;
-    let device: serde_json::Value = http
-        .post(format!("{base}/v1/devices"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "phone"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let device = crate::helpers::add_device_at(&base, &token, "phone").await;
     let prid = device["prid"].as_str().unwrap().to_owned();
 
     let mut server = Some(server);

@@ -440,3 +440,16 @@ impl ServerProcess {
         self.child.kill().await.unwrap();
     }
 }
+
+/// Registers a device for the token's account on the server at `base`: `{device_id, prid}`.
+pub async fn add_device_at(base: &str, token: &str, name: &str) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/devices"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}

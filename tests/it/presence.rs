@@ -153,16 +153,7 @@ async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     let server = spawn_process(&data.path, &[]).await;
     let base = format!("http://{}", server.addr);
     let token = crate::helpers::sign_in(&base, "ghost@example.com").await;
-    let device: serde_json::Value = http
-        .post(format!("{base}/v1/devices"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"name": "phone"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let device = crate::helpers::add_device_at(&base, &token, "phone").await;
     let mut socket = presence::client::DeviceClient::connect(&server.ws_url()).await.unwrap();
     socket.hello_presence(None, device["prid"].as_str().unwrap()).await.unwrap();
     socket.status("O").await.unwrap();
