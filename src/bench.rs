@@ -39,6 +39,8 @@ pub struct Options {
     pub ramp: bool,
     /// PostgreSQL instead of SQLite.
     pub database_url: Option<String>,
+    /// Nodes; more than one form a cluster (devices on the first, the stream on the last).
+    pub nodes: usize,
 }
 
 /// One run's figures.
@@ -149,7 +151,40 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-async fn start_server(seed: &Seed, webhook: &str) -> Result<Server, BoxError> {
+/// A NATS server on a free loopback port, for a cluster run; killed when dropped.
+struct Nats {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+async fn start_nats() -> Result<Nats, BoxError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = tokio::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot start nats-server (Debian package nats-server): {error}"))?;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(Nats { _child: child, url: format!("nats://127.0.0.1:{port}") });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("nats-server did not start".into())
+}
+
+/// Stops a node as an operator would (SIGTERM), so that a cluster node ends its lease and the
+/// next run does not find its devices online.
+async fn stop(server: &mut Server) {
+    let _ = tokio::process::Command::new("kill").args(["-TERM", &server.pid.to_string()]).status().await;
+    if tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await.is_err() {
+        let _ = server.child.kill().await;
+    }
+}
+
+async fn start_server(seed: &Seed, webhook: &str, bus: Option<&str>) -> Result<Server, BoxError> {
     let dir = tempfile::tempdir()?;
     for entry in std::fs::read_dir(seed.dir.path())? {
         let entry = entry?;
@@ -175,6 +210,7 @@ async fn start_server(seed: &Seed, webhook: &str) -> Result<Server, BoxError> {
         .arg(dir.path())
         .args(["--secret-key", &seed.secret_key])
         .args(seed.database_url.iter().flat_map(|url| ["--database-url", url.as_str()]))
+        .args(bus.iter().flat_map(|url| ["--bus-url", *url, "--bus-subject", "presence.bench"]))
         .args(["--presence-grace", "0s", "--status-min-interval", "0s", "--hello-timeout", "60s"])
         .args(["--webhook-allow", "127.0.0.0/8", "--webhook-batch-interval", "1s", "--stream-buffer", "4096"])
         .env("RUST_LOG", "warn")
@@ -390,10 +426,17 @@ fn latencies(seen: &[(usize, String, Instant)], from: usize, sends: &mut Sends) 
 
 async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     let (webhook, posts) = receiver().await?;
-    let mut server = start_server(seed, &webhook).await?;
+    let nats = if options.nodes > 1 { Some(start_nats().await?) } else { None };
+    let mut servers = Vec::with_capacity(options.nodes);
+    for _ in 0..options.nodes {
+        servers.push(start_server(seed, &webhook, nats.as_ref().map(|n| n.url.as_str())).await?);
+    }
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let cpu = || -> Result<u64, BoxError> { pids.iter().map(|pid| cpu_us(*pid)).sum() };
+    let server = &servers[0];
     let seen: Seen = Arc::default();
     let index: HashMap<String, usize> = seed.uids.iter().enumerate().map(|(i, u)| (u.clone(), i)).collect();
-    let url = format!("{}/{}/presence.json", server.base, seed.app_id);
+    let url = format!("{}/{}/presence.json", servers[servers.len() - 1].base, seed.app_id);
     let consumer =
         tokio::spawn(consume(url, seed.app_id.clone(), seed.app_secret.clone(), index, seen.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -411,10 +454,10 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     let (mut next, mut sends, mut cursor): (Vec<bool>, Sends, usize) =
         (vec![true; n], vec![VecDeque::new(); n], 0);
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
-    let cpu_before = cpu_us(server.pid)?;
+    let cpu_before = cpu()?;
     let sent = drive(&devices, options.rate, options.duration, &mut next, &mut sends, &mut cursor).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_after = cpu_us(server.pid)?;
+    let cpu_after = cpu()?;
     let (received, lat) = {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         (seen.len() - from, latencies(&seen, from, &mut sends))
@@ -497,7 +540,9 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
         task.abort();
     }
     consumer.abort();
-    let _ = server.child.kill().await;
+    for server in &mut servers {
+        stop(server).await;
+    }
     Ok(figures)
 }
 

@@ -55,6 +55,10 @@ struct BenchArgs {
     /// Run on PostgreSQL (`postgres://…`; the bench seeds a schema of its own) instead of SQLite.
     #[arg(long)]
     database_url: Option<String>,
+    /// Nodes (2 or more: a cluster on `--database-url` and a NATS server the bench starts);
+    /// devices connect to the first, the stream consumer to the last.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(Subcommand)]
@@ -327,8 +331,12 @@ fn bench(args: &BenchArgs) -> ExitCode {
         eprintln!("presence: --duration must be a duration like 10s");
         return ExitCode::from(2);
     };
-    if args.devices == 0 || args.rate == 0 || args.runs == 0 {
-        eprintln!("presence: --devices, --rate and --runs must be at least 1");
+    if args.devices == 0 || args.rate == 0 || args.runs == 0 || args.nodes == 0 {
+        eprintln!("presence: --devices, --rate, --runs and --nodes must be at least 1");
+        return ExitCode::from(2);
+    }
+    if args.nodes > 1 && args.database_url.is_none() {
+        eprintln!("presence: --nodes above 1 needs --database-url postgres://…");
         return ExitCode::from(2);
     }
     let options = presence::bench::Options {
@@ -339,6 +347,7 @@ fn bench(args: &BenchArgs) -> ExitCode {
         drop: args.drop,
         ramp: !args.no_ramp,
         database_url: args.database_url.clone(),
+        nodes: args.nodes,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
