@@ -24,20 +24,25 @@ pub fn new_node_id() -> String {
 /// Hands a message to a device: on its connection here, or through the bus to whichever node
 /// holds it (the store has it either way). Returns what happened here.
 pub fn deliver(state: &AppState, uaid: Uaid, message: DeviceMessage) -> Delivery {
-    let outbound = match &message {
-        DeviceMessage::Update(update) => Outbound::Update(Box::new(update.clone())),
-        DeviceMessage::Notification(notification) => Outbound::Notification(notification.clone()),
-        DeviceMessage::Close(reason) => {
-            state.registry.evict(&uaid, *reason);
-            tell_device(state, uaid, message);
-            return Delivery::Queued;
-        }
-    };
-    let delivery = state.registry.deliver(&uaid, outbound);
-    if delivery == Delivery::NotConnected {
+    let delivery = hand_over(state, uaid, message.clone());
+    // A close goes everywhere: an older connection of the UAID may be on another node too.
+    if delivery == Delivery::NotConnected || matches!(message, DeviceMessage::Close(_)) {
         tell_device(state, uaid, message);
     }
     delivery
+}
+
+/// Hands the message to the UAID's connection on this node, if it has one.
+fn hand_over(state: &AppState, uaid: Uaid, message: DeviceMessage) -> Delivery {
+    let outbound = match message {
+        DeviceMessage::Update(update) => Outbound::Update(Box::new(update)),
+        DeviceMessage::Notification(notification) => Outbound::Notification(notification),
+        DeviceMessage::Close(reason) => {
+            let evicted = state.registry.evict(&uaid, reason);
+            return if evicted { Delivery::Queued } else { Delivery::NotConnected };
+        }
+    };
+    state.registry.deliver(&uaid, outbound)
 }
 
 /// Tells the other nodes, for the one holding the UAID's connection (a lone node has none).
@@ -64,15 +69,7 @@ pub async fn route_signals(state: AppState) {
         match signal {
             Ok(Signal::Device { origin, uaid, message }) if origin != state.node => {
                 state.metrics.node_signals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let outbound = match message {
-                    DeviceMessage::Update(update) => Outbound::Update(Box::new(update)),
-                    DeviceMessage::Notification(notification) => Outbound::Notification(notification),
-                    DeviceMessage::Close(reason) => {
-                        state.registry.evict(&uaid, reason);
-                        continue;
-                    }
-                };
-                if state.registry.deliver(&uaid, outbound) == Delivery::QueueFull {
+                if hand_over(&state, uaid, message) == Delivery::QueueFull {
                     tracing::warn!(%uaid, "device queue full; the message waits in storage");
                 }
             }

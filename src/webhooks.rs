@@ -124,13 +124,10 @@ impl Dispatcher {
 
     fn start(self: &Arc<Self>, due: Vec<WebhookTarget>) {
         let interval = self.state.config.webhook_batch_interval;
-        let now = unix_now();
         for target in due {
-            // At most one POST per interval: the stored time (seconds) covers restarts, the
-            // monotonic one this node's own attempts.
-            if target.last_sent_at.is_some_and(|at| at + interval.as_secs() as i64 > now) {
-                continue;
-            }
+            // At most one POST per interval: the store only lists apps whose stored last send
+            // (seconds; it covers restarts and other nodes) is an interval old, and the
+            // monotonic time covers this node's own attempts within a second.
             let tried =
                 self.last_tried.lock().unwrap_or_else(|e| e.into_inner()).get(&target.app_id).copied();
             if tried.is_some_and(|at| at.elapsed() < interval) {

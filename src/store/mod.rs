@@ -210,7 +210,6 @@ pub struct WebhookTarget {
     pub cursor: u64,
     pub attempts: u32,
     pub failing_since: Option<i64>,
-    pub last_sent_at: Option<i64>,
 }
 
 /// A webhook's health, for its developer.

@@ -1231,8 +1231,7 @@ impl Store for SqlStore {
         }
         let rows = sqlx::query(&format!(
             "UPDATE apps SET webhook_node = $2, webhook_claimed_until = $4 WHERE {DUE}
-             RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
-                    webhook_last_sent_at"
+             RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since"
         ))
         .bind(now)
         .bind(&self.node)
@@ -1249,7 +1248,6 @@ impl Store for SqlStore {
                 cursor: row.get::<i64, _>(3) as u64,
                 attempts: row.get::<i64, _>(4) as u32,
                 failing_since: row.get(5),
-                last_sent_at: row.get(6),
             })
             .collect())
     }
