@@ -334,6 +334,9 @@ impl Session {
                         next = self.attachment.rx.try_recv().ok();
                     }
                     if catch_up {
+                        if let Err(reason) = self.still_here().await {
+                            return reason;
+                        }
                         if let Err(reason) = self.catch_up(socket).await {
                             return reason;
                         }
@@ -576,19 +579,24 @@ impl Session {
     /// Sends live notifications (only to a device connection) and notes their delivery.
     /// Sends whatever the store holds for this connection that it has not sent yet: after
     /// hello, and when signals for it may have been missed.
-    async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), CloseReason> {
-        if crate::cluster::is_clustered(&self.state) {
-            // The UAID said hello on another node since, and the signal that should have closed
-            // this connection was lost: close it now.
-            match self.state.store.uaid_node(&self.uaid).await {
-                Ok(Some(node)) if *node != *self.state.node => return Err(CloseReason::Replaced),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(error = %crate::error::chain(&error), "cannot read the UAID's node");
-                    return Err(CloseReason::StoreUnavailable);
-                }
+    /// Whether this is still the UAID's connection: if the UAID said hello on another node
+    /// since and the signal that should have closed this connection was lost, it closes now.
+    /// (Right after hello the store names this node; the check is for later catch-ups.)
+    async fn still_here(&self) -> Result<(), CloseReason> {
+        if !crate::cluster::is_clustered(&self.state) {
+            return Ok(());
+        }
+        match self.state.store.uaid_node(&self.uaid).await {
+            Ok(Some(node)) if *node != *self.state.node => Err(CloseReason::Replaced),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::error!(error = %crate::error::chain(&error), "cannot read the UAID's node");
+                Err(CloseReason::StoreUnavailable)
             }
         }
+    }
+
+    async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), CloseReason> {
         let stored = self.state.store.pending_updates(&self.uaid).await.map_err(|error| {
             tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
             CloseReason::StoreUnavailable
