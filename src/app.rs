@@ -1,67 +1,32 @@
-//! Wiring: `build` turns a `Config` into a bound, ready `App`; `App::run` serves until the
-//! shutdown token fires, then drains within `shutdown_grace`.
+//! The composition root: `build` turns a `Config` into a bound, ready `App` by wiring the
+//! layers (store and bus, then operations, then the gateway, fan-out and HTTP interfaces);
+//! `App::run` serves until the shutdown token fires, then drains within `shutdown_grace`.
 
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
-use std::future::IntoFuture as _;
-
-use axum::{Json, Router};
+use axum::routing::any;
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use axum::extract::DefaultBodyLimit;
-
 use crate::bus::{Bus, LocalBus, NatsBus};
 use crate::config::Config;
-use crate::endpoint::EndpointKeys;
-use crate::error::ApiError;
+use crate::fanout::Fanout;
+use crate::gateway::endpoint::EndpointKeys;
+use crate::gateway::registry::Registry;
+use crate::gateway::relay::Relay;
+use crate::gateway::Gateway;
+use crate::http::error::ApiError;
+use crate::http::HttpState;
 use crate::metrics::Metrics;
-use crate::oidc::OidcVerifier;
-use crate::presence::Engine;
-use crate::registry::Registry;
-use crate::store::{Store, StoreError};
+use crate::ops::{Core, Engine};
+use crate::ratelimit::RateLimiter;
+use crate::store::StoreError;
 use crate::vault::Vault;
-
-/// Everything a handler may need, cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    /// This node's id (new at every start), for its lease and the signals it sends.
-    pub node: Arc<str>,
-    pub store: Arc<dyn Store>,
-    pub bus: Arc<dyn Bus>,
-    pub presence: Arc<Engine>,
-    pub oidc: Option<Arc<OidcVerifier>>,
-    pub registry: Arc<Registry>,
-    /// Where webhooks may connect.
-    pub egress: Arc<crate::egress::Egress>,
-    /// The live app streams of this node.
-    pub streams: Arc<crate::stream::Streams>,
-    /// Notification rates, per app and per user.
-    pub notify_app_limit: Arc<crate::ratelimit::RateLimiter>,
-    pub notify_user_limit: Arc<crate::ratelimit::RateLimiter>,
-    /// Password attempts, per email.
-    pub login_limit: Arc<crate::ratelimit::RateLimiter>,
-    pub metrics: Arc<Metrics>,
-    pub keys: Arc<EndpointKeys>,
-    /// Seals webhook signing secrets at rest.
-    pub webhook_vault: Arc<Vault>,
-    /// Seals secrets carried to the next page (shown once).
-    pub flash_vault: Arc<Vault>,
-    /// Base of push endpoint URLs, without a trailing slash.
-    pub public_url: Arc<str>,
-    /// Fires when the server starts shutting down; connections close with "going away".
-    pub shutdown: CancellationToken,
-    /// Device connections, awaited on shutdown.
-    pub tracker: TaskTracker,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -85,9 +50,18 @@ pub enum StartError {
     },
 }
 
+/// The wired parts of a node.
+#[derive(Clone)]
+pub struct Parts {
+    pub core: Core,
+    pub gateway: Gateway,
+    pub fanout: Fanout,
+    pub http: HttpState,
+}
+
 pub struct App {
     listener: TcpListener,
-    state: AppState,
+    parts: Parts,
     addr: SocketAddr,
 }
 
@@ -97,14 +71,14 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let state = open_state(config, addr).await?;
-    Ok(App { listener, state, addr })
+    let parts = open(config, addr).await?;
+    Ok(App { listener, parts, addr })
 }
 
-/// Everything but the listener: for commands that use the store and keys without serving.
-/// `addr` is where the service is (or will be) reachable, for the default public URL.
-pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, StartError> {
-    let node = crate::cluster::new_node_id();
+/// Everything but the listener: for commands that use the store and the operations without
+/// serving. `addr` is where the service is (or will be) reachable, for the default public URL.
+pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError> {
+    let node: Arc<str> = crate::ops::cluster::new_node_id().into();
     let store = crate::store::open(&config.database_url(), &config, &node).await?;
     let secret = match config.secret_key_bytes() {
         Some(secret) => secret,
@@ -115,9 +89,6 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
     } else {
         config.public_url.trim_end_matches('/').to_owned()
     };
-    let config_allow = config.webhook_allow.clone();
-    let (app_rate, user_rate) = (config.notify_app_per_minute, config.notify_user_per_minute);
-    let login_rate = config.login_attempts_per_minute;
     let bus: Arc<dyn Bus> = if config.bus_url.is_empty() {
         Arc::new(LocalBus::new(4096))
     } else {
@@ -126,29 +97,34 @@ pub async fn open_state(config: Config, addr: SocketAddr) -> Result<AppState, St
     let presence =
         Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
     let oidc = (!config.oidc_issuer.is_empty())
-        .then(|| Arc::new(OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
-    Ok(AppState {
-        config: Arc::new(config),
-        node: node.into(),
+        .then(|| Arc::new(crate::http::oidc::OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
+    let egress = crate::egress::Egress::new(
+        crate::egress::parse_allow_list(&config.webhook_allow).expect("validated with the configuration"),
+    );
+    let registry = Arc::new(Registry::default());
+    let relay = Arc::new(Relay::new(registry.clone(), bus.clone(), node.clone(), !config.bus_url.is_empty()));
+    let core = Core {
+        node,
         store,
         bus,
         presence,
-        oidc,
-        registry: Arc::new(Registry::default()),
-        egress: Arc::new(crate::egress::Egress::new(
-            crate::egress::parse_allow_list(&config_allow).expect("validated with the configuration"),
-        )),
-        streams: Arc::default(),
-        notify_app_limit: Arc::new(crate::ratelimit::RateLimiter::new(app_rate)),
-        notify_user_limit: Arc::new(crate::ratelimit::RateLimiter::new(user_rate)),
-        login_limit: Arc::new(crate::ratelimit::RateLimiter::new(login_rate)),
+        devices: relay.clone(),
+        egress: Arc::new(egress),
+        notify_app_limit: Arc::new(RateLimiter::new(config.notify_app_per_minute)),
+        notify_user_limit: Arc::new(RateLimiter::new(config.notify_user_per_minute)),
+        login_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute)),
         metrics: Arc::new(Metrics::default()),
-        keys: Arc::new(EndpointKeys::new(&secret)),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
-        flash_vault: Arc::new(Vault::new(&secret, "flash")),
         public_url: public_url.into(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        config: Arc::new(config),
+    };
+    Ok(Parts {
+        gateway: Gateway { core: core.clone(), registry, relay, keys: Arc::new(EndpointKeys::new(&secret)) },
+        fanout: Fanout { core: core.clone(), streams: Arc::default() },
+        http: HttpState { core: core.clone(), oidc, flash_vault: Arc::new(Vault::new(&secret, "flash")) },
+        core,
     })
 }
 
@@ -157,27 +133,37 @@ impl App {
         self.addr
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
+    pub fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// Serves until `shutdown` fires; then stops accepting, closes device sockets with 1001
     /// ("going away"), waits up to `shutdown_grace` for them and for in-flight requests, and
     /// closes the store so every write has finished.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let App { listener, state, .. } = self;
+        let App { listener, parts, .. } = self;
+        let state = parts.core.clone();
         // Devices of a previous run (or of dead nodes) are offline until they reconnect.
-        if let Err(error) = crate::cluster::join(&state).await {
+        if let Err(error) = crate::ops::cluster::join(&state).await {
             tracing::error!(error = %crate::error::chain(&error), "cannot take the node lease at start");
         }
-        let clustered = crate::cluster::is_clustered(&state);
+        let clustered = state.is_clustered();
         tracing::info!(node = %state.node, clustered, "node started");
-        tokio::spawn(crate::cluster::keep_lease(state.clone()));
+        tokio::spawn(crate::ops::cluster::keep_lease(state.clone()));
         if clustered {
-            tokio::spawn(crate::cluster::route_signals(state.clone()));
+            let relay = parts.gateway.relay.clone();
+            tokio::spawn(relay.route_signals(state.metrics.clone(), state.shutdown.clone()));
+            let streams = parts.fanout.streams.clone();
+            tokio::spawn(streams.follow_other_nodes(
+                state.bus.clone(),
+                state.node.clone(),
+                state.shutdown.clone(),
+            ));
         }
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
-        tokio::spawn(crate::webhooks::Dispatcher::new(state.clone()).run(state.shutdown.clone()));
+        tokio::spawn(
+            crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
+        );
         tokio::spawn(purge_old_events(state.clone()));
         let stop = shutdown.clone();
         let send_buffer = state.config.socket_send_buffer;
@@ -189,7 +175,7 @@ impl App {
             }
         });
         let server = tokio::spawn(
-            axum::serve(listener, router(state.clone()))
+            axum::serve(listener, router(&parts))
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .into_future(),
         );
@@ -209,34 +195,24 @@ impl App {
         if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!("device connections did not close within the shutdown grace");
         }
-        crate::cluster::leave(&state).await;
+        crate::ops::cluster::leave(&state).await;
         state.store.close().await;
         served
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Every route of the node: the gateway's, the streams', the API's and the pages'.
+pub fn router(parts: &Parts) -> Router {
     Router::new()
-        .route("/", get(crate::ws::upgrade))
-        .route("/update/{token}", put(crate::update::put).fallback(crate::update::method_not_allowed))
-        .merge(
-            crate::api::routes()
-                .merge(crate::apps::routes())
-                .merge(crate::notifications::routes())
-                .layer(DefaultBodyLimit::max(state.config.max_json_body)),
-        )
-        .merge(crate::web::routes())
-        .route("/{app_id}/presence.json", get(crate::stream::stream))
-        .route("/v1/apps/{app_id}/presence.json", get(crate::stream::stream))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .merge(crate::gateway::routes(parts.gateway.clone()))
+        .merge(crate::fanout::routes(parts.fanout.clone()))
+        .merge(crate::http::routes(parts.http.clone()))
         .fallback(any(not_found))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::security_headers))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers))
 }
 
 /// Removes events older than `event_retention`, every tenth of it (at most every 10 minutes).
-async fn purge_old_events(state: AppState) {
+async fn purge_old_events(state: Core) {
     let retention = state.config.event_retention;
     let period =
         (retention / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(600));
@@ -245,36 +221,13 @@ async fn purge_old_events(state: AppState) {
             _ = state.shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        let cutoff = crate::ws::unix_now() - retention.as_secs() as i64;
+        let cutoff = crate::clock::unix_now() - retention.as_secs() as i64;
         match state.store.purge_events(cutoff).await {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "old events removed"),
             Err(error) => tracing::error!(error = %crate::error::chain(&error), "cannot remove old events"),
         }
     }
-}
-
-/// 503 when the store does not answer. A bus that is down is reported but not fatal: the node
-/// still serves, delivering through the store.
-async fn healthz(State(state): State<AppState>) -> Response {
-    let mut body = match state.store.check().await {
-        Ok(()) => serde_json::json!({"status": "ok", "store": "ok"}),
-        Err(error) => {
-            tracing::warn!(error = %crate::error::chain(&error), "health check: store unavailable");
-            serde_json::json!({"status": "unavailable", "store": "unavailable"})
-        }
-    };
-    if crate::cluster::is_clustered(&state) {
-        body["bus"] = (if state.bus.is_connected() { "ok" } else { "unavailable" }).into();
-        body["node"] = state.node.as_ref().into();
-    }
-    let status = if body["store"] == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let bus = crate::cluster::is_clustered(&state).then(|| state.bus.is_connected());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(bus)).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -1,33 +1,28 @@
 //! Presence: share whether you can be reached right now, over Mozilla's SimplePush.
 //!
-//! `app::build` opens the store, binds the listener and wires the parts; `App::run` serves until
-//! shutdown. See `docs/architecture.md` for how the parts fit.
+//! The layers, each importing only from those below it (see `docs/architecture.md`):
+//! - interfaces: `gateway` (devices' WebSockets, `/update`), `fanout` (app streams, webhooks),
+//!   `http` (JSON API, web pages, health), `cli` (commands, simulator, bench); `app` wires them.
+//! - `ops`: the operations users, devices and apps perform, and the presence engine.
+//! - `store` and `bus`: what is remembered, and signals between parts and nodes.
+//! - `domain`: ids, statuses, the presence rules and the plain model types; no I/O.
+//! - leaves every layer may use: `config`, `clock`, `error`, `secrets`, `vault`, `egress`,
+//!   `ratelimit`, `metrics`.
 
-pub mod api;
 pub mod app;
-pub mod apps;
-pub mod auth;
-pub mod bench;
 pub mod bus;
-pub mod client;
-pub mod cluster;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod domain;
 pub mod egress;
-pub mod endpoint;
 pub mod error;
-pub mod ids;
+pub mod fanout;
+pub mod gateway;
+pub mod http;
 pub mod metrics;
-pub mod notifications;
-pub mod oidc;
-pub mod presence;
+pub mod ops;
 pub mod ratelimit;
-pub mod registry;
 pub mod secrets;
-pub mod simulator;
 pub mod store;
-pub mod stream;
-pub mod update;
 pub mod vault;
-pub mod web;
-pub mod webhooks;
-pub mod ws;

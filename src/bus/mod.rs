@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::ids::Uaid;
-use crate::presence::PresenceChange;
-use crate::registry::Eviction;
-use crate::store::{LiveNotification, PushUpdate};
+use crate::domain::Eviction;
+use crate::domain::PresenceChange;
+use crate::domain::Uaid;
+use crate::domain::{LiveNotification, PushUpdate};
 
 mod nats;
 

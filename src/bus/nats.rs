@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Bus, DeviceMessage, LocalBus, Signal};
-use crate::ids::{ChannelId, Uaid};
-use crate::registry::Eviction;
-use crate::store::{LiveNotification, PushUpdate};
+use crate::domain::Eviction;
+use crate::domain::{ChannelId, Uaid};
+use crate::domain::{LiveNotification, PushUpdate};
 
 /// Signals waiting to go out; past this, new ones are dropped (and counted in the log).
 const OUTBOX: usize = 65_536;
@@ -257,9 +257,9 @@ mod tests {
             let back = serde_json::from_slice::<Wire>(&bytes).unwrap().into_signal();
             assert_eq!(back, Some(signal));
         }
-        let presence = crate::presence::PresenceChange {
-            account: crate::store::AccountId(1),
-            status: crate::presence::Status::Online,
+        let presence = crate::domain::PresenceChange {
+            account: crate::domain::AccountId(1),
+            status: crate::domain::Status::Online,
             at: 0,
             events: Vec::new(),
         };

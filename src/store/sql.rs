@@ -18,14 +18,16 @@ use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Executor, Row};
 
 use super::{
-    AccountId, AccountSummary, App, AppChanges, AppEvent, AuthCode, DeliveryRecord, DeviceBinding, DeviceId,
-    DeviceInfo, Event, EventPage, GrantInfo, LiveNotification, LogBounds, NewDevice, NewNotification,
-    NotificationState, Policy, PushUpdate, Registration, Saved, Store, StoreError, WebhookHealth,
-    WebhookOutcome, WebhookTarget,
+    AppChanges, EventPage, LogBounds, NewDevice, NewNotification, Registration, Saved, Store, StoreError,
+    WebhookTarget,
 };
 use crate::config::{Config, SqliteSync};
-use crate::ids::{ChannelId, Uaid};
-use crate::presence::{PresenceChange, Status};
+use crate::domain::{
+    AccountId, AccountSummary, App, AppEvent, AuthCode, DeliveryRecord, DeviceBinding, DeviceId, DeviceInfo,
+    Event, GrantInfo, LiveNotification, NotificationState, Policy, PushUpdate, WebhookHealth, WebhookOutcome,
+};
+use crate::domain::{ChannelId, Uaid};
+use crate::domain::{PresenceChange, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

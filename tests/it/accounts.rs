@@ -143,7 +143,7 @@ impl Issuer {
                 if !verified {
                     return Err(axum::http::StatusCode::BAD_REQUEST);
                 }
-                let now = presence::ws::unix_now();
+                let now = presence::clock::unix_now();
                 let claims = json!({"iss": issuer, "sub": "browser-user", "aud": form["client_id"], "exp": now + 300, "nonce": nonce});
                 Ok(Json(json!({"id_token": Issuer::sign_with(&key, claims), "token_type": "Bearer"})))
             }
@@ -168,7 +168,7 @@ impl Issuer {
     }
 
     fn token(&self, subject: &str, audience: &str, expires_in: i64) -> String {
-        let now = presence::ws::unix_now();
+        let now = presence::clock::unix_now();
         Issuer::sign_with(
             &self.key,
             json!({"iss": self.url, "sub": subject, "aud": audience, "iat": now, "exp": now + expires_in}),
@@ -198,7 +198,7 @@ async fn oidc_tokens_sign_in_and_bad_ones_are_refused() {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let stranger = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let now = presence::ws::unix_now();
+    let now = presence::clock::unix_now();
     let forged = Issuer::sign_with(
         &stranger,
         json!({"iss": issuer.url, "sub": "user-1", "aud": "presence-test", "exp": now + 300}),

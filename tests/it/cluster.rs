@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use presence::client::{ClientError, DeviceClient, Received};
+use presence::cli::client::{ClientError, DeviceClient, Received};
 use serde_json::json;
 use tokio::time::Instant;
 

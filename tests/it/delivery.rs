@@ -133,7 +133,7 @@ impl StreamClient {
     }
 }
 
-async fn connect_and_report(world: &World, status: &str) -> presence::client::DeviceClient {
+async fn connect_and_report(world: &World, status: &str) -> presence::cli::client::DeviceClient {
     let mut socket = world.app.connect_device(&world.device).await;
     assert_eq!(socket.status(status).await.unwrap()["status"], 200);
     socket
@@ -454,7 +454,7 @@ async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
     );
     tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let device = presence::store::DeviceId::parse(&world.device.device_id).unwrap();
+    let device = presence::domain::DeviceId::parse(&world.device.device_id).unwrap();
     let metric = |name: &'static str| {
         let app = &world.app;
         async move {
@@ -463,7 +463,7 @@ async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
         }
     };
     assert_eq!(metric("presence_streams").await, 1.0);
-    let statuses = [presence::presence::Status::Online, presence::presence::Status::Away];
+    let statuses = [presence::domain::Status::Online, presence::domain::Status::Away];
     let mut flips = 0;
     while metric("presence_streams_lagging_total").await == 0.0 {
         for _ in 0..200 {
@@ -524,7 +524,7 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
             }),
             _ => receiver.answer_always(Answer::status(500)),
         }
-        let mut socket = presence::client::DeviceClient::connect(&running.ws_url()).await.unwrap();
+        let mut socket = presence::cli::client::DeviceClient::connect(&running.ws_url()).await.unwrap();
         assert_eq!(socket.hello_presence(None, &prid).await.unwrap()["status"], 200);
         assert_eq!(socket.status("O").await.unwrap()["status"], 200);
         assert_eq!(socket.status("U").await.unwrap()["status"], 200);

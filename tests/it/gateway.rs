@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use presence::client::Received;
+use presence::cli::client::Received;
 use serde_json::json;
 
 use crate::helpers::{builder, channel_id, spawn_app};

@@ -7,14 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use presence::client::DeviceClient;
+use presence::cli::client::DeviceClient;
 use presence::config::Config;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
-    pub state: presence::app::AppState,
+    pub state: presence::ops::Core,
     /// Every bus signal since the server started (subscribed before it ran).
     pub signals: tokio::sync::Mutex<tokio::sync::broadcast::Receiver<presence::bus::Signal>>,
     pub http: reqwest::Client,
@@ -66,7 +66,7 @@ impl Builder {
         let config = Config::load(None, std::iter::empty(), settings).expect("test configuration is valid");
         let app = presence::app::build(config).await.expect("the server starts");
         let addr = app.local_addr();
-        let state = app.state().clone();
+        let state = app.parts().core.clone();
         let signals = tokio::sync::Mutex::new(state.bus.subscribe());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));
@@ -269,7 +269,7 @@ pub async fn cli(args: &[&str], dir: &Path, stdin: &str) -> String {
 /// A signed-in user of a test server.
 pub struct User {
     pub token: String,
-    pub account: presence::store::AccountId,
+    pub account: presence::domain::AccountId,
 }
 
 /// A registered presence device.
@@ -370,7 +370,7 @@ impl TestApp {
 
     /// The presence changes signalled for one account since the last call, oldest first
     /// (signals of other accounts are dropped).
-    pub async fn changes_of(&self, account: presence::store::AccountId) -> Vec<&'static str> {
+    pub async fn changes_of(&self, account: presence::domain::AccountId) -> Vec<&'static str> {
         let mut signals = self.signals.lock().await;
         let mut changes = Vec::new();
         while let Ok(signal) = signals.try_recv() {

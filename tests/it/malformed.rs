@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use presence::client::{DeviceClient, Received};
+use presence::cli::client::{DeviceClient, Received};
 use serde_json::json;
 
 use crate::helpers::{builder, channel_id, spawn_app, TestApp};

@@ -1,6 +1,6 @@
 //! What an operator sees: health, metrics, graceful shutdown.
 
-use presence::client::Received;
+use presence::cli::client::Received;
 
 use crate::helpers::{builder, channel_id, spawn_app};
 

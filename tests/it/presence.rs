@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use presence::client::Received;
+use presence::cli::client::Received;
 use proptest::prelude::*;
 use reqwest::Method;
 
@@ -48,7 +48,7 @@ fn the_user_status_is_the_best_of_the_devices_statuses() {
             for i in 0..3 {
                 devices.push(app.register_device(&user, &format!("device {i}")).await);
             }
-            let mut sockets: Vec<Option<presence::client::DeviceClient>> = vec![None, None, None];
+            let mut sockets: Vec<Option<presence::cli::client::DeviceClient>> = vec![None, None, None];
             let mut model = ["U"; 3];
             for op in &ops {
                 match *op {
@@ -167,7 +167,7 @@ async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     let base = format!("http://{}", server.addr);
     let token = crate::helpers::sign_in(&base, "ghost@example.com").await;
     let device = crate::helpers::add_device_at(&base, &token, "phone").await;
-    let mut socket = presence::client::DeviceClient::connect(&server.ws_url()).await.unwrap();
+    let mut socket = presence::cli::client::DeviceClient::connect(&server.ws_url()).await.unwrap();
     socket.hello_presence(None, device["prid"].as_str().unwrap()).await.unwrap();
     socket.status("O").await.unwrap();
     let me = |base: String, token: String, http: reqwest::Client| async move {

@@ -1,6 +1,6 @@
 //! A crash of the process (SIGKILL) loses no UAID, registration or stored notification.
 
-use presence::client::DeviceClient;
+use presence::cli::client::DeviceClient;
 
 use crate::helpers::{channel_id, put, spawn_process, DataDir};
 

@@ -1,0 +1,338 @@
+//! The `presence` command line: `serve`, `migrate`, the operator's `account` and `app` verbs, a
+//! simulated `device`, and the `bench` load generator. Every verb runs on one runtime, started
+//! once, and calls the same operations as the HTTP API.
+
+pub mod bench;
+pub mod client;
+pub mod settings;
+pub mod simulator;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use self::settings::Settings;
+use crate::config::{Config, LogFormat};
+use crate::ops::accounts;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "presence", version, about = "Share whether you can be reached right now, over SimplePush")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(Settings),
+    /// Apply database migrations and exit.
+    Migrate(Settings),
+    /// Manage local accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Register apps.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// A simulated device: signs in, registers, connects and reports statuses.
+    Device(DeviceArgs),
+    /// Load-test a node started for the purpose, and print the figures (see docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Devices connected (each its own user, granted to one app).
+    #[arg(long, default_value_t = 15000)]
+    devices: usize,
+    /// Aggregate status changes per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u32,
+    /// How long the set rate is held.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Runs (each on a fresh server); figures are their median, min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Devices dropped at once at the end of a run.
+    #[arg(long, default_value_t = 10000)]
+    drop: usize,
+    /// Skip the search for the highest sustained rate.
+    #[arg(long)]
+    no_ramp: bool,
+    /// Run on PostgreSQL (`postgres://…`; the bench seeds a schema of its own) instead of SQLite.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Nodes (2 or more: a cluster on `--database-url` and a NATS server the bench starts);
+    /// devices connect to the first, the stream consumer to the last.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Register an app owned by a local account; prints its id and secrets (shown once).
+    Create {
+        /// Email of the owning account.
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI (https, or http on loopback); repeat for several.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        #[arg(long, default_value = "")]
+        webhook_url: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create a local account; the password is read from the first line of standard input.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// The Presence server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long)]
+    email: String,
+    #[arg(long)]
+    password: String,
+    /// The device's name, shown on the user's settings.
+    #[arg(long, default_value = "simulated device")]
+    name: String,
+    /// Keep the device's presence id here, to be the same device next time.
+    #[arg(long)]
+    prid_file: Option<PathBuf>,
+    /// Statuses to cycle through, e.g. "O:10s,A:20s,U:5s"; without it, read o/a/u/q from the keyboard.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Re-send the current status this often.
+    #[arg(long, default_value = "10m")]
+    refresh: String,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// What the command line asked for, checked before the runtime starts.
+enum Job {
+    Serve(Config),
+    Migrate(Config),
+    AddAccount(Config, String),
+    CreateApp { config: Config, owner: String, name: String, redirect_uris: Vec<String>, webhook_url: String },
+    Device(simulator::Options),
+    Bench(bench::Options),
+}
+
+/// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
+pub fn main() -> ExitCode {
+    let job = match prepare(Cli::parse()) {
+        Ok(job) => job,
+        Err(sentence) => {
+            eprintln!("presence: {sentence}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("presence: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bench = matches!(job, Job::Bench(_));
+    match runtime.block_on(run(job)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if bench => {
+            eprintln!("presence: bench failed: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("presence: {}", crate::error::chain(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepare(cli: Cli) -> Result<Job, String> {
+    let settings = match &cli.command {
+        Command::Serve(settings) | Command::Migrate(settings) => settings,
+        Command::Account(AccountCommand::Add { settings, .. }) => settings,
+        Command::App(AppCommand::Create { settings, .. }) => settings,
+        Command::Device(args) => return device_options(args).map(Job::Device),
+        Command::Bench(args) => return bench_options(args).map(Job::Bench),
+    };
+    let config = settings.load()?;
+    init_logging(config.log_format);
+    Ok(match cli.command {
+        Command::Serve(_) => Job::Serve(config),
+        Command::Migrate(_) => Job::Migrate(config),
+        Command::Account(AccountCommand::Add { email, .. }) => Job::AddAccount(config, email),
+        Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
+            Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
+        }
+        Command::Device(_) | Command::Bench(_) => unreachable!("returned above"),
+    })
+}
+
+async fn run(job: Job) -> Result<(), BoxError> {
+    match job {
+        Job::Serve(config) => serve(config).await,
+        Job::Migrate(config) => migrate(config).await,
+        Job::AddAccount(config, email) => add_account(config, &email).await,
+        Job::CreateApp { config, owner, name, redirect_uris, webhook_url } => {
+            create_app(config, &owner, &name, &redirect_uris, &webhook_url).await
+        }
+        Job::Device(options) => Ok(simulator::run(options).await?),
+        Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+async fn serve(config: Config) -> Result<(), BoxError> {
+    let app = crate::app::build(config).await?;
+    let addr = app.local_addr();
+    // Scripts and tests read this line to learn the port when listening on port 0.
+    println!("presence listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    app.run(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(config: Config) -> Result<(), BoxError> {
+    let store =
+        crate::store::open(&config.database_url(), &config, &crate::ops::cluster::new_node_id()).await?;
+    store.close().await;
+    println!("migrations applied to {}", crate::config::redact_url(&config.database_url()));
+    Ok(())
+}
+
+async fn add_account(config: Config, email: &str) -> Result<(), BoxError> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    if accounts::check_new_password(&password).is_err() {
+        return Err("the password (first line of standard input) must have at least 8 characters".into());
+    }
+    if accounts::normalize_email(email).is_none() {
+        return Err("that is not an email address".into());
+    }
+    let listen = config.listen;
+    let parts = crate::app::open(config, listen).await?;
+    let hash = accounts::hash_password(password).await?;
+    let created = accounts::sign_up(&parts.core, email, &hash).await;
+    parts.core.store.close().await;
+    created?;
+    println!("account {} created", accounts::normalize_email(email).unwrap_or_default());
+    Ok(())
+}
+
+async fn create_app(
+    config: Config,
+    owner: &str,
+    name: &str,
+    redirect_uris: &[String],
+    webhook_url: &str,
+) -> Result<(), BoxError> {
+    let email = accounts::normalize_email(owner).ok_or("--owner is not an email address")?;
+    let listen = config.listen;
+    let parts = crate::app::open(config, listen).await?;
+    let core = &parts.core;
+    let created = async {
+        let account = accounts::local_account(core, &email)
+            .await?
+            .ok_or_else(|| format!("no local account {email}; create it with presence account add"))?;
+        Ok::<_, BoxError>(
+            crate::ops::apps::register_app(core, account, name, redirect_uris, webhook_url).await?,
+        )
+    }
+    .await;
+    core.store.close().await;
+    let created = created?;
+    println!("app_id          {}", created.app_id);
+    println!("secret          {}", created.secret);
+    println!("webhook_secret  {}", created.webhook_secret);
+    println!("(the secrets are shown only now)");
+    Ok(())
+}
+
+fn bench_options(args: &BenchArgs) -> Result<bench::Options, String> {
+    let duration =
+        humantime::parse_duration(&args.duration).map_err(|_| "--duration must be a duration like 10s")?;
+    if args.devices == 0 || args.rate == 0 || args.runs == 0 || args.nodes == 0 {
+        return Err("--devices, --rate, --runs and --nodes must be at least 1".into());
+    }
+    if args.nodes > 1 && args.database_url.is_none() {
+        return Err("--nodes above 1 needs --database-url postgres://…".into());
+    }
+    Ok(bench::Options {
+        devices: args.devices,
+        rate: args.rate,
+        duration,
+        runs: args.runs,
+        drop: args.drop,
+        ramp: !args.no_ramp,
+        database_url: args.database_url.clone(),
+        nodes: args.nodes,
+    })
+}
+
+fn device_options(args: &DeviceArgs) -> Result<simulator::Options, String> {
+    let schedule = args
+        .schedule
+        .as_deref()
+        .map(simulator::parse_schedule)
+        .transpose()
+        .map_err(|sentence| format!("--schedule: {sentence}"))?
+        .unwrap_or_default();
+    let refresh = match humantime::parse_duration(&args.refresh) {
+        Ok(refresh) if !refresh.is_zero() => refresh,
+        _ => return Err("--refresh must be a duration like 10m".into()),
+    };
+    Ok(simulator::Options {
+        server: args.server.clone(),
+        email: args.email.clone(),
+        password: args.password.clone(),
+        name: args.name.clone(),
+        prid_file: args.prid_file.clone(),
+        schedule,
+        refresh,
+    })
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,320 @@
+//! The stream `GET /{app_id}/presence.json`: an app's presence updates, held open.
+//!
+//! Newline-delimited JSON by default: one array per flush, each entry `["<uid>", "<status>",
+//! <seq>]` (the seed's pair, plus the event's sequence number so a consumer can resume), and
+//! `[]` as the heartbeat when idle. With `Accept: text/event-stream`, Server-Sent Events: the
+//! same array as `data:` with `id:` the last seq, and comments as heartbeats.
+//!
+//! `?since=<seq>` or `Last-Event-ID` resumes after that event (no gap, no duplicate) while it
+//! is within retention; before it the answer is `410 resync_required`. `?snapshot=true` starts
+//! with every granted user's current status. The server ends a stream with a last line saying
+//! why: the consumer lagged past `stream_buffer` chunks, a newer stream for the app replaced
+//! it, or the server is shutting down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Fanout;
+use crate::bus::Signal;
+use crate::http::auth::AuthedApp;
+use crate::http::error::ApiError;
+
+const PAGE: u32 = 500;
+
+/// The live stream of each app on this node: a newer one replaces the older.
+#[derive(Default)]
+pub struct Streams {
+    live: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next: AtomicU64,
+}
+
+impl Streams {
+    fn open(&self, app_id: &str) -> (u64, CancellationToken) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let older = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app_id.to_owned(), (id, token.clone()));
+        if let Some((_, older)) = older {
+            older.cancel();
+        }
+        (id, token)
+    }
+
+    /// Ends this node's stream of the app, if any: a newer one opened on another node.
+    pub fn replace(&self, app_id: &str) {
+        if let Some((_, token)) = self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(app_id) {
+            token.cancel();
+        }
+    }
+
+    /// Ends this node's stream of an app when a newer one opens on another node, until the bus
+    /// closes or `shutdown` fires.
+    pub async fn follow_other_nodes(
+        self: std::sync::Arc<Self>,
+        bus: std::sync::Arc<dyn crate::bus::Bus>,
+        node: std::sync::Arc<str>,
+        shutdown: CancellationToken,
+    ) {
+        let mut signals = bus.subscribe();
+        loop {
+            let signal = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                signal = signals.recv() => signal,
+            };
+            match signal {
+                Ok(Signal::StreamOpened { origin, app_id }) if origin != node => self.replace(&app_id),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn close(&self, app_id: &str, id: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.get(app_id).is_some_and(|(current, _)| *current == id) {
+            live.remove(app_id);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    snapshot: Option<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Lines,
+    EventStream,
+}
+
+impl Format {
+    fn batch(self, entries: &[(String, String, u64)]) -> Bytes {
+        let array = serde_json::to_string(entries).expect("entries serialize");
+        match self {
+            Format::Lines => Bytes::from(format!("{array}\n")),
+            Format::EventStream => {
+                let id = entries.last().map_or(0, |e| e.2);
+                Bytes::from(format!("id: {id}\ndata: {array}\n\n"))
+            }
+        }
+    }
+
+    fn heartbeat(self) -> Bytes {
+        match self {
+            Format::Lines => Bytes::from_static(b"[]\n"),
+            Format::EventStream => Bytes::from_static(b": heartbeat\n\n"),
+        }
+    }
+
+    fn closing(self, code: &str, detail: &str, cursor: u64) -> Bytes {
+        let object = json!({"error": code, "detail": detail, "resume_since": cursor});
+        match self {
+            Format::Lines => Bytes::from(format!("{object}\n")),
+            Format::EventStream => Bytes::from(format!("event: close\ndata: {object}\n\n")),
+        }
+    }
+}
+
+pub async fn stream(
+    State(state): State<Fanout>,
+    Path(app_id): Path<String>,
+    authed: AuthedApp,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authed.require(&app_id)?;
+    let format = match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        Some(accept) if accept.contains("text/event-stream") => Format::EventStream,
+        _ => Format::Lines,
+    };
+    let last_event_id =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let since = query.since.or(last_event_id);
+    let bounds = state.store.log_bounds(&app_id).await?.ok_or_else(|| ApiError::not_found("no such app"))?;
+    if let Some(since) = since {
+        if since < bounds.purged_seq {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "resync_required",
+                format!(
+                    "events after {since} are past retention (kept from {}); reconnect with ?snapshot=true",
+                    bounds.purged_seq + 1
+                ),
+            ));
+        }
+        if since > bounds.last_seq {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_since",
+                format!("since={since} is beyond the newest event ({})", bounds.last_seq),
+            ));
+        }
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(state.config.stream_buffer);
+    let (id, replaced) = state.streams.open(&app_id);
+    // One stream per app in the whole cluster: an older one on another node ends too.
+    if state.is_clustered() {
+        state.bus.publish(Signal::StreamOpened { origin: state.node.clone(), app_id: app_id.clone() });
+    }
+    let snapshot = query.snapshot.unwrap_or(false);
+    let start = since.unwrap_or(bounds.last_seq);
+    state.metrics.streams.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let pump = Pump { state: state.clone(), app_id: app_id.clone(), format, tx, cursor: start };
+        pump.run(snapshot, replaced).await;
+        state.streams.close(&app_id, id);
+        state.metrics.streams.fetch_sub(1, Ordering::Relaxed);
+    });
+    let content_type = match format {
+        Format::Lines => "application/x-ndjson",
+        Format::EventStream => "text/event-stream",
+    };
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let body = Body::from_stream(futures_util::StreamExt::map(chunks, Ok::<Bytes, std::convert::Infallible>));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Why a stream ended early.
+enum End {
+    /// The consumer went away, or the stream closed itself with a reason already sent.
+    Done,
+    Lagging,
+}
+
+struct Pump {
+    state: Fanout,
+    app_id: String,
+    format: Format,
+    tx: mpsc::Sender<Bytes>,
+    cursor: u64,
+}
+
+impl Pump {
+    /// Queues a chunk unless that would leave no room for a closing line.
+    fn push(&self, chunk: Bytes) -> Result<(), End> {
+        if self.tx.is_closed() {
+            return Err(End::Done);
+        }
+        if self.tx.capacity() < 2 {
+            return Err(End::Lagging);
+        }
+        self.tx.try_send(chunk).map_err(|_| End::Done)
+    }
+
+    fn close_with(&self, code: &str, detail: &str) {
+        let _ = self.tx.try_send(self.format.closing(code, detail, self.cursor));
+    }
+
+    async fn run(mut self, snapshot: bool, replaced: CancellationToken) {
+        let mut signals = self.state.bus.subscribe();
+        let shutdown = self.state.shutdown.clone();
+        let heartbeat = self.state.config.stream_heartbeat;
+        let result: Result<(), End> = async {
+            if snapshot {
+                self.snapshot().await?;
+            }
+            loop {
+                self.drain().await?;
+                let idle = tokio::time::sleep(heartbeat);
+                tokio::pin!(idle);
+                loop {
+                    tokio::select! {
+                        _ = replaced.cancelled() => {
+                            self.close_with("replaced", "a newer stream for this app replaced this one");
+                            return Err(End::Done);
+                        }
+                        _ = shutdown.cancelled() => {
+                            self.close_with("shutting_down", "the server is shutting down; reconnect with ?since");
+                            return Err(End::Done);
+                        }
+                        _ = self.tx.closed() => return Err(End::Done),
+                        // A heartbeat also reads the log: a signal lost between nodes delays an
+                        // event by at most one heartbeat.
+                        () = &mut idle => {
+                            self.push(self.format.heartbeat())?;
+                            break;
+                        }
+                        signal = signals.recv() => match signal {
+                            Ok(Signal::AppEvents { app_id, seq }) if app_id == self.app_id && seq > self.cursor => break,
+                            // Missed signals: the log has whatever they said.
+                            Ok(Signal::Reconnected) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(End::Done),
+                            Ok(_) => {}
+                        },
+                    }
+                }
+            }
+        }
+        .await;
+        if let Err(End::Lagging) = result {
+            self.state.metrics.streams_lagging.fetch_add(1, Ordering::Relaxed);
+            self.close_with(
+                "consumer_lagging",
+                "the consumer fell too far behind; reconnect with ?since to resume",
+            );
+        }
+    }
+
+    async fn snapshot(&mut self) -> Result<(), End> {
+        let (current, seq) = match self.state.store.snapshot(&self.app_id).await {
+            Ok(found) => found,
+            Err(error) => return Err(self.store_failed(error)),
+        };
+        let entries: Vec<(String, String, u64)> =
+            current.into_iter().map(|(uid, status)| (uid, status, seq)).collect();
+        self.push(self.format.batch(&entries))?;
+        self.cursor = seq;
+        Ok(())
+    }
+
+    /// Sends everything in the log after the cursor.
+    async fn drain(&mut self) -> Result<(), End> {
+        loop {
+            let page = match self.state.store.events_after(&self.app_id, self.cursor, PAGE).await {
+                Ok(page) => page,
+                Err(error) => return Err(self.store_failed(error)),
+            };
+            let scanned_all = page.complete;
+            if !page.events.is_empty() {
+                let entries: Vec<(String, String, u64)> =
+                    page.events.into_iter().map(|e| (e.uid, e.status, e.seq)).collect();
+                self.push(self.format.batch(&entries))?;
+            }
+            self.cursor = page.scanned_to;
+            if scanned_all {
+                return Ok(());
+            }
+        }
+    }
+
+    fn store_failed(&self, error: crate::store::StoreError) -> End {
+        tracing::error!(error = %crate::error::chain(&error), app_id = %self.app_id, "stream cannot read the log");
+        self.close_with("unavailable", "the server cannot read the event log; reconnect later");
+        End::Done
+    }
+}

@@ -1,0 +1,337 @@
+//! The webhook dispatcher: for every app with a webhook URL, at most one POST per
+//! `webhook_batch_interval`, carrying the latest status per user among the events not yet
+//! delivered, signed per Standard Webhooks.
+//!
+//! Delivery is at least once: the app's cursor moves past events only after a 2xx, so a crash
+//! before that resends them. Failures back off exponentially with jitter (1 s doubling to an
+//! hour) or as `Retry-After` says; `410 Gone` disables the endpoint at once, and so does
+//! continuous failure for `webhook_disable_after`. One request per endpoint is in flight at a
+//! time. Paused and revoked grants are re-checked when the batch is read, just before sending.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Fanout;
+use crate::bus::Signal;
+use crate::clock::unix_now;
+use crate::domain::{DeliveryRecord, WebhookOutcome};
+use crate::egress::Egress;
+use crate::store::WebhookTarget;
+
+/// How much of a webhook's response body is read (and discarded).
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+const MAX_BACKOFF_SECS: u64 = 3600;
+const MAX_RETRY_AFTER_SECS: u64 = 86400;
+/// Due webhooks are looked for at most this often, however many events arrive.
+const MIN_SCAN_GAP: Duration = Duration::from_millis(100);
+
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the `whsec_` secret.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> Option<String> {
+    let key = STANDARD.decode(secret.strip_prefix("whsec_")?).ok()?;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).ok()?;
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+}
+
+/// The latest status per uid, in the order of each uid's last event.
+pub fn latest_per_uid(events: &[crate::domain::Event]) -> Vec<(String, String)> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        last.insert(&event.uid, index);
+    }
+    let mut indices: Vec<usize> = last.into_values().collect();
+    indices.sort_unstable();
+    indices.into_iter().map(|i| (events[i].uid.clone(), events[i].status.clone())).collect()
+}
+
+/// Delay before retry number `attempts` (0-based): doubling from 1 s, capped at an hour, with
+/// jitter over its upper half.
+pub fn backoff(attempts: u32) -> Duration {
+    let ceiling = 1u64.checked_shl(attempts.min(20)).unwrap_or(u64::MAX).min(MAX_BACKOFF_SECS) * 1000;
+    Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), ceiling / 2..=ceiling))
+}
+
+/// `Retry-After` as seconds from now: a number of seconds or an HTTP date, capped at a day.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let seconds = match value.trim().parse::<u64>() {
+        Ok(seconds) => seconds,
+        Err(_) => {
+            httpdate::parse_http_date(value.trim()).ok()?.duration_since(now).map_or(0, |d| d.as_secs())
+        }
+    };
+    Some(seconds.min(MAX_RETRY_AFTER_SECS))
+}
+
+pub struct Dispatcher {
+    state: Fanout,
+    client: reqwest::Client,
+    egress: Egress,
+    in_flight: Mutex<HashSet<String>>,
+    /// When each endpoint was last tried by this node (finer than the stored seconds).
+    last_tried: Mutex<HashMap<String, Instant>>,
+}
+
+impl Dispatcher {
+    pub fn new(state: Fanout) -> Arc<Dispatcher> {
+        let egress = state.egress.as_ref().clone();
+        let client = egress.client(state.config.webhook_timeout);
+        Arc::new(Dispatcher {
+            state,
+            client,
+            egress,
+            in_flight: Mutex::new(HashSet::new()),
+            last_tried: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Scans for due webhooks when events arrive (at most every `MIN_SCAN_GAP`) and every second.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut signals = self.state.bus.subscribe();
+        let mut last_scan = Instant::now() - Duration::from_secs(1);
+        loop {
+            let woken = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                // A user's presence changing is not news here; the app events it appended are.
+                signal = signals.recv() => !matches!(signal, Ok(Signal::Presence(_))),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+            };
+            if !woken {
+                continue;
+            }
+            let since = last_scan.elapsed();
+            if since < MIN_SCAN_GAP {
+                tokio::time::sleep(MIN_SCAN_GAP - since).await;
+            }
+            last_scan = Instant::now();
+            let now = unix_now();
+            let sent_before = now - self.state.config.webhook_batch_interval.as_secs() as i64;
+            let claim_until = now + self.state.config.node_lease.as_secs() as i64;
+            match self.state.store.due_webhooks(now, sent_before, claim_until).await {
+                Ok(due) => self.start(due),
+                Err(error) => {
+                    tracing::error!(error = %crate::error::chain(&error), "cannot list due webhooks")
+                }
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, due: Vec<WebhookTarget>) {
+        let interval = self.state.config.webhook_batch_interval;
+        for target in due {
+            // At most one POST per interval: the store only lists apps whose stored last send
+            // (seconds; it covers restarts and other nodes) is an interval old, and the
+            // monotonic time covers this node's own attempts within a second.
+            let tried =
+                self.last_tried.lock().unwrap_or_else(|e| e.into_inner()).get(&target.app_id).copied();
+            if tried.is_some_and(|at| at.elapsed() < interval) {
+                continue;
+            }
+            if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(target.app_id.clone()) {
+                continue; // one request in flight per endpoint
+            }
+            self.last_tried
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(target.app_id.clone(), Instant::now());
+            let dispatcher = Arc::clone(self);
+            self.state.tracker.spawn(async move {
+                let app_id = target.app_id.clone();
+                if let Err(error) = dispatcher.attempt(target).await {
+                    tracing::error!(error = %crate::error::chain(&error), app_id = %app_id, "webhook attempt not recorded");
+                }
+                dispatcher.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&app_id);
+            });
+        }
+    }
+
+    async fn attempt(&self, target: WebhookTarget) -> Result<(), crate::store::StoreError> {
+        let config = &self.state.config;
+        let store = &self.state.store;
+        let page = store.events_after(&target.app_id, target.cursor, config.webhook_max_batch).await?;
+        let batch = latest_per_uid(&page.events);
+        let started = Instant::now();
+        let now = unix_now();
+        let message_id = format!("msg_{}_{}_{}", target.app_id, target.cursor, page.scanned_to);
+        let mut record = DeliveryRecord {
+            at: now,
+            message_id: message_id.clone(),
+            events: batch.len() as u32,
+            status_code: None,
+            error: None,
+            duration_ms: 0,
+        };
+        if batch.is_empty() {
+            // Everything read was withheld (paused or revoked users): nothing to send.
+            let outcome = WebhookOutcome::Delivered { cursor: page.scanned_to };
+            return store.record_attempt(&target.app_id, &record, &outcome).await;
+        }
+        let body = serde_json::to_string(&batch).expect("pairs serialize");
+        let sent = self.send(&target, &message_id, now, body).await;
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        let failing_for = target.failing_since.map_or(0, |since| now - since);
+        let give_up = failing_for >= config.webhook_disable_after.as_secs() as i64;
+        let outcome = match sent {
+            Ok((status, _)) if (200..300).contains(&status) => {
+                record.status_code = Some(status);
+                WebhookOutcome::Delivered { cursor: page.scanned_to }
+            }
+            Ok((410, _)) => {
+                record.status_code = Some(410);
+                let disable = "the endpoint answered 410 Gone".to_owned();
+                tracing::warn!(app_id = %target.app_id, "webhook disabled: 410 Gone");
+                WebhookOutcome::Failed { retry_at: now, disable: Some(disable) }
+            }
+            Ok((status, wait)) => {
+                record.status_code = Some(status);
+                record.error = Some(format!("the endpoint answered {status}"));
+                self.failed(&target, now, wait, give_up)
+            }
+            Err(error) => {
+                record.error = Some(error);
+                self.failed(&target, now, None, give_up)
+            }
+        };
+        store.record_attempt(&target.app_id, &record, &outcome).await
+    }
+
+    fn failed(
+        &self,
+        target: &WebhookTarget,
+        now: i64,
+        retry_after: Option<u64>,
+        give_up: bool,
+    ) -> WebhookOutcome {
+        if give_up {
+            tracing::warn!(app_id = %target.app_id, "webhook disabled after failing continuously");
+            let days = self.state.config.webhook_disable_after.as_secs() / 86400;
+            let reason = format!(
+                "failing continuously for {}",
+                if days > 0 { format!("{days} days") } else { "too long".into() }
+            );
+            return WebhookOutcome::Failed { retry_at: now, disable: Some(reason) };
+        }
+        let wait = match retry_after {
+            Some(seconds) => Duration::from_secs(seconds),
+            None => backoff(target.attempts),
+        };
+        WebhookOutcome::Failed { retry_at: now + wait.as_secs_f64().ceil() as i64, disable: None }
+    }
+
+    /// POSTs the body; returns the status and any `Retry-After`, or why nothing was received.
+    async fn send(
+        &self,
+        target: &WebhookTarget,
+        id: &str,
+        timestamp: i64,
+        body: String,
+    ) -> Result<(u16, Option<u64>), String> {
+        let url = url::Url::parse(&target.url).map_err(|_| "the webhook URL does not parse".to_owned())?;
+        self.egress.check_url(&url)?;
+        let secret =
+            self.state.webhook_vault.open(&target.secret_sealed).ok_or_else(|| {
+                "the webhook secret cannot be opened (was the server key changed?)".to_owned()
+            })?;
+        let signature = sign(&secret, id, timestamp, &body)
+            .ok_or_else(|| "the webhook secret is malformed".to_owned())?;
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let wait = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
+        // Read a little of the body, so the connection can be reused; never all of it.
+        let mut response = response;
+        let mut read = 0;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            read += chunk.len();
+            if read > MAX_RESPONSE_BODY {
+                break;
+            }
+        }
+        Ok((status, wait))
+    }
+}
+
+/// A short reason for a failed request, naming egress refusals plainly.
+fn describe(error: &reqwest::Error) -> String {
+    let chain = crate::error::chain(error);
+    if let Some(refused) = chain.split(": ").find(|part| part.starts_with("refused")) {
+        return refused.to_owned();
+    }
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        format!("cannot connect: {chain}")
+    } else {
+        chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Event;
+
+    #[test]
+    fn a_batch_keeps_the_latest_status_per_user() {
+        let event =
+            |seq, uid: &str, status: &str| Event { seq, uid: uid.into(), status: status.into(), at: 0 };
+        let events = [
+            event(1, "a", "online"),
+            event(2, "b", "away"),
+            event(3, "a", "offline"),
+            event(4, "c", "online"),
+        ];
+        assert_eq!(
+            latest_per_uid(&events),
+            vec![("b".into(), "away".into()), ("a".into(), "offline".into()), ("c".into(), "online".into())]
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_an_hour() {
+        for attempts in 0..30 {
+            let ceiling = (1u64 << attempts.min(20)).min(3600) * 1000;
+            let wait = backoff(attempts).as_millis() as u64;
+            assert!(wait >= ceiling / 2 && wait <= ceiling, "{attempts}: {wait}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(retry_after("120", now), Some(120));
+        assert_eq!(retry_after("999999999", now), Some(86400));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(retry_after(&later, now), Some(90));
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The example from the Standard Webhooks specification.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = r#"{"test": 2432232314}"#;
+        let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}

@@ -1,0 +1,42 @@
+//! The push gateway: devices' WebSockets at `/` speaking SimplePush (with the presence
+//! extension), AppServers' `PUT /update/{token}`, the endpoint tokens that name a channel, and
+//! the registry of connections on this node. `session` decides what a connection does (frames
+//! in, actions out, no I/O); `socket` runs it on a WebSocket.
+
+pub mod endpoint;
+pub mod protocol;
+pub mod registry;
+pub mod relay;
+pub mod socket;
+pub mod update;
+
+use std::sync::Arc;
+
+use axum::routing::{get, put};
+use axum::Router;
+
+use crate::ops::Core;
+
+/// What the gateway's handlers share.
+#[derive(Clone)]
+pub struct Gateway {
+    pub core: Core,
+    pub registry: Arc<registry::Registry>,
+    pub relay: Arc<relay::Relay>,
+    pub keys: Arc<endpoint::EndpointKeys>,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+pub fn routes(state: Gateway) -> Router {
+    Router::new()
+        .route("/", get(socket::upgrade))
+        .route("/update/{token}", put(update::put).fallback(update::method_not_allowed))
+        .with_state(state)
+}

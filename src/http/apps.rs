@@ -1,0 +1,217 @@
+//! The apps and grants API: developers register and change apps, apps trade consent codes for
+//! uids and read their users' presence and webhook deliveries, users list, pause and revoke
+//! their grants.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{AuthedAccount, AuthedApp};
+use super::error::{ApiError, ApiJson};
+use super::HttpState;
+use crate::domain::App;
+use crate::ops::{apps, grants};
+
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/apps", post(create_app).get(list_apps))
+        .route("/v1/apps/{app_id}", patch(update_app))
+        .route("/v1/apps/{app_id}/secret", post(rotate_secret))
+        .route("/v1/apps/{app_id}/presence", get(current_presence))
+        .route("/v1/apps/{app_id}/deliveries", get(list_deliveries))
+        .route("/v1/apps/{app_id}/webhook/enable", post(enable_webhook))
+        .route("/v1/grants/token", post(exchange_code))
+        .route("/v1/me/grants", get(list_grants))
+        .route("/v1/me/grants/{app_id}", patch(change_grant).delete(revoke_grant))
+}
+
+#[derive(Deserialize)]
+struct NewApp {
+    name: String,
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    webhook_url: Option<String>,
+}
+
+async fn create_app(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    ApiJson(body): ApiJson<NewApp>,
+) -> Result<Response, ApiError> {
+    let webhook_url = body.webhook_url.as_deref().unwrap_or("");
+    let created = apps::register_app(&state, account, &body.name, &body.redirect_uris, webhook_url).await?;
+    let body =
+        json!({"app_id": created.app_id, "secret": created.secret, "webhook_secret": created.webhook_secret});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn app_json(app: &App) -> serde_json::Value {
+    json!({
+        "app_id": app.app_id,
+        "name": app.name,
+        "redirect_uris": app.redirect_uris,
+        "webhook_url": app.webhook_url,
+        "created_at": app.created_at,
+    })
+}
+
+async fn list_apps(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+) -> Result<Response, ApiError> {
+    let apps: Vec<_> = state.store.apps_of(account).await?.iter().map(app_json).collect();
+    Ok(Json(json!({"apps": apps})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppPatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
+    /// `""` or `null` removes the webhook.
+    #[serde(default, deserialize_with = "present")]
+    webhook_url: Option<Option<String>>,
+}
+
+/// Tells a field that is absent (`None`) from one that is `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(deserializer)?))
+}
+
+async fn update_app(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+    ApiJson(patch): ApiJson<AppPatch>,
+) -> Result<Response, ApiError> {
+    let webhook_url = patch.webhook_url.as_ref().map(Option::as_deref);
+    let app = apps::update(
+        &state,
+        account,
+        &app_id,
+        patch.name.as_deref(),
+        patch.redirect_uris.as_deref(),
+        webhook_url,
+    )
+    .await?;
+    Ok(Json(app_json(&app)).into_response())
+}
+
+async fn rotate_secret(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let secret = apps::rotate_app_secret(&state, account, &app_id).await?;
+    Ok(Json(json!({"app_id": app_id, "secret": secret})).into_response())
+}
+
+#[derive(Deserialize)]
+struct CodeExchange {
+    code: String,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    #[serde(default)]
+    code_verifier: Option<String>,
+}
+
+/// `POST /v1/grants/token`: the app trades the code from the consent redirect for the user's uid.
+async fn exchange_code(
+    State(state): State<HttpState>,
+    AuthedApp(app): AuthedApp,
+    ApiJson(body): ApiJson<CodeExchange>,
+) -> Result<Response, ApiError> {
+    let uid = grants::exchange_code(
+        &state,
+        &app,
+        &body.code,
+        body.redirect_uri.as_deref(),
+        body.code_verifier.as_deref(),
+    )
+    .await?;
+    Ok(Json(json!({"uid": uid})).into_response())
+}
+
+/// `GET /v1/apps/{app_id}/presence?uid=…&uid=…` (or `uid=a,b`): the current status of granted
+/// users; uids without an enabled grant are left out.
+async fn current_presence(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    authed: AuthedApp,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    authed.require(&app_id)?;
+    let uids: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "uid")
+        .flat_map(|(_, value)| {
+            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect();
+    let found = grants::presence_of(&state, &app_id, &uids).await?;
+    Ok(Json(json!({"presence": found})).into_response())
+}
+
+/// `GET /v1/apps/{app_id}/deliveries`: the webhook's health and its latest attempts.
+async fn list_deliveries(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    authed: AuthedApp,
+) -> Result<Response, ApiError> {
+    let app = authed.require(&app_id)?;
+    let health = state.store.webhook_health(&app_id).await?;
+    let deliveries = state.store.deliveries(&app_id, 100).await?;
+    Ok(Json(json!({"webhook_url": app.webhook_url, "webhook": health, "deliveries": deliveries}))
+        .into_response())
+}
+
+async fn enable_webhook(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    apps::reenable_webhook(&state, account, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_grants(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+) -> Result<Response, ApiError> {
+    let grants = grants::list(&state, account).await?;
+    Ok(Json(json!({"grants": grants})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantPatch {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    coarse: Option<bool>,
+}
+
+async fn change_grant(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+    ApiJson(patch): ApiJson<GrantPatch>,
+) -> Result<Response, ApiError> {
+    grants::set(&state, account, &app_id, patch.enabled, patch.coarse).await?;
+    let grant = grants::list(&state, account).await?.into_iter().find(|g| g.app_id == app_id);
+    Ok(Json(grant).into_response())
+}
+
+async fn revoke_grant(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    grants::revoke(&state, account, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,98 @@
+//! Errors at the HTTP edge: a stable `code`, a human `detail`, the right status. Operations'
+//! errors map here in one place; internal errors become an opaque 500, logged once with their
+//! cause chain.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError { status, code, detail: detail.into(), retry_after: None }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// Logs `error` with its sources and hides it from the client.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> ApiError {
+        tracing::error!(error = %crate::error::chain(error), "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> ApiError {
+        ApiError::internal(&error)
+    }
+}
+
+impl From<crate::ops::Error> for ApiError {
+    fn from(error: crate::ops::Error) -> ApiError {
+        use crate::ops::Error;
+        match error {
+            Error::Invalid { code, detail } => ApiError::new(StatusCode::BAD_REQUEST, code, detail),
+            Error::NotFound(detail) => ApiError::not_found(detail),
+            Error::Unauthorized { code, detail } => ApiError::new(StatusCode::UNAUTHORIZED, code, detail),
+            Error::Conflict { code, detail } => ApiError::new(StatusCode::CONFLICT, code, detail),
+            Error::TooLarge { code, detail } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, detail),
+            Error::RateLimited { code, detail, retry_after } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+            },
+            error @ (Error::Unavailable(_) | Error::Store(_)) => ApiError::internal(&error),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(Body { code: self.code, detail: &self.detail });
+        let mut response = (self.status, body).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON body whose rejections are `ApiError`s (`invalid_body`), like every other error.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_body", rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The HTTP interface for people and apps: the JSON API under `/v1`, the web pages (sign-in,
+//! consent, settings, developers) and the operator's `/healthz` and `/metrics`. Handlers parse
+//! the request, call an operation (`ops`) and shape the answer; errors become `ApiError`.
+
+pub mod api;
+pub mod apps;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod notifications;
+pub mod oidc;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+use crate::ops::Core;
+use crate::vault::Vault;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub core: Core,
+    pub oidc: Option<Arc<oidc::OidcVerifier>>,
+    /// Seals secrets carried to the next page (shown once).
+    pub flash_vault: Arc<Vault>,
+}
+
+impl std::ops::Deref for HttpState {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// Every HTTP route but the device gateway's and the app streams'.
+pub fn routes(state: HttpState) -> Router {
+    let json_limit = DefaultBodyLimit::max(state.config.max_json_body);
+    Router::new()
+        .merge(api::routes().merge(apps::routes()).merge(notifications::routes()).layer(json_limit))
+        .merge(web::routes())
+        .merge(health::routes())
+        .with_state(state)
+}

@@ -1,0 +1,168 @@
+//! Signing in and out in the browser, and signing up (local accounts).
+
+use askama::Template;
+use axum::extract::{Form, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::{render, safe_next, set_cookie, urlencode, Csrf, Viewer, SESSION_COOKIE};
+use crate::clock::unix_now;
+use crate::domain::AccountId;
+use crate::http::error::ApiError;
+use crate::http::HttpState;
+use crate::ops::accounts::TOKEN_PREFIX;
+use crate::secrets::{digest, new_secret};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    signup: bool,
+    /// Offer "sign in with the identity provider".
+    oidc: bool,
+    next: String,
+    error: Option<&'static str>,
+    csrf: String,
+    signed_in: bool,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+fn login_error(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "credentials" => "That email and password do not match an account.",
+        "taken" => "There is already an account with that email. Sign in instead.",
+        "email" => "That does not look like an email address.",
+        "weak" => "Choose a password of at least 8 characters.",
+        "throttled" => "Too many attempts for this email. Wait a minute and try again.",
+        _ => "Something went wrong. Try again.",
+    })
+}
+
+pub async fn page(
+    State(state): State<HttpState>,
+    Viewer(viewer): Viewer,
+    Csrf(csrf): Csrf,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    if viewer.is_some() && query.error.is_none() {
+        return Redirect::to(&next).into_response();
+    }
+    render(&LoginPage {
+        signup: false,
+        oidc: state.oidc.is_some(),
+        next,
+        error: login_error(query.error.as_deref()),
+        csrf,
+        signed_in: false,
+    })
+}
+
+pub async fn signup_page(Csrf(csrf): Csrf, Query(query): Query<LoginQuery>) -> Response {
+    let next = safe_next(query.next.as_deref());
+    render(&LoginPage {
+        signup: true,
+        oidc: false,
+        next,
+        error: login_error(query.error.as_deref()),
+        csrf,
+        signed_in: false,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    email: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Starts a browser session: a bearer token in the session cookie, then 303 to `next`.
+pub(super) async fn start_session(state: &HttpState, account: AccountId, next: &str) -> Response {
+    let token = new_secret(TOKEN_PREFIX);
+    let now = unix_now();
+    let ttl = state.config.token_ttl.as_secs();
+    if let Err(error) =
+        state.store.create_token(&digest(&token), account, now, now.saturating_add(ttl as i64)).await
+    {
+        return crate::http::error::ApiError::from(error).into_response();
+    }
+    let mut response = Redirect::to(next).into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, set_cookie(state, SESSION_COOKIE, &token, "Lax", Some(ttl)));
+    response
+}
+
+fn back_to(page: &str, error: &str, next: &str) -> Response {
+    Redirect::to(&format!("/{page}?error={error}&next={}", urlencode(next))).into_response()
+}
+
+pub async fn submit(State(state): State<HttpState>, csrf: Csrf, Form(form): Form<Credentials>) -> Response {
+    if let Err(refused) = csrf.check(&form.csrf) {
+        return refused;
+    }
+    let next = safe_next(form.next.as_deref());
+    match crate::ops::accounts::check_password(&state, &form.email, form.password).await {
+        Ok(Some(account)) => start_session(&state, account, &next).await,
+        Ok(None) => back_to("login", "credentials", &next),
+        Err(crate::ops::Error::RateLimited { .. }) => back_to("login", "throttled", &next),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+pub async fn signup(State(state): State<HttpState>, csrf: Csrf, Form(form): Form<Credentials>) -> Response {
+    if let Err(refused) = csrf.check(&form.csrf) {
+        return refused;
+    }
+    let next = safe_next(form.next.as_deref());
+    let Some(email) = crate::ops::accounts::normalize_email(&form.email) else {
+        return back_to("signup", "email", &next);
+    };
+    if form.password.chars().count() < 8 {
+        return back_to("signup", "weak", &next);
+    }
+    let password = form.password;
+    let hash = match tokio::task::spawn_blocking(move || crate::secrets::hash_password(&password)).await {
+        Ok(hash) => hash,
+        Err(error) => return crate::http::error::ApiError::internal(&error).into_response(),
+    };
+    match state.store.create_local_account(&email, &hash, unix_now()).await {
+        Ok(Some(account)) => start_session(&state, account, &next).await,
+        Ok(None) => back_to("signup", "taken", &next),
+        Err(error) => crate::http::error::ApiError::from(error).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    State(state): State<HttpState>,
+    csrf: Csrf,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if let Err(refused) = csrf.check(&form.csrf) {
+        return refused;
+    }
+    if let Some(token) = super::cookie(&headers, SESSION_COOKIE) {
+        if let Err(error) = state.store.revoke_token(&digest(token)).await {
+            return crate::http::error::ApiError::from(error).into_response();
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, "", "Lax", Some(0)));
+    response
+}

@@ -1,0 +1,354 @@
+//! The browser pages: sign-in, the consent page (the seed's "doorhanger"), the user's settings
+//! and the developers' page. Plain HTML forms (no JavaScript), escaping templates, one
+//! stylesheet.
+//!
+//! Every POST carries a CSRF token that must equal the `presence_csrf` cookie (double submit;
+//! the cookie is HttpOnly and SameSite=Strict) and answers 303. The session is a bearer token
+//! in an HttpOnly, SameSite=Lax cookie, Secure when `public_url` is https. Every response gets
+//! a Content-Security-Policy with `frame-ancestors 'none'` and `X-Frame-Options: DENY`.
+
+// A page's refusal is itself a page (a redirect, an error page): `Result<_, Response>` keeps the
+// handlers flat, and these paths are cold.
+#![allow(clippy::result_large_err)]
+
+mod consent;
+mod developers;
+mod login;
+mod oidc_login;
+mod settings;
+
+use crate::http::error::ApiError;
+use askama::Template;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::AccountId;
+use crate::http::HttpState;
+use crate::secrets::{constant_time_eq, digest, new_secret};
+
+pub const SESSION_COOKIE: &str = "presence_session";
+const CSRF_COOKIE: &str = "presence_csrf";
+const FLASH_COOKIE: &str = "presence_flash";
+/// The policy for every page; the consent page widens `form-action` to the app's redirect origin.
+pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/assets/presence.css", get(stylesheet))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/signup", get(login::signup_page).post(login::signup))
+        .route("/logout", post(login::logout))
+        .route("/login/oidc", get(oidc_login::start))
+        .route("/login/oidc/callback", get(oidc_login::callback))
+        .route("/grant", get(consent::page).post(consent::decide))
+        .route("/settings", get(settings::page))
+        .route("/settings/policy", post(settings::save_policy))
+        .route("/settings/devices/{device_id}/remove", post(settings::remove_device))
+        .route("/settings/apps/{app_id}", post(settings::change_app))
+        .route("/developers", get(developers::page))
+        .route("/developers/apps", post(developers::create))
+        .route("/developers/apps/{app_id}/secret", post(developers::rotate))
+        .route("/developers/apps/{app_id}/webhook/enable", post(developers::enable_webhook))
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        include_str!("../../../assets/presence.css"),
+    )
+        .into_response()
+}
+
+/// Security headers on every response, and the CSRF cookie for browsers that lack one.
+pub async fn security_headers(State(state): State<HttpState>, mut request: Request, next: Next) -> Response {
+    let existing = cookie(request.headers(), CSRF_COOKIE).filter(|c| c.len() >= 32).map(str::to_owned);
+    let csrf = existing.clone().unwrap_or_else(|| new_secret(""));
+    request.extensions_mut().insert(Csrf(csrf.clone()));
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DEFAULT_CSP));
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let is_page = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if existing.is_none() && is_page {
+        let value = set_cookie(&state, CSRF_COOKIE, &csrf, "Strict", Some(365 * 86400));
+        headers.append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// This browser's CSRF token, to embed in forms.
+#[derive(Clone)]
+pub struct Csrf(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Csrf {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        parts
+            .extensions
+            .get::<Csrf>()
+            .cloned()
+            .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+}
+
+impl Csrf {
+    /// Whether a submitted form's token is this browser's.
+    pub fn check(&self, submitted: &str) -> Result<(), Response> {
+        if constant_time_eq(&self.0, submitted) {
+            Ok(())
+        } else {
+            Err(message(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "Go back, reload the page and try again.",
+            ))
+        }
+    }
+}
+
+/// The signed-in account of a browser, if any.
+pub struct Viewer(pub Option<AccountId>);
+
+impl FromRequestParts<HttpState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Response> {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Ok(Viewer(None));
+        };
+        match state.store.token_account(&digest(token), crate::clock::unix_now()).await {
+            Ok(account) => Ok(Viewer(account)),
+            Err(error) => Err(crate::http::error::ApiError::from(error).into_response()),
+        }
+    }
+}
+
+impl Viewer {
+    /// The account, or a redirect to sign in and come back to `back`.
+    pub fn require(&self, back: &str) -> Result<AccountId, Response> {
+        self.0.ok_or_else(|| Redirect::to(&format!("/login?next={}", urlencode(back))).into_response())
+    }
+}
+
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// A `Set-Cookie` value: HttpOnly, Path=/, Secure when served over https.
+pub fn set_cookie(
+    state: &HttpState,
+    name: &str,
+    value: &str,
+    same_site: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if state.public_url.starts_with("https://") {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).expect("cookie values are base64url")
+}
+
+pub fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Where to go after signing in: a path on this site, never elsewhere.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") => {
+            path.to_owned()
+        }
+        _ => "/settings".to_owned(),
+    }
+}
+
+/// A form that only carries its CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// The account behind a signed-in form submission: its CSRF token checked, a session required
+/// (else back to `page` after signing in).
+pub fn signed_form(csrf: &Csrf, submitted: &str, viewer: &Viewer, page: &str) -> Result<AccountId, Response> {
+    csrf.check(submitted)?;
+    viewer.require(page)
+}
+
+/// After a form's action: back to `page` with its flash, or with the error's detail when the
+/// error is the user's to fix; other errors are internal.
+pub fn after<E: Into<ApiError>>(state: &HttpState, page: &str, result: Result<Flash, E>) -> Response {
+    match result.map_err(Into::into) {
+        Ok(flash) => flash.redirect(state, page),
+        Err(error) if error.status.is_client_error() => Flash::error(error.detail).redirect(state, page),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A message carried to the next page in a sealed cookie: shown once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Flash {
+    #[serde(default)]
+    pub notice: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Secrets to show once: (label, value).
+    #[serde(default)]
+    pub secrets: Vec<(String, String)>,
+}
+
+impl Flash {
+    pub fn notice(text: impl Into<String>) -> Flash {
+        Flash { notice: Some(text.into()), ..Flash::default() }
+    }
+
+    pub fn error(text: impl Into<String>) -> Flash {
+        Flash { error: Some(text.into()), ..Flash::default() }
+    }
+
+    /// A 303 to `to` that carries this flash.
+    pub fn redirect(self, state: &HttpState, to: &str) -> Response {
+        let sealed = state.flash_vault.seal(&serde_json::to_string(&self).expect("flash serializes"));
+        let mut response = Redirect::to(to).into_response();
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, set_cookie(state, FLASH_COOKIE, &sealed, "Lax", Some(300)));
+        response
+    }
+
+    /// The flash sent with this request, if any, and the header that clears it.
+    pub fn take(state: &HttpState, headers: &HeaderMap) -> (Flash, Option<HeaderValue>) {
+        match cookie(headers, FLASH_COOKIE) {
+            Some(sealed) => {
+                let flash = state
+                    .flash_vault
+                    .open(sealed)
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or_default();
+                (flash, Some(set_cookie(state, FLASH_COOKIE, "", "Lax", Some(0))))
+            }
+            None => (Flash::default(), None),
+        }
+    }
+}
+
+/// Renders a page; a rendering failure is an internal error, logged.
+pub fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => crate::http::error::ApiError::internal(&error).into_response(),
+    }
+}
+
+/// A page with the flash cleared.
+pub fn render_with(template: &impl Template, clear_flash: Option<HeaderValue>) -> Response {
+    let mut response = render(template);
+    if let Some(clear) = clear_flash {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    text: &'a str,
+    csrf: &'a str,
+    signed_in: bool,
+}
+
+/// A page that only says something (errors, mostly), with its status.
+pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    let mut response = render(&MessagePage { title, text, csrf: "", signed_in: false });
+    *response.status_mut() = status;
+    response
+}
+
+/// The first letter of a name, for its badge.
+pub fn initial(name: &str) -> String {
+    name.chars().find(|c| c.is_alphanumeric()).map_or_else(|| "?".to_owned(), |c| c.to_uppercase().collect())
+}
+
+/// "24 Nov 2026, 22:55 UTC".
+pub fn format_time(unix: i64) -> String {
+    let days = unix.div_euclid(86400);
+    let seconds = unix.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{day} {} {year}, {:02}:{:02} UTC",
+        MONTHS[(month - 1) as usize],
+        seconds / 3600,
+        (seconds % 3600) / 60
+    )
+}
+
+/// "just now", "5 minutes ago", "3 hours ago", "2 days ago".
+pub fn ago(unix: i64, now: i64) -> String {
+    let elapsed = (now - unix).max(0);
+    let (count, unit) = match elapsed {
+        0..60 => return "just now".to_owned(),
+        60..3600 => (elapsed / 60, "minute"),
+        3600..86400 => (elapsed / 3600, "hour"),
+        _ => (elapsed / 86400, "day"),
+    };
+    format!("{count} {unit}{} ago", if count == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_like_a_calendar() {
+        assert_eq!(format_time(0), "1 Jan 1970, 00:00 UTC");
+        assert_eq!(format_time(1_795_647_300), "25 Nov 2026, 22:55 UTC");
+        assert_eq!(format_time(951_782_400), "29 Feb 2000, 00:00 UTC");
+        assert_eq!(ago(100, 130), "just now");
+        assert_eq!(ago(0, 60), "1 minute ago");
+        assert_eq!(ago(0, 7200), "2 hours ago");
+        assert_eq!(ago(0, 86400 * 3), "3 days ago");
+    }
+
+    #[test]
+    fn next_never_leaves_the_site() {
+        assert_eq!(safe_next(Some("/grant?app_id=x")), "/grant?app_id=x");
+        for bad in ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x"] {
+            assert_eq!(safe_next(Some(bad)), "/settings", "{bad}");
+        }
+    }
+}

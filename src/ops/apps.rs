@@ -1,0 +1,198 @@
+//! Apps: how a developer registers one, changes it, rotates its secret, and how an app proves
+//! who it is.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use url::Url;
+
+use super::{Core, Error, Result};
+use crate::clock::unix_now;
+use crate::domain::{AccountId, App};
+use crate::secrets::{constant_time_eq, digest, new_secret};
+use crate::store::AppChanges;
+
+pub const APP_SECRET_PREFIX: &str = "ps_";
+const MAX_REDIRECT_URIS: usize = 10;
+const MAX_URL_LENGTH: usize = 2000;
+
+/// A redirect URI apps may register: absolute, no fragment, https (or http to loopback only).
+pub fn validate_redirect_uri(raw: &str) -> Result<String> {
+    let raw = raw.trim();
+    let invalid = || {
+        Error::invalid(
+            "invalid_redirect_uri",
+            format!("{raw:?} is not a valid redirect URI: use an absolute https URL (http only for loopback), without a fragment"),
+        )
+    };
+    if raw.len() > MAX_URL_LENGTH {
+        return Err(invalid());
+    }
+    let url = Url::parse(raw).map_err(|_| invalid())?;
+    if url.fragment().is_some() || !crate::config::is_secure_or_loopback(raw) || !url.username().is_empty() {
+        return Err(invalid());
+    }
+    Ok(raw.to_owned())
+}
+
+/// A webhook URL: absolute http(s). Where it may connect is checked when it is used.
+pub fn validate_webhook_url(raw: &str) -> Result<Option<String>> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match Url::parse(raw) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && raw.len() <= MAX_URL_LENGTH =>
+        {
+            Ok(Some(raw.to_owned()))
+        }
+        _ => Err(Error::invalid("invalid_webhook_url", format!("{raw:?} is not an absolute http(s) URL"))),
+    }
+}
+
+/// A webhook URL, refused at once when its host is an address webhooks may not reach.
+fn checked_webhook_url(core: &Core, raw: &str) -> Result<Option<String>> {
+    let url = validate_webhook_url(raw)?;
+    if let Some(url) = &url {
+        let parsed = Url::parse(url).expect("validated above");
+        core.egress.check_url(&parsed).map_err(|why| Error::invalid("invalid_webhook_url", why))?;
+    }
+    Ok(url)
+}
+
+pub fn validate_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_name",
+            "an app name is 1 to 80 characters, without control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn validate_redirect_uris(uris: &[String]) -> Result<Vec<String>> {
+    if uris.is_empty() || uris.len() > MAX_REDIRECT_URIS {
+        return Err(Error::invalid(
+            "invalid_redirect_uri",
+            format!("register 1 to {MAX_REDIRECT_URIS} redirect URIs"),
+        ));
+    }
+    uris.iter().map(|u| validate_redirect_uri(u)).collect()
+}
+
+/// A new app's secrets, shown once.
+pub struct AppCredentials {
+    pub app_id: String,
+    pub secret: String,
+    pub webhook_secret: String,
+}
+
+/// Registers an app for `owner`.
+pub async fn register_app(
+    core: &Core,
+    owner: AccountId,
+    name: &str,
+    redirect_uris: &[String],
+    webhook_url: &str,
+) -> Result<AppCredentials> {
+    let name = validate_name(name)?;
+    let redirect_uris = validate_redirect_uris(redirect_uris)?;
+    let webhook_url = checked_webhook_url(core, webhook_url)?;
+    let app_id = format!("app_{}", hex::encode(rand::random::<[u8; 8]>()));
+    let secret = new_secret(APP_SECRET_PREFIX);
+    let webhook_secret = format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()));
+    let app = App {
+        app_id: app_id.clone(),
+        owner,
+        name,
+        redirect_uris,
+        webhook_url,
+        secret_hash: digest(&secret),
+        webhook_secret_sealed: core.webhook_vault.seal(&webhook_secret),
+        created_at: unix_now(),
+    };
+    core.store.create_app(&app).await?;
+    tracing::info!(app_id = %app_id, "app registered");
+    Ok(AppCredentials { app_id, secret, webhook_secret })
+}
+
+/// Gives the app a new secret; the old one stops working at once.
+pub async fn rotate_app_secret(core: &Core, owner: AccountId, app_id: &str) -> Result<String> {
+    let secret = new_secret(APP_SECRET_PREFIX);
+    if !core.store.rotate_app_secret(owner, app_id, &digest(&secret)).await? {
+        return Err(Error::NotFound("no such app"));
+    }
+    tracing::info!(app_id = %app_id, "app secret rotated");
+    Ok(secret)
+}
+
+/// Applies a developer's changes to one of their apps; returns the app as it now is.
+pub async fn update(
+    core: &Core,
+    owner: AccountId,
+    app_id: &str,
+    name: Option<&str>,
+    redirect_uris: Option<&[String]>,
+    webhook_url: Option<Option<&str>>,
+) -> Result<App> {
+    let changes = AppChanges {
+        name: name.map(validate_name).transpose()?,
+        redirect_uris: redirect_uris.map(validate_redirect_uris).transpose()?,
+        webhook_url: match webhook_url {
+            Some(url) => Some(checked_webhook_url(core, url.unwrap_or(""))?),
+            None => None,
+        },
+    };
+    if !core.store.update_app(owner, app_id, &changes).await? {
+        return Err(Error::NotFound("no such app"));
+    }
+    core.store.app(app_id).await?.ok_or(Error::NotFound("no such app"))
+}
+
+/// Re-enables a disabled webhook (its owner, signed in).
+pub async fn reenable_webhook(core: &Core, owner: AccountId, app_id: &str) -> Result<()> {
+    if core.store.enable_webhook(owner, app_id).await? {
+        tracing::info!(app_id = %app_id, "webhook re-enabled");
+        Ok(())
+    } else {
+        Err(Error::NotFound("no such app"))
+    }
+}
+
+/// The app whose id and secret these are (HTTP Basic).
+pub async fn authenticate(core: &Core, app_id: &str, secret: &str) -> Result<Option<App>> {
+    Ok(core.store.app(app_id).await?.filter(|app| constant_time_eq(&digest(secret), &app.secret_hash)))
+}
+
+/// The app whose secret this is (a bearer secret).
+pub async fn authenticate_secret(core: &Core, secret: &str) -> Result<Option<App>> {
+    Ok(core.store.app_by_secret(&digest(secret)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_must_be_https_or_loopback_http() {
+        for good in
+            ["https://app.example/cb", "http://127.0.0.1:9000/cb", "http://localhost/cb", "http://[::1]:80/x"]
+        {
+            assert!(validate_redirect_uri(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://app.example/cb",
+            "https://app.example/cb#frag",
+            "javascript:alert(1)",
+            "/relative",
+            "ftp://x/",
+            "https://user@app.example/",
+            "http://127.0.0.1.evil.example/",
+        ] {
+            assert!(validate_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+}
