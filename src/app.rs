@@ -195,6 +195,7 @@ impl App {
         if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!("device connections did not close within the shutdown grace");
         }
+        state.presence.stop().await;
         crate::ops::cluster::leave(&state).await;
         state.store.close().await;
         served

@@ -24,9 +24,7 @@ use tokio::time::Instant;
 
 use crate::cli::client::DeviceClient;
 use crate::config::Config;
-use crate::domain::{App, DeviceId};
-use crate::secrets::{digest, new_secret};
-use crate::store::NewDevice;
+use crate::ops::accounts;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -70,7 +68,12 @@ struct Seed {
 }
 
 fn bench_config(dir: &Path, secret_key: &str, database_url: Option<&str>) -> Result<Config, BoxError> {
-    let mut flags = vec![("data_dir", dir.display().to_string()), ("secret_key", secret_key.to_owned())];
+    let mut flags = vec![
+        ("data_dir", dir.display().to_string()),
+        ("secret_key", secret_key.to_owned()),
+        // The run's webhook receiver listens on loopback.
+        ("webhook_allow", "127.0.0.0/8".to_owned()),
+    ];
     flags.extend(database_url.map(|url| ("database_url", url.to_owned())));
     Ok(Config::load(None, std::iter::empty(), flags)?)
 }
@@ -95,45 +98,25 @@ async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxErr
         None => None,
     };
     let config = bench_config(dir.path(), &secret_key, database_url.as_deref())?;
-    let store =
-        crate::store::open(&config.database_url(), &config, &crate::ops::cluster::new_node_id()).await?;
-    let hash = crate::secrets::hash_password("bench password");
-    let owner = store.create_local_account("owner@bench.example", &hash, 0).await?.ok_or("seeded twice")?;
-    let app_secret = new_secret(crate::ops::apps::APP_SECRET_PREFIX);
-    let key: [u8; 32] = config.secret_key_bytes().ok_or("secret key")?;
-    let vault = crate::vault::Vault::new(&key, "webhook secrets");
-    let app = App {
-        app_id: format!("app_{}", hex::encode(rand::random::<[u8; 8]>())),
-        owner,
-        name: "Bench".into(),
-        redirect_uris: vec!["https://bench.example/cb".into()],
-        webhook_url: None,
-        secret_hash: digest(&app_secret),
-        webhook_secret_sealed: vault.seal(&format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-        )),
-        created_at: 0,
-    };
-    store.create_app(&app).await?;
+    // Seeded through the same operations as the API and the CLI; one password hash serves
+    // every account (hashing thousands would take minutes).
+    let listen = config.listen;
+    let parts = crate::app::open(config, listen).await?;
+    let core = &parts.core;
+    let hash = accounts::hash_password("bench password".into()).await?;
+    let owner = accounts::sign_up(core, "owner@bench.example", &hash).await?;
+    let redirect_uris = ["https://bench.example/cb".to_owned()];
+    let app = crate::ops::apps::register_app(core, owner, "Bench", &redirect_uris, "").await?;
     let (mut prids, mut uids) = (Vec::with_capacity(devices), Vec::with_capacity(devices));
     for i in 0..devices {
-        let account =
-            store.create_local_account(&format!("u{i}@bench.example"), &hash, 0).await?.ok_or("dup")?;
-        let prid = new_secret(crate::ops::devices::PRID_PREFIX);
-        let id = DeviceId::random();
-        let prid_hash = digest(&prid);
-        store
-            .create_device(
-                &NewDevice { id: &id, account, name: "bench", prid_hash: &prid_hash, uaid: None },
-                0,
-            )
-            .await?;
-        let (uid, _) = store.grant(account, &app.app_id, &format!("u_bench{i}"), 0).await?;
-        prids.push(prid);
+        let account = accounts::sign_up(core, &format!("u{i}@bench.example"), &hash).await?;
+        let device = crate::ops::devices::register(core, account, "bench", None).await?;
+        let uid = crate::ops::grants::allow(core, account, &app.app_id).await?;
+        prids.push(device.prid);
         uids.push(uid);
     }
-    store.close().await;
+    let (app_id, app_secret) = (app.app_id, app.secret);
+    core.store.close().await;
     // SQLite checkpoints and removes the write-ahead log when its last connection closes, on
     // the connection's own thread: wait for that, so that runs copy one settled file.
     let wal = dir.path().join("presence.db-wal");
@@ -143,7 +126,7 @@ async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxErr
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Seed { dir, database_url, secret_key, app_id: app.app_id, app_secret, prids, uids })
+    Ok(Seed { dir, database_url, secret_key, app_id, app_secret, prids, uids })
 }
 
 struct Server {
@@ -201,13 +184,12 @@ async fn start_server(seed: &Seed, webhook: &str, bus: Option<&str>) -> Result<S
     }
     // Point the app's webhook at this run's receiver.
     let config = bench_config(dir.path(), &seed.secret_key, seed.database_url.as_deref())?;
-    let store =
-        crate::store::open(&config.database_url(), &config, &crate::ops::cluster::new_node_id()).await?;
-    let owner = store.app(&seed.app_id).await?.ok_or("app")?.owner;
-    let changes =
-        crate::store::AppChanges { webhook_url: Some(Some(webhook.to_owned())), ..Default::default() };
-    store.update_app(owner, &seed.app_id, &changes).await?;
-    store.close().await;
+    let listen = config.listen;
+    let parts = crate::app::open(config, listen).await?;
+    let core = &parts.core;
+    let owner = core.store.app(&seed.app_id).await?.ok_or("app")?.owner;
+    crate::ops::apps::update(core, owner, &seed.app_id, None, None, Some(Some(webhook))).await?;
+    core.store.close().await;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

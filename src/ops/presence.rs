@@ -30,7 +30,8 @@ pub enum ReportError {
 
 /// A status report waiting for the writer.
 struct Report {
-    device: DeviceId,
+    /// `None` is a barrier: answered once everything queued before it is written.
+    device: Option<DeviceId>,
     status: Status,
     done: oneshot::Sender<Result<(), ReportError>>,
 }
@@ -50,6 +51,9 @@ pub struct Engine {
     /// The current connection of each connected device, to tell a reconnect within the grace.
     connections: Mutex<HashMap<DeviceId, u64>>,
     next_connection: AtomicU64,
+    /// Fires when the node stops: pending grace timers end without a write (the node's clean
+    /// stop sets its devices offline at once, and the store is about to close).
+    stopping: CancellationToken,
 }
 
 impl Engine {
@@ -65,6 +69,7 @@ impl Engine {
             stale_after,
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -72,7 +77,7 @@ impl Engine {
     pub async fn report(&self, device: &DeviceId, status: Status) -> Result<(), ReportError> {
         let (done, committed) = oneshot::channel();
         self.reports
-            .send(Report { device: device.clone(), status, done })
+            .send(Report { device: Some(device.clone()), status, done })
             .await
             .map_err(|_| ReportError::Stopped)?;
         committed.await.map_err(|_| ReportError::Stopped)?
@@ -89,8 +94,9 @@ impl Engine {
     pub fn disconnected(self: &Arc<Self>, device: DeviceId, connection: u64) {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
-            if !engine.grace.is_zero() {
-                tokio::time::sleep(engine.grace).await;
+            tokio::select! {
+                _ = engine.stopping.cancelled() => return,
+                _ = tokio::time::sleep(engine.grace) => {}
             }
             {
                 let mut connections = engine.lock();
@@ -103,6 +109,16 @@ impl Engine {
                 tracing::error!(error = %crate::error::chain(&error), "cannot mark a device offline");
             }
         });
+    }
+
+    /// The node is stopping: grace timers still running end without writing, and reports
+    /// already queued are written before this returns (the store closes next).
+    pub async fn stop(&self) {
+        self.stopping.cancel();
+        let (done, written) = oneshot::channel();
+        if self.reports.send(Report { device: None, status: Status::Offline, done }).await.is_ok() {
+            let _ = written.await;
+        }
     }
 
     /// Forgets a removed device's connection so its grace timer does nothing.
@@ -194,8 +210,14 @@ async fn write_reports(store: Arc<dyn Store>, bus: Arc<dyn Bus>, mut queue: mpsc
                 Err(_) => break,
             }
         }
-        let entries: Vec<(DeviceId, Status)> = batch.iter().map(|r| (r.device.clone(), r.status)).collect();
-        match store.set_device_statuses(&entries, unix_now()).await {
+        let entries: Vec<(DeviceId, Status)> =
+            batch.iter().filter_map(|r| Some((r.device.clone()?, r.status))).collect();
+        let written = if entries.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.set_device_statuses(&entries, unix_now()).await
+        };
+        match written {
             Ok(changes) => {
                 changes.into_iter().flatten().for_each(|change| change.announce(bus.as_ref()));
                 for report in batch {

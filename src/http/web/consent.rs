@@ -6,13 +6,13 @@
 
 use crate::http::error::ApiError;
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use url::Url;
 
-use super::{message, render, urlencode, Csrf, Viewer};
+use super::{message, render, urlencode, CheckedForm, Csrf, Viewer};
 use crate::domain::App;
 use crate::http::HttpState;
 
@@ -143,19 +143,13 @@ pub struct Decision {
     #[serde(flatten)]
     request: GrantRequest,
     decision: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn decide(
     State(state): State<HttpState>,
     viewer: Viewer,
-    csrf: Csrf,
-    Form(form): Form<Decision>,
+    CheckedForm(form): CheckedForm<Decision>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
     let request = form.request;
     if let Err(page) = request.validate(&state).await {
         return page;

@@ -2,12 +2,12 @@
 //! secrets. Secrets are shown once, on the page right after they are made.
 
 use askama::Template;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{after, format_time, render_with, signed_form, Csrf, CsrfForm, Flash, Viewer};
+use super::{after, format_time, render_with, Csrf, Flash, NoFields, SignedForm, Viewer};
 use crate::http::HttpState;
 
 struct AppRow {
@@ -80,20 +80,12 @@ pub struct NewAppForm {
     redirect_uris: String,
     #[serde(default)]
     webhook_url: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn create(
     State(state): State<HttpState>,
-    viewer: Viewer,
-    csrf: Csrf,
-    Form(form): Form<NewAppForm>,
+    SignedForm { account, form }: SignedForm<NewAppForm>,
 ) -> Response {
-    let account = match signed_form(&csrf, &form.csrf, &viewer, "/developers") {
-        Ok(account) => account,
-        Err(refusal) => return refusal,
-    };
     let uris: Vec<String> =
         form.redirect_uris.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     let created = crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url).await;
@@ -113,15 +105,9 @@ pub async fn create(
 
 pub async fn enable_webhook(
     State(state): State<HttpState>,
-    viewer: Viewer,
-    csrf: Csrf,
     Path(app_id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    SignedForm { account, .. }: SignedForm<NoFields>,
 ) -> Response {
-    let account = match signed_form(&csrf, &form.csrf, &viewer, "/developers") {
-        Ok(account) => account,
-        Err(refusal) => return refusal,
-    };
     let enabled = crate::ops::apps::reenable_webhook(&state, account, &app_id).await;
     after(
         &state,
@@ -132,15 +118,9 @@ pub async fn enable_webhook(
 
 pub async fn rotate(
     State(state): State<HttpState>,
-    viewer: Viewer,
-    csrf: Csrf,
     Path(app_id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    SignedForm { account, .. }: SignedForm<NoFields>,
 ) -> Response {
-    let account = match signed_form(&csrf, &form.csrf, &viewer, "/developers") {
-        Ok(account) => account,
-        Err(refusal) => return refusal,
-    };
     let rotated = crate::ops::apps::rotate_app_secret(&state, account, &app_id).await;
     let flash = rotated.map(|secret| Flash {
         notice: Some(format!("New secret for {app_id}; the old one no longer works.")),

@@ -1,12 +1,12 @@
 //! Signing in and out in the browser, and signing up (local accounts).
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{render, safe_next, set_cookie, urlencode, Csrf, Viewer, SESSION_COOKIE};
+use super::{render, safe_next, set_cookie, urlencode, CheckedForm, Csrf, NoFields, Viewer, SESSION_COOKIE};
 use crate::clock::unix_now;
 use crate::domain::AccountId;
 use crate::http::error::ApiError;
@@ -81,8 +81,6 @@ pub struct Credentials {
     password: String,
     #[serde(default)]
     next: Option<String>,
-    #[serde(default)]
-    csrf: String,
 }
 
 /// Starts a browser session: a bearer token in the session cookie, then 303 to `next`.
@@ -106,10 +104,7 @@ fn back_to(page: &str, error: &str, next: &str) -> Response {
     Redirect::to(&format!("/{page}?error={error}&next={}", urlencode(next))).into_response()
 }
 
-pub async fn submit(State(state): State<HttpState>, csrf: Csrf, Form(form): Form<Credentials>) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
+pub async fn submit(State(state): State<HttpState>, CheckedForm(form): CheckedForm<Credentials>) -> Response {
     let next = safe_next(form.next.as_deref());
     match crate::ops::accounts::check_password(&state, &form.email, form.password).await {
         Ok(Some(account)) => start_session(&state, account, &next).await,
@@ -119,10 +114,7 @@ pub async fn submit(State(state): State<HttpState>, csrf: Csrf, Form(form): Form
     }
 }
 
-pub async fn signup(State(state): State<HttpState>, csrf: Csrf, Form(form): Form<Credentials>) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
+pub async fn signup(State(state): State<HttpState>, CheckedForm(form): CheckedForm<Credentials>) -> Response {
     let next = safe_next(form.next.as_deref());
     let Some(email) = crate::ops::accounts::normalize_email(&form.email) else {
         return back_to("signup", "email", &next);
@@ -142,21 +134,11 @@ pub async fn signup(State(state): State<HttpState>, csrf: Csrf, Form(form): Form
     }
 }
 
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub async fn logout(
     State(state): State<HttpState>,
-    csrf: Csrf,
     headers: axum::http::HeaderMap,
-    Form(form): Form<LogoutForm>,
+    CheckedForm(NoFields {}): CheckedForm<NoFields>,
 ) -> Response {
-    if let Err(refused) = csrf.check(&form.csrf) {
-        return refused;
-    }
     if let Some(token) = super::cookie(&headers, SESSION_COOKIE) {
         if let Err(error) = state.store.revoke_token(&digest(token)).await {
             return crate::http::error::ApiError::from(error).into_response();

@@ -19,7 +19,7 @@ mod settings;
 
 use crate::http::error::ApiError;
 use askama::Template;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Form, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -184,18 +184,57 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// A form that only carries its CSRF token.
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
-}
-
 /// The account behind a signed-in form submission: its CSRF token checked, a session required
 /// (else back to `page` after signing in).
-pub fn signed_form(csrf: &Csrf, submitted: &str, viewer: &Viewer, page: &str) -> Result<AccountId, Response> {
-    csrf.check(submitted)?;
-    viewer.require(page)
+/// Largest web form accepted (forms carry a few short fields).
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// A form with no fields of its own (a button).
+#[derive(Deserialize)]
+pub struct NoFields {}
+
+/// A form a browser posted with this browser's CSRF token (checked before anything else is
+/// read). The token travels in the form's `csrf` field; `T` need not declare it.
+pub struct CheckedForm<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<HttpState> for CheckedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &HttpState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let csrf = Csrf::from_request_parts(&mut parts, state).await?;
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?;
+        let submitted = form_urlencoded::parse(&bytes).find(|(key, _)| key == "csrf").map(|(_, value)| value);
+        csrf.check(submitted.as_deref().unwrap_or(""))?;
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Form(form) =
+            Form::<T>::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        Ok(CheckedForm(form))
+    }
+}
+
+/// A form posted by a signed-in browser: the CSRF token checked, then the session; without
+/// one, the browser is sent to sign in and back to the page the form belongs to (the first
+/// segment of its path: `/settings`, `/developers`).
+pub struct SignedForm<T> {
+    pub account: AccountId,
+    pub form: T,
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest<HttpState> for SignedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &HttpState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let page =
+            format!("/{}", parts.uri.path().trim_start_matches('/').split('/').next().unwrap_or_default());
+        let CheckedForm(form) =
+            CheckedForm::<T>::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(SignedForm { account: viewer.require(&page)?, form })
+    }
 }
 
 /// After a form's action: back to `page` with its flash, or with the error's detail when the

@@ -2,12 +2,12 @@
 //! revoke), and the presence policy. In the spirit of a phone's notification settings.
 
 use askama::Template;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{after, ago, format_time, render_with, signed_form, Csrf, CsrfForm, Flash, Viewer};
+use super::{after, ago, format_time, render_with, Csrf, Flash, NoFields, SignedForm, Viewer};
 use crate::clock::unix_now;
 use crate::domain::Policy;
 use crate::domain::Status;
@@ -112,20 +112,12 @@ pub struct PolicyForm {
     idle_offline_minutes: String,
     #[serde(default)]
     appear_offline: Option<String>,
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn save_policy(
     State(state): State<HttpState>,
-    viewer: Viewer,
-    csrf: Csrf,
-    Form(form): Form<PolicyForm>,
+    SignedForm { account, form }: SignedForm<PolicyForm>,
 ) -> Response {
-    let account = match signed_form(&csrf, &form.csrf, &viewer, "/settings") {
-        Ok(account) => account,
-        Err(refusal) => return refusal,
-    };
     let minutes = |text: &str| text.trim().parse::<u32>().ok();
     let (Some(away), Some(offline)) = (minutes(&form.idle_away_minutes), minutes(&form.idle_offline_minutes))
     else {
@@ -147,15 +139,9 @@ pub async fn save_policy(
 
 pub async fn remove_device(
     State(state): State<HttpState>,
-    viewer: Viewer,
-    csrf: Csrf,
     Path(device_id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    SignedForm { account, .. }: SignedForm<NoFields>,
 ) -> Response {
-    let account = match signed_form(&csrf, &form.csrf, &viewer, "/settings") {
-        Ok(account) => account,
-        Err(refusal) => return refusal,
-    };
     after(
         &state,
         "/settings",
@@ -168,21 +154,13 @@ pub async fn remove_device(
 #[derive(Deserialize)]
 pub struct AppAction {
     action: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn change_app(
     State(state): State<HttpState>,
-    viewer: Viewer,
-    csrf: Csrf,
     Path(app_id): Path<String>,
-    Form(form): Form<AppAction>,
+    SignedForm { account, form }: SignedForm<AppAction>,
 ) -> Response {
-    let account = match signed_form(&csrf, &form.csrf, &viewer, "/settings") {
-        Ok(account) => account,
-        Err(refusal) => return refusal,
-    };
     let (result, notice) = match form.action.as_str() {
         "pause" => (
             crate::ops::grants::set(&state, account, &app_id, Some(false), None).await,
