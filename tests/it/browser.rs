@@ -2,7 +2,8 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without
 //! chromedriver the test says so and passes, unless `TEST_REQUIRE_BROWSER=1` (CI sets it),
-//! where a missing browser fails the run. Screenshots land in `target/screenshots/`.
+//! where a missing browser fails the run (see `support::browser`). Screenshots land in
+//! `target/screenshots/`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,85 +14,14 @@ use axum::response::Html;
 use axum::routing::get;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use reqwest::Method;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::helpers::{reply, spawn_app, TestApp};
-
-struct Driver {
-    process: tokio::process::Child,
-    url: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.process.start_kill();
-    }
-}
-
-fn find(names: &[&str]) -> Option<std::path::PathBuf> {
-    names.iter().map(std::path::PathBuf::from).find(|p| p.exists())
-}
-
-/// Starts chromedriver and a headless Chromium session; `None` when they are not installed.
-async fn browser() -> Option<(Driver, Client)> {
-    let required = std::env::var("TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
-    let (Some(driver), Some(chromium)) =
-        (find(&["/usr/bin/chromedriver"]), find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]))
-    else {
-        assert!(!required, "TEST_REQUIRE_BROWSER=1 but chromium or chromedriver is not installed");
-        eprintln!("browser test skipped: install chromium and chromium-driver to run it");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let process = tokio::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver starts");
-    let profile = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let driver = Driver { process, url, _profile: profile };
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,1000", format!("--user-data-dir={}", driver._profile.path().display()),
-            ]
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match ClientBuilder::new(connector.clone())
-            .capabilities(capabilities.clone())
-            .connect(&driver.url)
-            .await
-        {
-            Ok(client) => return Some((driver, client)),
-            Err(error) if tokio::time::Instant::now() > deadline => {
-                panic!("cannot start a browser session: {error}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
+use crate::support::apps::register_app_redirecting_to;
+use crate::support::browser::{chromium, click, screenshot, wait_for, wait_for_url};
+use crate::support::{reply, spawn_app};
 
 /// An app's web site: a page with a "Connect Presence" link and a callback that records what
 /// Presence sent back.
@@ -127,48 +57,9 @@ async fn app_site(
     (base, callbacks)
 }
 
-async fn register(app: &TestApp, token: &str, name: &str, redirect: &str) -> (String, String) {
-    let created = app
-        .send_as(Method::POST, token, "/v1/apps", Some(json!({"name": name, "redirect_uris": [redirect]})))
-        .await
-        .json();
-    (created["app_id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned())
-}
-
-async fn click(client: &Client, selector: &str) {
-    client
-        .find(Locator::Css(selector))
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Waits (up to 10 s) for an element that only the next page has.
-async fn wait_for(client: &Client, selector: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(selector))
-        .await
-        .unwrap_or_else(|e| panic!("{selector} never appeared: {e}"))
-}
-
-async fn wait_for_url(client: &Client, prefix: &str) -> url::Url {
-    for _ in 0..100 {
-        let url = client.current_url().await.unwrap();
-        if url.as_str().starts_with(prefix) {
-            return url;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never reached {prefix}: at {}", client.current_url().await.unwrap());
-}
-
 #[tokio::test]
 async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it() {
-    let Some((_driver, client)) = browser().await else { return };
+    let Some((_driver, client)) = chromium().await else { return };
     let app = spawn_app().await;
     let presence = app.url("");
     let developer = app.user("dev@example.com").await;
@@ -178,7 +69,8 @@ async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it(
 
     // The site's link needs the app id, and the app's redirect URI the site's address: register
     // with a placeholder, start the site, then point the app at it.
-    let (app_id, secret) = register(&app, &developer.token, "Chat", "http://127.0.0.1:1/callback").await;
+    let chat = register_app_redirecting_to(&app, &developer, "Chat", "http://127.0.0.1:1/callback").await;
+    let (app_id, secret) = (chat.app_id, chat.secret);
     let (site, callbacks) = app_site(&presence, &app_id, &challenge).await;
     let patched = app
         .send_as(
@@ -225,7 +117,8 @@ async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it(
     assert!(exchanged.json()["uid"].as_str().unwrap().starts_with("u_"));
 
     // Deny: back at the app with access_denied.
-    let (other_id, _) = register(&app, &developer.token, "Games", &format!("{site}/callback")).await;
+    let other_id =
+        register_app_redirecting_to(&app, &developer, "Games", &format!("{site}/callback")).await.app_id;
     client
         .goto(&format!(
             "{presence}/grant?app_id={other_id}&redirect_uri={}&state=second",

@@ -1,6 +1,5 @@
 //! The consent flow over plain HTTP: every refusal the issue lists, uids, and page security.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,159 +8,10 @@ use reqwest::Method;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::helpers::{builder, reply, spawn_app, Reply, TestApp, User};
-
-/// A browser without JavaScript: keeps cookies, follows no redirects.
-pub struct Browser {
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-    base: String,
-}
-
-pub struct Page {
-    pub status: u16,
-    pub location: Option<String>,
-    pub body: String,
-    pub headers: reqwest::header::HeaderMap,
-}
-
-impl Browser {
-    pub fn new(app: &TestApp) -> Browser {
-        Browser::at(&app.url(""))
-    }
-
-    /// A browser for the server at `base` (`http://host:port`).
-    pub fn at(base: &str) -> Browser {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { http, cookies: HashMap::new(), base: base.to_owned() }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-    }
-
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let response = request.header("cookie", self.cookie_header()).send().await.unwrap();
-        for value in response.headers().get_all("set-cookie") {
-            let pair = value.to_str().unwrap().split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            if value.is_empty() {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let location = headers.get("location").map(|v| v.to_str().unwrap().to_owned());
-        Page { status, location, body: response.text().await.unwrap(), headers }
-    }
-
-    pub async fn get(&mut self, path: &str) -> Page {
-        let request = self.http.get(format!("{}{path}", self.base));
-        self.send(request).await
-    }
-
-    /// Submits a form with this browser's CSRF token added.
-    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.cookies.get("presence_csrf").cloned().unwrap_or_default();
-        let mut form: Vec<(&str, &str)> = fields.to_vec();
-        form.push(("csrf", &csrf));
-        let request = self.http.post(format!("{}{path}", self.base)).form(&form);
-        self.send(request).await
-    }
-
-    pub async fn post_without_csrf(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let request = self.http.post(format!("{}{path}", self.base)).form(fields);
-        self.send(request).await
-    }
-
-    pub async fn sign_in(&mut self, email: &str) {
-        self.get("/login").await;
-        let page = self
-            .post("/login", &[("email", email), ("password", "password123"), ("next", "/settings")])
-            .await;
-        assert_eq!(page.status, 303);
-        assert_eq!(page.location.as_deref(), Some("/settings"), "signed in");
-    }
-}
-
-pub struct RegisteredApp {
-    pub app_id: String,
-    pub secret: String,
-    pub webhook_secret: String,
-}
-
-pub const REDIRECT: &str = "http://127.0.0.1:1/callback";
-
-pub async fn register_app(app: &TestApp, developer: &User, name: &str) -> RegisteredApp {
-    register_app_with_webhook(app, developer, name, None).await
-}
-
-/// Registers an app redirecting to `REDIRECT`, with a webhook URL if given.
-pub async fn register_app_with_webhook(
-    app: &TestApp,
-    developer: &User,
-    name: &str,
-    webhook: Option<&str>,
-) -> RegisteredApp {
-    let body = json!({"name": name, "redirect_uris": [REDIRECT], "webhook_url": webhook});
-    let created = app.send_as(Method::POST, &developer.token, "/v1/apps", Some(body)).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let body = created.json();
-    RegisteredApp {
-        app_id: body["app_id"].as_str().unwrap().to_owned(),
-        secret: body["secret"].as_str().unwrap().to_owned(),
-        webhook_secret: body["webhook_secret"].as_str().unwrap().to_owned(),
-    }
-}
-
-fn query_of(location: &str) -> HashMap<String, String> {
-    let url = url::Url::parse(location).unwrap();
-    url.query_pairs().into_owned().collect()
-}
-
-/// Walks the consent page and allows; returns the code from the redirect.
-pub async fn consent(browser: &mut Browser, app_id: &str, challenge: Option<&str>) -> String {
-    let mut fields =
-        vec![("app_id", app_id), ("redirect_uri", REDIRECT), ("state", "st4te"), ("decision", "allow")];
-    let mut path = format!("/grant?app_id={app_id}&redirect_uri={}&state=st4te", urlencode(REDIRECT));
-    if let Some(challenge) = challenge {
-        path.push_str(&format!("&code_challenge={challenge}&code_challenge_method=S256"));
-        fields.push(("code_challenge", challenge));
-        fields.push(("code_challenge_method", "S256"));
-    }
-    let page = browser.get(&path).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    let answer = browser.post("/grant", &fields).await;
-    assert_eq!(answer.status, 303, "{}", answer.body);
-    let location = answer.location.unwrap();
-    assert!(location.starts_with(REDIRECT), "{location}");
-    let query = query_of(&location);
-    assert_eq!(query["state"], "st4te");
-    query["code"].clone()
-}
-
-fn urlencode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-pub async fn exchange(app: &TestApp, registered: &RegisteredApp, body: serde_json::Value) -> Reply {
-    exchange_at(&app.url(""), registered, body).await
-}
-
-pub async fn exchange_at(base: &str, registered: &RegisteredApp, body: serde_json::Value) -> Reply {
-    reply(
-        reqwest::Client::new()
-            .post(format!("{base}/v1/grants/token"))
-            .basic_auth(&registered.app_id, Some(&registered.secret))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
+use crate::support::apps::query_of;
+use crate::support::{
+    builder, consent, exchange, register_app, reply, spawn_app, urlencode, Browser, REDIRECT,
+};
 
 #[tokio::test]
 async fn allow_gives_a_code_that_becomes_a_uid_once() {
@@ -472,34 +322,4 @@ async fn a_secure_public_url_makes_cookies_secure() {
     let mut browser = Browser::new(&app);
     let login = browser.get("/login").await;
     assert!(login.headers["set-cookie"].to_str().unwrap().contains("Secure"));
-}
-
-/// On a data directory, with the CLI: the accounts dev@example.com (a developer) and
-/// kim@example.com (a user), and dev's app "Chat" with a webhook to `webhook_url`.
-pub async fn chat_app_by_cli(dir: &std::path::Path, webhook_url: &str) -> RegisteredApp {
-    use crate::helpers::cli;
-    cli(&["account", "add", "--email", "dev@example.com"], dir, "password123\n").await;
-    cli(&["account", "add", "--email", "kim@example.com"], dir, "password123\n").await;
-    let args = [
-        "app",
-        "create",
-        "--owner",
-        "dev@example.com",
-        "--name",
-        "Chat",
-        "--redirect-uri",
-        REDIRECT,
-        "--webhook-url",
-        webhook_url,
-        "--webhook-allow",
-        "127.0.0.0/8",
-    ];
-    let created = cli(&args, dir, "").await;
-    let field =
-        |name: &str| created.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
-    RegisteredApp {
-        app_id: field("app_id"),
-        secret: field("secret"),
-        webhook_secret: field("webhook_secret"),
-    }
 }

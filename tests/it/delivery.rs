@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::consent::{consent, exchange, register_app_with_webhook, Browser, RegisteredApp};
-use crate::helpers::{builder, Builder, Device, TestApp, User};
-use crate::receiver::{Answer, Receiver};
+use crate::support::apps::{chat_app_by_cli, deliveries_at, kim_grants_chat_and_adds_a_phone, Kim};
+use crate::support::{
+    builder, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder, DataDir, Device,
+    DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, TestApp, User,
+};
 
 /// A server, an app with a webhook, a user who granted it, and that user's device.
 struct World {
@@ -42,17 +43,13 @@ async fn world_with_receiver_on(builder: Builder, receiver_addr: &str) -> World 
     let registered = register_app_with_webhook(&app, &developer, "Chat", Some(&receiver.url)).await;
     let user = app.user("ann@example.com").await;
     let device = app.register_device(&user, "phone").await;
-    let mut browser = Browser::new(&app);
-    browser.sign_in("ann@example.com").await;
-    let code = consent(&mut browser, &registered.app_id, None).await;
-    let uid =
-        exchange(&app, &registered, json!({"code": code})).await.json()["uid"].as_str().unwrap().to_owned();
+    let (browser, uid) = grant(&app.url(""), "ann@example.com", &registered).await;
     World { app, receiver, registered, developer, user, device, uid, browser }
 }
 
 impl World {
     /// Waits (up to 10 s) until the app has accepted `status` for the user by webhook.
-    async fn wait_for_webhook_status(&self, status: &str) -> Vec<crate::receiver::Hit> {
+    async fn wait_for_webhook_status(&self, status: &str) -> Vec<Hit> {
         self.receiver
             .wait_until(Duration::from_secs(10), |hits| {
                 Receiver::last_status_of(hits, &self.uid).as_deref() == Some(status)
@@ -61,79 +58,23 @@ impl World {
     }
 }
 
-/// A stream consumer reading the raw body.
-pub struct StreamClient {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buffer: String,
-}
-
-impl StreamClient {
-    async fn open(
-        world: &World,
+impl World {
+    /// Opens the app's stream with a query (`""` or `"?…"`) and headers.
+    async fn open_stream(
+        &self,
         query: &str,
         headers: &[(&str, &str)],
     ) -> (u16, Option<StreamClient>, String) {
-        StreamClient::open_at(&world.app.url(""), &world.registered, query, headers).await
+        StreamClient::open_at(&self.app.url(""), &self.registered, query, headers).await
     }
 
-    /// Opens the app's stream on the server at `base` (`http://host:port`).
-    pub async fn open_at(
-        base: &str,
-        registered: &RegisteredApp,
-        query: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, Option<StreamClient>, String) {
-        let mut request = reqwest::Client::new()
-            .get(format!("{base}/{}/presence.json{query}", registered.app_id))
-            .basic_auth(&registered.app_id, Some(&registered.secret));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        if status != 200 {
-            return (status, None, response.text().await.unwrap());
-        }
-        (
-            status,
-            Some(StreamClient { body: response.bytes_stream().boxed(), buffer: String::new() }),
-            String::new(),
-        )
-    }
-
-    /// The next line (without the newline); `None` when the server ended the stream.
-    pub async fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.find('\n') {
-                let line = self.buffer[..end].to_owned();
-                self.buffer.drain(..=end);
-                return Some(line);
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("the stream stalled");
-            match chunk {
-                Some(Ok(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-                _ => return None,
-            }
-        }
-    }
-
-    /// The next non-empty batch of `(uid, status, seq)`, skipping heartbeats.
-    pub async fn entries(&mut self) -> Vec<(String, String, u64)> {
-        loop {
-            let line = self.line().await.expect("the stream ended");
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-            assert!(value.is_array(), "not a batch: {line}");
-            let entries: Vec<(String, String, u64)> = serde_json::from_value(value).unwrap();
-            if !entries.is_empty() {
-                return entries;
-            }
-        }
+    /// The app's webhook health and latest delivery attempts.
+    async fn deliveries(&self) -> serde_json::Value {
+        deliveries_at(&self.app.url(""), &self.registered).await
     }
 }
 
-async fn connect_and_report(world: &World, status: &str) -> presence::cli::client::DeviceClient {
+async fn connect_and_report(world: &World, status: &str) -> DeviceClient {
     let mut socket = world.app.connect_device(&world.device).await;
     assert_eq!(socket.status(status).await.unwrap()["status"], 200);
     socket
@@ -142,7 +83,7 @@ async fn connect_and_report(world: &World, status: &str) -> presence::cli::clien
 #[tokio::test]
 async fn a_status_change_reaches_the_stream_and_a_signed_webhook() {
     let world = world(delivering()).await;
-    let (status, stream, _) = StreamClient::open(&world, "", &[]).await;
+    let (status, stream, _) = world.open_stream("", &[]).await;
     assert_eq!(status, 200);
     let mut stream = stream.unwrap();
     let mut socket = connect_and_report(&world, "O").await;
@@ -215,18 +156,12 @@ async fn failures_are_retried_honouring_retry_after_and_410_disables_the_endpoin
         .await;
     assert!(hits.len() >= 3, "two failures, then a success");
     // The receiver answers before the server records the outcome: wait for the record.
-    let fetch = || {
-        let request = reqwest::Client::new()
-            .get(world.app.url(&format!("/v1/apps/{}/deliveries", world.registered.app_id)))
-            .basic_auth(&world.registered.app_id, Some(&world.registered.secret));
-        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut deliveries = fetch().await;
+    let mut deliveries = world.deliveries().await;
     while !deliveries["webhook"]["failing_since"].is_null() {
         assert!(tokio::time::Instant::now() < deadline, "the recovery was never recorded: {deliveries}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        deliveries = fetch().await;
+        deliveries = world.deliveries().await;
     }
     let codes: Vec<u64> = deliveries["deliveries"]
         .as_array()
@@ -242,19 +177,12 @@ async fn failures_are_retried_honouring_retry_after_and_410_disables_the_endpoin
     let mut socket = world.app.connect_device(&world.device).await;
     socket.status("A").await.unwrap();
     world.receiver.wait_until(Duration::from_secs(10), |hits| hits.iter().any(|h| h.answered == 410)).await;
-    let health = |app: &TestApp, world: &World| {
-        let request = app
-            .http
-            .get(app.url(&format!("/v1/apps/{}/deliveries", world.registered.app_id)))
-            .basic_auth(&world.registered.app_id, Some(&world.registered.secret));
-        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["webhook"].clone() }
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while health(&world.app, &world).await["disabled_at"].is_null() {
+    while world.deliveries().await["webhook"]["disabled_at"].is_null() {
         assert!(tokio::time::Instant::now() < deadline, "the webhook was not disabled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let disabled = health(&world.app, &world).await;
+    let disabled = world.deliveries().await["webhook"].clone();
     assert!(disabled["disabled_reason"].as_str().unwrap().contains("410"));
     let mut dev = Browser::new(&world.app);
     dev.sign_in("dev@example.com").await;
@@ -291,7 +219,7 @@ async fn a_revoke_with_events_queued_leaks_nothing_and_a_pause_sends_nothing() {
     let revoked_at = tokio::time::Instant::now();
     socket.status("A").await.unwrap();
     world.receiver.answer_always(Answer::status(200));
-    let accepted_since = |hits: &[crate::receiver::Hit]| -> Vec<(String, String)> {
+    let accepted_since = |hits: &[Hit]| -> Vec<(String, String)> {
         hits.iter().filter(|h| h.answered == 200 && h.at > revoked_at).flat_map(|h| h.pairs()).collect()
     };
     world.receiver.wait_until(Duration::from_secs(15), |hits| !accepted_since(hits).is_empty()).await;
@@ -304,7 +232,7 @@ async fn a_revoke_with_events_queued_leaks_nothing_and_a_pause_sends_nothing() {
     );
 
     // A stream opened now sees nothing about the user either.
-    let (_, stream, _) = StreamClient::open(&world, "?since=0", &[]).await;
+    let (_, stream, _) = world.open_stream("?since=0", &[]).await;
     let mut stream = stream.unwrap();
     let entries = stream.entries().await;
     assert_eq!(entries.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), vec!["revoked"]);
@@ -331,7 +259,7 @@ async fn a_paused_grant_sends_nothing_until_resumed() {
 #[tokio::test]
 async fn appear_offline_and_coarse_mode_shape_what_apps_see() {
     let mut world = world(delivering()).await;
-    let (_, stream, _) = StreamClient::open(&world, "", &[]).await;
+    let (_, stream, _) = world.open_stream("", &[]).await;
     let mut stream = stream.unwrap();
     let mut socket = connect_and_report(&world, "O").await;
     assert_eq!(stream.entries().await[0].1, "online");
@@ -368,7 +296,7 @@ async fn resuming_after_forced_disconnects_gives_no_gap_and_no_duplicate() {
         let headers: Vec<(&str, &str)> =
             if sse { vec![("accept", "text/event-stream"), ("last-event-id", &since)] } else { vec![] };
         let query = if sse { String::new() } else { format!("?since={last}") };
-        let (status, stream, body) = StreamClient::open(&world, &query, &headers).await;
+        let (status, stream, body) = world.open_stream(&query, &headers).await;
         assert_eq!(status, 200, "{body}");
         let mut stream = stream.unwrap();
         // And one while it is.
@@ -402,24 +330,24 @@ async fn snapshots_and_resyncs_past_retention() {
     let world = world(delivering().set("event_retention", "1s")).await;
     let _socket = connect_and_report(&world, "A").await;
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let (status, _, body) = StreamClient::open(&world, "?since=0", &[]).await;
+    let (status, _, body) = world.open_stream("?since=0", &[]).await;
     assert_eq!(status, 410);
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["code"], "resync_required");
-    let (status, stream, _) = StreamClient::open(&world, "?snapshot=true", &[]).await;
+    let (status, stream, _) = world.open_stream("?snapshot=true", &[]).await;
     assert_eq!(status, 200);
     let entries = stream.unwrap().entries().await;
     assert_eq!((entries[0].0.as_str(), entries[0].1.as_str()), (world.uid.as_str(), "away"));
-    let (status, _, _) = StreamClient::open(&world, "?since=999", &[]).await;
+    let (status, _, _) = world.open_stream("?since=999", &[]).await;
     assert_eq!(status, 400);
 }
 
 #[tokio::test]
 async fn a_newer_stream_replaces_the_older_and_shutdown_closes_with_a_reason() {
     let world = world(delivering()).await;
-    let (_, first, _) = StreamClient::open(&world, "", &[]).await;
+    let (_, first, _) = world.open_stream("", &[]).await;
     let mut first = first.unwrap();
-    let (_, second, _) = StreamClient::open(&world, "", &[]).await;
+    let (_, second, _) = world.open_stream("", &[]).await;
     let mut second = second.unwrap();
     let closing: serde_json::Value = serde_json::from_str(&first.line().await.unwrap()).unwrap();
     assert_eq!(closing["error"], "replaced");
@@ -454,20 +382,13 @@ async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
     );
     tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let device = presence::domain::DeviceId::parse(&world.device.device_id).unwrap();
-    let metric = |name: &'static str| {
-        let app = &world.app;
-        async move {
-            let text = app.get("/metrics").await.body;
-            text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap()
-        }
-    };
+    let metric = |name: &'static str| world.app.metric(name);
     assert_eq!(metric("presence_streams").await, 1.0);
-    let statuses = [presence::domain::Status::Online, presence::domain::Status::Away];
+    let statuses = [Status::Online, Status::Away];
     let mut flips = 0;
     while metric("presence_streams_lagging_total").await == 0.0 {
         for _ in 0..200 {
-            world.app.state.presence.report(&device, statuses[flips % 2]).await.unwrap();
+            world.app.report(&world.device, statuses[flips % 2]).await;
             flips += 1;
         }
         assert!(flips < 6_000, "the stream was never closed for lagging");
@@ -486,9 +407,9 @@ async fn a_consumer_that_stops_reading_is_closed_and_its_buffer_freed() {
 
 #[tokio::test]
 async fn sigkill_at_any_point_loses_no_webhook_update() {
-    let data = crate::helpers::DataDir::new();
+    let data = DataDir::new();
     let receiver = Receiver::start().await;
-    let registered = crate::consent::chat_app_by_cli(&data.path, &receiver.url).await;
+    let registered = chat_app_by_cli(&data.path, &receiver.url).await;
     let flags = [
         "--webhook-allow",
         "127.0.0.0/8",
@@ -499,18 +420,9 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
         "--status-min-interval",
         "0s",
     ];
-    let server = crate::helpers::spawn_process(&data.path, &flags).await;
-    let base = format!("http://{}", server.addr);
-    let mut browser = Browser::at(&base);
-    browser.sign_in("kim@example.com").await;
-    let code = consent(&mut browser, &registered.app_id, None).await;
-    let uid = crate::consent::exchange_at(&base, &registered, json!({"code": code})).await.json()["uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let token = crate::helpers::sign_in(&base, "kim@example.com").await;
-    let device = crate::helpers::add_device_at(&base, &token, "phone").await;
-    let prid = device["prid"].as_str().unwrap().to_owned();
+    let server = spawn_process(&data.path, &flags).await;
+    let Kim { uid, phone, .. } = kim_grants_chat_and_adds_a_phone(&server.base(), &registered).await;
+    let prid = phone.prid;
 
     let mut server = Some(server);
     for kill_point in ["after failed attempts", "while a request is in flight", "right after the change"] {
@@ -524,7 +436,7 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
             }),
             _ => receiver.answer_always(Answer::status(500)),
         }
-        let mut socket = presence::cli::client::DeviceClient::connect(&running.ws_url()).await.unwrap();
+        let mut socket = running.connect().await;
         assert_eq!(socket.hello_presence(None, &prid).await.unwrap()["status"], 200);
         assert_eq!(socket.status("O").await.unwrap()["status"], 200);
         assert_eq!(socket.status("U").await.unwrap()["status"], 200);
@@ -537,7 +449,7 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
 
         receiver.answer_always(Answer::status(200));
         let restarted_at = tokio::time::Instant::now();
-        server = Some(crate::helpers::spawn_process(&data.path, &flags).await);
+        server = Some(spawn_process(&data.path, &flags).await);
         let hits = receiver
             .wait_until(Duration::from_secs(20), |hits| {
                 hits.iter().any(|h| {
@@ -619,17 +531,7 @@ async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
         socket.status("O").await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let deliveries = world
-                .app
-                .http
-                .get(world.app.url(&format!("/v1/apps/{}/deliveries", world.registered.app_id)))
-                .basic_auth(&world.registered.app_id, Some(&world.registered.secret))
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap();
+            let deliveries = world.deliveries().await;
             let latest = &deliveries["deliveries"][0];
             let seen = latest["error"].as_str().unwrap_or_default().starts_with(expect)
                 || latest["status_code"].as_u64().map(|c| c.to_string()).as_deref() == Some(expect);
@@ -640,13 +542,7 @@ async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // Let the failure be retried once more.
-        world
-            .app
-            .state
-            .store
-            .enable_webhook(world.developer.account, &world.registered.app_id)
-            .await
-            .unwrap();
+        world.app.enable_webhook(&world.developer, &world.registered.app_id).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reached.load(Ordering::SeqCst), 0, "a connection reached the loopback canary");

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use presence::cli::client::Received;
 use serde_json::json;
 
-use crate::helpers::{builder, channel_id, spawn_app};
+use crate::support::{builder, channel_id, spawn_app, Received};
 
 #[tokio::test]
 async fn hello_assigns_a_uaid_and_a_known_one_is_kept() {

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use presence::cli::client::{DeviceClient, Received};
 use serde_json::json;
 
-use crate::helpers::{builder, channel_id, spawn_app, TestApp};
+use crate::support::{builder, channel_id, spawn_app, DeviceClient, Received, TestApp};
 
 async fn expect_close(device: &mut DeviceClient) -> (Option<u16>, String) {
     loop {

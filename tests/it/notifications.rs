@@ -5,8 +5,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::consent::{consent, exchange, register_app, Browser, RegisteredApp};
-use crate::helpers::{builder, reply, Builder, Device, Reply, TestApp, User};
+use crate::support::apps::{as_app_at, notify_at};
+use crate::support::{
+    builder, grant, register_app, Browser, Builder, Device, RegisteredApp, Reply, TestApp, User,
+};
 
 struct Setup {
     app: TestApp,
@@ -26,10 +28,7 @@ async fn setup(builder: Builder) -> Setup {
     let user = app.user("bob@example.com").await;
     let phone = app.register_device(&user, "phone").await;
     let laptop = app.register_device(&user, "laptop").await;
-    let mut browser = Browser::new(&app);
-    browser.sign_in("bob@example.com").await;
-    let code = consent(&mut browser, &chat.app_id, None).await;
-    let uid = exchange(&app, &chat, json!({"code": code})).await.json()["uid"].as_str().unwrap().to_owned();
+    let (browser, uid) = grant(&app.url(""), "bob@example.com", &chat).await;
     Setup { app, developer, chat, user, uid, phone, laptop, browser }
 }
 
@@ -38,31 +37,17 @@ async fn notify(setup: &Setup, body: Value) -> Reply {
 }
 
 async fn notify_as(app: &TestApp, registered: &RegisteredApp, body: Value) -> Reply {
-    reply(
-        app.http
-            .post(app.url(&format!("/v1/apps/{}/notifications", registered.app_id)))
-            .basic_auth(&registered.app_id, Some(&registered.secret))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    notify_at(&app.url(""), registered, body).await
+}
+
+/// `GET /v1/apps/<id>/notifications/<nid>` as the app.
+async fn read_as(app: &TestApp, registered: &RegisteredApp, id: &str) -> Reply {
+    let path = format!("/v1/apps/{}/notifications/{id}", registered.app_id);
+    as_app_at(&app.url(""), registered, Method::GET, &path, None).await
 }
 
 async fn state_of(setup: &Setup, id: &str) -> Value {
-    reply(
-        setup
-            .app
-            .http
-            .get(setup.app.url(&format!("/v1/apps/{}/notifications/{id}", setup.chat.app_id)))
-            .basic_auth(&setup.chat.app_id, Some(&setup.chat.secret))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .json()
+    read_as(&setup.app, &setup.chat, id).await.json()
 }
 
 fn calling(uid: &str, ttl: u64) -> Value {
@@ -174,17 +159,7 @@ async fn another_apps_uid_and_unknown_uids_are_indistinguishable_404s() {
     assert_eq!(foreign.json(), unknown.json());
     // And one app cannot read another's notification.
     let id = notify(&setup, calling(&setup.uid, 60)).await.json()["id"].as_str().unwrap().to_owned();
-    let peek = reply(
-        setup
-            .app
-            .http
-            .get(setup.app.url(&format!("/v1/apps/{}/notifications/{id}", other.app_id)))
-            .basic_auth(&other.app_id, Some(&other.secret))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let peek = read_as(&setup.app, &other, &id).await;
     assert_eq!(peek.status, 404);
 }
 

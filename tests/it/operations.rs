@@ -1,8 +1,7 @@
 //! What an operator sees: health, metrics, graceful shutdown.
 
-use presence::cli::client::Received;
-
-use crate::helpers::{builder, channel_id, spawn_app};
+use crate::support::http::metric_in;
+use crate::support::{builder, channel_id, spawn_app, Received};
 
 #[tokio::test]
 async fn healthz_checks_the_store() {
@@ -26,11 +25,7 @@ async fn metrics_count_connections_messages_and_notifications() {
     assert_eq!(app.put(&offline_endpoint, "version=1").await.status, 202);
 
     let text = app.get("/metrics").await.body;
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
-    };
+    let value = |name: &str| metric_in(&text, name);
     assert_eq!(value("presence_ws_connections"), 1.0);
     assert_eq!(value("presence_ws_connections_total"), 2.0);
     assert_eq!(value("presence_ws_messages_total{type=\"hello\"}"), 2.0);

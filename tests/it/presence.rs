@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use presence::cli::client::Received;
 use proptest::prelude::*;
 use reqwest::Method;
 
-use crate::helpers::{builder, spawn_process, DataDir};
+use crate::support::http::{register_device_at, status_at};
+use crate::support::service::new_secret;
+use crate::support::{builder, cli, sign_in, spawn_process, DataDir, DeviceClient, Received, User};
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -48,7 +49,7 @@ fn the_user_status_is_the_best_of_the_devices_statuses() {
             for i in 0..3 {
                 devices.push(app.register_device(&user, &format!("device {i}")).await);
             }
-            let mut sockets: Vec<Option<presence::cli::client::DeviceClient>> = vec![None, None, None];
+            let mut sockets: Vec<Option<DeviceClient>> = vec![None, None, None];
             let mut model = ["U"; 3];
             for op in &ops {
                 match *op {
@@ -146,7 +147,7 @@ async fn a_stop_makes_everyone_offline_and_the_restart_keeps_it_so() {
     let data = app.stop().await;
 
     let app = builder().data_dir(&data.path).spawn().await;
-    let user = crate::helpers::User { token, account: user.account };
+    let user = User { token, account: user.account };
     app.wait_for_status(&user, "offline").await;
     // The stop recorded it (its lease ended cleanly); the start finds nothing left to change.
     assert_eq!(app.changes_of(user.account).await, Vec::<&str>::new());
@@ -159,28 +160,19 @@ async fn a_stop_makes_everyone_offline_and_the_restart_keeps_it_so() {
 #[tokio::test]
 async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     let data = DataDir::new();
-    crate::helpers::cli(&["account", "add", "--email", "ghost@example.com"], &data.path, "password123\n")
-        .await;
+    cli(&["account", "add", "--email", "ghost@example.com"], &data.path, "password123\n").await;
 
-    let http = reqwest::Client::new();
     let server = spawn_process(&data.path, &[]).await;
-    let base = format!("http://{}", server.addr);
-    let token = crate::helpers::sign_in(&base, "ghost@example.com").await;
-    let device = crate::helpers::add_device_at(&base, &token, "phone").await;
-    let mut socket = presence::cli::client::DeviceClient::connect(&server.ws_url()).await.unwrap();
-    socket.hello_presence(None, device["prid"].as_str().unwrap()).await.unwrap();
+    let token = sign_in(&server.base(), "ghost@example.com").await;
+    let device = register_device_at(&server.base(), &token, "phone").await;
+    let mut socket = server.connect().await;
+    socket.hello_presence(None, &device.prid).await.unwrap();
     socket.status("O").await.unwrap();
-    let me = |base: String, token: String, http: reqwest::Client| async move {
-        let me: serde_json::Value =
-            http.get(format!("{base}/v1/me")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-        me["status"].as_str().unwrap().to_owned()
-    };
-    assert_eq!(me(base.clone(), token.clone(), http.clone()).await, "online");
+    assert_eq!(status_at(&server.base(), &token).await, "online");
     server.kill9().await;
 
     let server = spawn_process(&data.path, &[]).await;
-    let base = format!("http://{}", server.addr);
-    assert_eq!(me(base, token, http).await, "offline");
+    assert_eq!(status_at(&server.base(), &token).await, "offline");
     server.kill9().await;
 }
 
@@ -213,7 +205,7 @@ async fn one_users_device_never_changes_another_users_status() {
 async fn guessed_and_revoked_presence_ids_are_refused() {
     let app = builder().set("presence_grace", "0s").spawn().await;
     let mut guesser = app.connect().await;
-    let reply = guesser.hello_presence(None, &presence::secrets::new_secret("prid_")).await.unwrap();
+    let reply = guesser.hello_presence(None, &new_secret("prid_")).await.unwrap();
     assert_eq!(reply["status"], 401);
     assert!(matches!(guesser.recv().await.unwrap(), Received::Closed { code: Some(4401), .. }));
 

@@ -1,15 +1,13 @@
 //! A crash of the process (SIGKILL) loses no UAID, registration or stored notification.
 
-use presence::cli::client::DeviceClient;
-
-use crate::helpers::{channel_id, put, spawn_process, DataDir};
+use crate::support::{channel_id, put, spawn_process, DataDir};
 
 #[tokio::test]
 async fn sigkill_keeps_uaids_registrations_and_stored_notifications() {
     let data = DataDir::new();
     let http = reqwest::Client::new();
     let server = spawn_process(&data.path, &[]).await;
-    let mut device = DeviceClient::connect(&server.ws_url()).await.unwrap();
+    let mut device = server.connect().await;
     let uaid = device.hello(None, &[]).await.unwrap();
     let (stored, later) = (channel_id(), channel_id());
     let stored_endpoint = device.register(&stored).await.unwrap();
@@ -22,7 +20,7 @@ async fn sigkill_keeps_uaids_registrations_and_stored_notifications() {
     let server = spawn_process(&data.path, &[]).await;
     let rebase =
         |endpoint: &str| format!("http://{}/update/{}", server.addr, endpoint.rsplit('/').next().unwrap());
-    let mut device = DeviceClient::connect(&server.ws_url()).await.unwrap();
+    let mut device = server.connect().await;
     assert_eq!(device.hello(Some(&uaid), &[&stored, &later]).await.unwrap(), uaid);
     let message = device.recv_json().await.unwrap();
     assert_eq!(message["updates"][0]["channelID"], stored.as_str());

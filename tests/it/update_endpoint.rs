@@ -1,6 +1,6 @@
 //! `PUT /update/<token>` as an AppServer uses it.
 
-use crate::helpers::{channel_id, reply, spawn_app};
+use crate::support::{channel_id, reply, spawn_app};
 
 #[tokio::test]
 async fn versions_arrive_by_form_body_query_or_clock() {
