@@ -57,6 +57,7 @@ if ! "$py" -c 'import psutil' 2>/dev/null; then
   fi
   py=$venv/bin/python
 fi
+# (PRESENCE_BIN is not passed on: the server reads PRESENCE_* variables as its settings.)
 presence=${PRESENCE_BIN:-$repo/target/release/presence}
 if [[ ! -x $presence ]]; then
   [[ -z ${PRESENCE_BIN:-} ]] || { echo "peers.sh: PRESENCE_BIN=$presence is not executable" >&2; exit 1; }
@@ -115,7 +116,7 @@ for r in "${rates[@]}"; do if ((r > top_rate)); then top_rate=$r; fi; done
 presence_bench() { # presence_bench LOG ARGS…
   local file=$1; shift
   log "presence bench $* --duration $duration --runs $runs"
-  timeout -k 10 $((runs * (secs + 600) + 600)) "$presence" bench "$@" --duration "$duration" \
+  timeout -k 10 $((runs * (secs + 600) + 600)) env -u PRESENCE_BIN "$presence" bench "$@" --duration "$duration" \
     --runs "$runs" >"$out/$file" 2>"$out/$file.stderr" || log "failed: presence bench $* (see $out/$file*)"
   grep '^run ' "$out/$file" >&2 || true
 }
