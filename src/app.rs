@@ -94,8 +94,13 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     } else {
         Arc::new(NatsBus::connect(&config.bus_url, &config.bus_subject).await?)
     };
-    let presence =
-        Arc::new(Engine::new(store.clone(), bus.clone(), config.presence_grace, config.stale_after));
+    let presence = Arc::new(Engine::new(
+        store.clone(),
+        bus.clone(),
+        config.presence_grace,
+        config.stale_after,
+        config.bus_url.is_empty(),
+    ));
     let oidc = (!config.oidc_issuer.is_empty())
         .then(|| Arc::new(crate::http::oidc::OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
     let egress = crate::egress::Egress::new(

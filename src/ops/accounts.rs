@@ -1,5 +1,6 @@
 //! Accounts: local sign-up and password checks, bearer tokens, and the user's policy.
 
+use super::presence::Touched;
 use super::{Core, Error, Result};
 use crate::clock::unix_now;
 use crate::domain::{AccountId, Policy};
@@ -107,7 +108,8 @@ pub async fn token_account(core: &Core, token: &str) -> Result<Option<AccountId>
 /// Validates and saves a policy, announcing the change of visible status it causes.
 pub async fn set_policy(core: &Core, account: AccountId, policy: &Policy) -> Result<()> {
     policy.validate().map_err(|error| Error::invalid("invalid_policy", error.to_string()))?;
-    let change = core.store.set_policy(account, policy, unix_now()).await?;
+    let write = core.store.set_policy(account, policy, unix_now());
+    let change = core.presence.write(|_| Touched::account(account), write).await?;
     core.presence.announce(change);
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::presence::Touched;
 use super::Core;
 use crate::clock::unix_now;
 use crate::domain::Eviction;
@@ -57,17 +58,21 @@ async fn tend_lease(state: &Core) -> Result<(), StoreError> {
     if !state.store.renew_lease(until, now).await? {
         tracing::warn!(node = %state.node, "node lease ran out; closing device connections so they reconnect");
         state.metrics.leases_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.presence.announce(state.store.end_lease(now).await?);
+        state
+            .presence
+            .announce(state.presence.write(|c| Touched::changes(c), state.store.end_lease(now)).await?);
         state.devices.evict_all(Eviction::LeaseLost);
         state.store.take_lease(until, now).await?;
     }
-    state.presence.announce(state.store.expire_leases(now).await?);
+    state
+        .presence
+        .announce(state.presence.write(|c| Touched::changes(c), state.store.expire_leases(now)).await?);
     Ok(())
 }
 
 /// A clean stop: this node's devices are offline now, not when its lease runs out.
 pub async fn leave(state: &Core) {
-    match state.store.end_lease(unix_now()).await {
+    match state.presence.write(|c| Touched::changes(c), state.store.end_lease(unix_now())).await {
         Ok(changes) => state.presence.announce(changes),
         Err(error) => tracing::error!(error = %crate::error::chain(&error), "cannot end the node lease"),
     }

@@ -1,5 +1,6 @@
 //! Devices: registering one (it gets a presence id, PrID, shown once) and removing one.
 
+use super::presence::Touched;
 use super::{Core, Error, Result};
 use crate::bus::DeviceMessage;
 use crate::clock::unix_now;
@@ -49,7 +50,8 @@ pub async fn register(core: &Core, account: AccountId, name: &str, uaid: Option<
     let prid = new_secret(PRID_PREFIX);
     let prid_hash = digest(&prid);
     let device = NewDevice { id: &id, account, name, prid_hash: &prid_hash, uaid };
-    core.store.create_device(&device, unix_now()).await?;
+    let write = core.store.create_device(&device, unix_now());
+    core.presence.write(|_| Touched::account(account), write).await?;
     tracing::info!(device_id = %id, "device registered");
     Ok(Registered { device_id: id, prid })
 }
@@ -63,8 +65,9 @@ pub async fn list(core: &Core, account: AccountId) -> Result<Vec<DeviceInfo>> {
 pub async fn remove(core: &Core, account: AccountId, device_id: &str) -> Result<()> {
     let not_found = || Error::NotFound("no such device");
     let device = DeviceId::parse(device_id).ok_or_else(not_found)?;
+    let write = core.store.delete_device(account, &device, unix_now());
     let (uaid, change) =
-        core.store.delete_device(account, &device, unix_now()).await?.ok_or_else(not_found)?;
+        core.presence.write(|_| Touched::account(account), write).await?.ok_or_else(not_found)?;
     core.presence.forget(&device);
     if let Some(uaid) = uaid {
         core.devices.deliver(uaid, DeviceMessage::Close(Eviction::Revoked));

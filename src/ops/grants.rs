@@ -5,7 +5,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
+use super::presence::Touched;
 use super::{Core, Error, Result};
+
+/// A grant's user and app, for the roster to read back.
+fn touched(account: AccountId, app_id: &str) -> Touched {
+    Touched { accounts: vec![account], apps: vec![app_id.to_owned()] }
+}
 use crate::clock::unix_now;
 use crate::domain::{AccountId, App, AuthCode, GrantInfo};
 use crate::secrets::{constant_time_eq, digest, new_secret};
@@ -41,7 +47,8 @@ pub async fn issue_code(
 /// Grants the app access for the user; a grant that exists keeps its uid.
 pub async fn allow(core: &Core, account: AccountId, app_id: &str) -> Result<String> {
     let uid = format!("u_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()));
-    let (uid, events) = core.store.grant(account, app_id, &uid, unix_now()).await?;
+    let write = core.store.grant(account, app_id, &uid, unix_now());
+    let (uid, events) = core.presence.write(|_| touched(account, app_id), write).await?;
     core.presence.announce(events);
     Ok(uid)
 }
@@ -94,9 +101,10 @@ pub async fn set(
     enabled: Option<bool>,
     coarse: Option<bool>,
 ) -> Result<()> {
+    let write = core.store.set_grant(account, app_id, enabled, coarse, unix_now());
     let events = core
-        .store
-        .set_grant(account, app_id, enabled, coarse, unix_now())
+        .presence
+        .write(|_| touched(account, app_id), write)
         .await?
         .ok_or(Error::NotFound("no grant for that app"))?;
     core.presence.announce(events);
@@ -105,9 +113,10 @@ pub async fn set(
 
 /// Revokes a grant: the app loses the uid for good.
 pub async fn revoke(core: &Core, account: AccountId, app_id: &str) -> Result<()> {
+    let write = core.store.revoke_grant(account, app_id, unix_now());
     let (_, events) = core
-        .store
-        .revoke_grant(account, app_id, unix_now())
+        .presence
+        .write(|_| touched(account, app_id), write)
         .await?
         .ok_or(Error::NotFound("no grant for that app"))?;
     core.presence.announce(events);

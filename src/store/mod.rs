@@ -27,8 +27,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("a batched write failed: {0}")]
-    Batch(String),
+    /// A write panicked (a bug); the batch it held was not recorded.
+    #[error("the write panicked")]
+    Panicked,
 }
 
 /// A new device's record; the PrID itself is never stored.
@@ -112,6 +113,24 @@ pub enum Saved {
     ChannelGone,
     /// The UAID no longer exists.
     UaidGone,
+}
+
+/// Every loaded account's presence, and the last event seq of the apps concerned.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceLoad {
+    pub accounts: Vec<crate::domain::roster::AccountPresence>,
+    pub seqs: Vec<(String, u64)>,
+}
+
+/// What a lone node's roster applied since its last write, to record at once.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceBatch {
+    /// Each device's latest status (its silence clock restarts too).
+    pub devices: Vec<(DeviceId, Status)>,
+    /// Accounts' new best and visible status.
+    pub accounts: Vec<(AccountId, Status, Status)>,
+    /// Events appended, in seq order per app; each also records what its grant's app was told.
+    pub events: Vec<crate::domain::roster::NewEvent>,
 }
 
 #[async_trait]
@@ -413,6 +432,19 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         since: i64,
     ) -> Result<Vec<(String, u32)>, StoreError>;
+
+    // The roster: a lone node's presence in memory.
+
+    /// The presence of these accounts (every account with `None`) and the last event seq of
+    /// the apps they granted and of `apps` (every app with `None`).
+    async fn load_presence(
+        &self,
+        accounts: Option<&[AccountId]>,
+        apps: &[String],
+    ) -> Result<PresenceLoad, StoreError>;
+
+    /// Records a batch the roster applied, in one transaction.
+    async fn record_presence(&self, batch: &PresenceBatch, now: i64) -> Result<(), StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);

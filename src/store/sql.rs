@@ -12,6 +12,8 @@
 
 use std::time::Duration;
 
+mod roster;
+
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool};
@@ -833,6 +835,18 @@ impl Store for SqlStore {
             Ok(changes)
         })
         .await
+    }
+
+    async fn load_presence(
+        &self,
+        accounts: Option<&[AccountId]>,
+        apps: &[String],
+    ) -> Result<super::PresenceLoad, StoreError> {
+        self.load_roster(accounts, apps).await
+    }
+
+    async fn record_presence(&self, batch: &super::PresenceBatch, now: i64) -> Result<(), StoreError> {
+        retrying(|| self.record_roster(batch, now)).await
     }
 
     async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError> {

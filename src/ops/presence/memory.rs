@@ -1,0 +1,160 @@
+//! The lone node's presence: the roster in memory is the truth while the node runs. A report is
+//! applied to it at once (no database round trip), and what it changed goes to the journal,
+//! which records batches in one transaction each (a group commit) and only then announces the
+//! events: an app never sees an event that is not durable. Seqs are taken in memory, in the
+//! order reports are applied, and written in that order; a seq is never handed out twice.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{Announce as _, ReportError, MAX_BATCH};
+use crate::bus::Bus;
+use crate::clock::unix_now;
+use crate::domain::roster::{Applied, Roster};
+use crate::domain::{AccountId, AppEvent, PresenceChange};
+use crate::store::{PresenceBatch, Store, StoreError};
+
+/// What waits for the journal.
+pub(super) enum Entry {
+    /// A report the roster applied; `done` hears when it is durable.
+    Applied(Box<Applied>, Option<oneshot::Sender<Result<(), ReportError>>>),
+    /// Answered once everything queued before it is written.
+    Barrier(oneshot::Sender<()>),
+}
+
+pub(super) struct Memory {
+    pub roster: Arc<Mutex<Roster>>,
+    pub journal: mpsc::Sender<Entry>,
+}
+
+impl Memory {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Memory {
+        let roster = Arc::new(Mutex::new(Roster::default()));
+        let (journal, queue) = mpsc::channel(16 * MAX_BATCH);
+        tokio::spawn(write_journal(store, bus, queue, roster.clone()));
+        Memory { roster, journal }
+    }
+
+    /// Waits until everything queued so far is written (or failed).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.journal.send(Entry::Barrier(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Loads these accounts (all with `None`) and apps' seqs from the store into the roster.
+pub(super) async fn load(
+    store: &dyn Store,
+    roster: &mut Roster,
+    accounts: Option<&[AccountId]>,
+    apps: &[String],
+) -> Result<(), StoreError> {
+    let loaded = store.load_presence(accounts, apps).await?;
+    let found: BTreeSet<AccountId> = loaded.accounts.iter().map(|a| a.account).collect();
+    for account in accounts.unwrap_or_default() {
+        if !found.contains(account) {
+            roster.forget(*account);
+        }
+    }
+    for account in loaded.accounts {
+        roster.load(account);
+    }
+    for (app_id, seq) in loaded.seqs {
+        roster.load_seq(&app_id, seq);
+    }
+    Ok(())
+}
+
+/// The journal: takes every entry queued so far (up to `MAX_BATCH` reports), records them in
+/// one transaction, then answers each and announces the changes.
+async fn write_journal(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    mut queue: mpsc::Receiver<Entry>,
+    roster: Arc<Mutex<Roster>>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut entries = vec![first];
+        while entries.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(entry) => entries.push(entry),
+                Err(_) => break,
+            }
+        }
+        let mut batch = PresenceBatch::default();
+        let mut applied = Vec::new();
+        let mut waiting = Vec::new();
+        let mut barriers = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Applied(report, done) => {
+                    batch.devices.push((report.device.clone(), report.status));
+                    if let Some((best, shown)) = report.totals {
+                        batch.accounts.push((report.account, best, shown));
+                    }
+                    batch.events.extend(report.events.iter().cloned());
+                    waiting.extend(done);
+                    applied.push(report);
+                }
+                // Everything before a barrier is in this batch: answered once it is written.
+                Entry::Barrier(done) => barriers.push(done),
+            }
+        }
+        if applied.is_empty() {
+            for done in barriers {
+                let _ = done.send(());
+            }
+            continue;
+        }
+        let now = unix_now();
+        // A panic while writing fails this batch only: the journal goes on with the next.
+        let written = std::panic::AssertUnwindSafe(store.record_presence(&batch, now))
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(StoreError::Panicked));
+        match written {
+            Ok(()) => {
+                for report in applied {
+                    if !report.visible_changed {
+                        continue;
+                    }
+                    let Some((_, shown)) = report.totals else { continue };
+                    let events = report
+                        .events
+                        .iter()
+                        .map(|event| AppEvent { app_id: event.app_id.to_string(), seq: event.seq })
+                        .collect();
+                    PresenceChange { account: report.account, status: shown, at: now, events }
+                        .announce(bus.as_ref());
+                }
+                for done in waiting {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %crate::error::chain(&error), reports = applied.len(), "status reports not recorded");
+                let error = ReportError::Store(Arc::new(error));
+                for done in waiting {
+                    let _ = done.send(Err(error.clone()));
+                }
+                // Memory ran ahead of the store: read those accounts back once it answers.
+                let accounts: Vec<AccountId> = applied.iter().map(|report| report.account).collect();
+                let (store, roster) = (store.clone(), roster.clone());
+                tokio::spawn(async move {
+                    let mut roster = roster.lock().await;
+                    if let Err(error) = load(store.as_ref(), &mut roster, Some(&accounts), &[]).await {
+                        tracing::error!(error = %crate::error::chain(&error), "cannot reload presence after a failed write");
+                    }
+                });
+            }
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
+}

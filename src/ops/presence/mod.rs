@@ -1,0 +1,260 @@
+//! The presence engine: device statuses become one status per user, and apps hear a change only
+//! when what they may see changes. The rules themselves are the domain's (`domain::presence`).
+//!
+//! Two ways to hold the truth:
+//! - a lone node keeps everyone's presence in memory (`memory`): a report is applied at once
+//!   and journalled to the store in batches, events announced only once durable;
+//! - a node of a cluster shares users with other nodes, so the store stays the truth
+//!   (`shared`): reports are recomputed there in batched transactions.
+//!
+//! Writes that change presence otherwise (grants, policies, devices, leases, sweeps) run through
+//! `Engine::write`, which on a lone node holds the roster, drains the journal, runs the write and
+//! reads the accounts it touched back: seqs are never handed out twice.
+//!
+//! This module also keeps the time rules: the grace after a socket closes, the sweep of devices
+//! silent past `stale_after`, and "everyone offline" when a lone node starts.
+
+mod announce;
+mod memory;
+mod shared;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use announce::Announce;
+
+use crate::bus::Bus;
+use crate::clock::unix_now;
+use crate::domain::{AccountId, DeviceId, PresenceChange, Status};
+use crate::store::{Store, StoreError};
+
+/// Why a status report was not recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReportError {
+    #[error("the presence writer stopped")]
+    Stopped,
+    #[error("status reports not recorded")]
+    Store(#[source] Arc<StoreError>),
+}
+
+/// Most reports recorded in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// What a write touched, for the roster to read back.
+#[derive(Debug, Clone, Default)]
+pub struct Touched {
+    pub accounts: Vec<AccountId>,
+    pub apps: Vec<String>,
+}
+
+impl Touched {
+    pub fn account(account: AccountId) -> Touched {
+        Touched { accounts: vec![account], apps: Vec::new() }
+    }
+
+    pub fn changes(changes: &[PresenceChange]) -> Touched {
+        Touched { accounts: changes.iter().map(|change| change.account).collect(), apps: Vec::new() }
+    }
+}
+
+enum Truth {
+    Memory(memory::Memory),
+    Shared(mpsc::Sender<shared::Report>),
+}
+
+/// Time rules around the presence rules, and the one writer of status reports.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    truth: Truth,
+    grace: Duration,
+    stale_after: Duration,
+    /// The current connection of each connected device, to tell a reconnect within the grace.
+    connections: Mutex<HashMap<DeviceId, u64>>,
+    next_connection: AtomicU64,
+    /// Fires when the node stops: pending grace timers end without a write (the node's clean
+    /// stop sets its devices offline at once, and the store is about to close).
+    stopping: CancellationToken,
+}
+
+impl Engine {
+    /// Must be called inside the runtime: it starts the writer task. `alone` says that no other
+    /// node writes these users (no bus): then presence is held in memory.
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        grace: Duration,
+        stale_after: Duration,
+        alone: bool,
+    ) -> Engine {
+        let truth = if alone {
+            Truth::Memory(memory::Memory::new(store.clone(), bus.clone()))
+        } else {
+            let (reports, queue) = mpsc::channel(16 * MAX_BATCH);
+            tokio::spawn(shared::write_reports(store.clone(), bus.clone(), queue));
+            Truth::Shared(reports)
+        };
+        Engine {
+            store,
+            bus,
+            truth,
+            grace,
+            stale_after,
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// A device reported a status. It is applied now; the returned receiver hears when it is
+    /// durable (or why it is not).
+    pub async fn submit(
+        &self,
+        device: &DeviceId,
+        status: Status,
+    ) -> oneshot::Receiver<Result<(), ReportError>> {
+        let (done, committed) = oneshot::channel();
+        match &self.truth {
+            Truth::Memory(memory) => {
+                let mut roster = memory.roster.lock().await;
+                match roster.report(device, status) {
+                    // Queued under the roster's lock, so the journal writes seqs in order.
+                    Some(applied) => {
+                        let _ =
+                            memory.journal.send(memory::Entry::Applied(Box::new(applied), Some(done))).await;
+                    }
+                    None => {
+                        let _ = done.send(Ok(())); // removed meanwhile
+                    }
+                }
+            }
+            Truth::Shared(reports) => {
+                let _ = reports.send(shared::Report { device: Some(device.clone()), status, done }).await;
+            }
+        }
+        committed
+    }
+
+    /// A device reported a status; returns once it is durable.
+    pub async fn report(&self, device: &DeviceId, status: Status) -> Result<(), ReportError> {
+        self.submit(device, status).await.await.map_err(|_| ReportError::Stopped)?
+    }
+
+    /// Runs a write that changes presence outside the status path. On a lone node the roster
+    /// waits meanwhile, and reads back what the write touched.
+    pub async fn write<T, E>(
+        &self,
+        touched: impl FnOnce(&T) -> Touched,
+        write: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let Truth::Memory(memory) = &self.truth else {
+            return write.await;
+        };
+        let mut roster = memory.roster.lock().await;
+        memory.flush().await;
+        let result = write.await;
+        if let Ok(value) = &result {
+            let Touched { accounts, apps } = touched(value);
+            if let Err(error) = memory::load(self.store.as_ref(), &mut roster, Some(&accounts), &apps).await {
+                tracing::error!(error = %crate::error::chain(&error), "cannot read presence back after a write");
+            }
+        }
+        result
+    }
+
+    /// A device's connection is up; returns its connection number for `disconnected`.
+    pub fn connected(&self, device: &DeviceId) -> u64 {
+        let number = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(device.clone(), number);
+        number
+    }
+
+    /// A device's connection closed: unless it reconnects within the grace, it is offline.
+    pub fn disconnected(self: &Arc<Self>, device: DeviceId, connection: u64) {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = engine.stopping.cancelled() => return,
+                _ = tokio::time::sleep(engine.grace) => {}
+            }
+            {
+                let mut connections = engine.lock();
+                if connections.get(&device) != Some(&connection) {
+                    return; // reconnected meanwhile
+                }
+                connections.remove(&device);
+            }
+            if let Err(error) = engine.report(&device, Status::Offline).await {
+                tracing::error!(error = %crate::error::chain(&error), "cannot mark a device offline");
+            }
+        });
+    }
+
+    /// The node is stopping: grace timers still running end without writing, and reports
+    /// already queued are written before this returns (the store closes next).
+    pub async fn stop(&self) {
+        self.stopping.cancel();
+        match &self.truth {
+            Truth::Memory(memory) => memory.flush().await,
+            Truth::Shared(reports) => {
+                let (done, written) = oneshot::channel();
+                if reports.send(shared::Report { device: None, status: Status::Offline, done }).await.is_ok()
+                {
+                    let _ = written.await;
+                }
+            }
+        }
+    }
+
+    /// Forgets a removed device's connection so its grace timer does nothing.
+    pub fn forget(&self, device: &DeviceId) {
+        self.lock().remove(device);
+    }
+
+    /// On a lone node's start: devices from a previous run are offline until they reconnect,
+    /// and everyone's presence is loaded.
+    pub async fn start(&self) -> Result<(), StoreError> {
+        let changes = self.store.reset_presence(unix_now()).await?;
+        if let Truth::Memory(memory) = &self.truth {
+            let mut roster = memory.roster.lock().await;
+            memory::load(self.store.as_ref(), &mut roster, None, &[]).await?;
+            tracing::info!(accounts = roster.len(), "presence loaded");
+        }
+        self.announce(changes);
+        Ok(())
+    }
+
+    /// Marks devices silent past `stale_after` offline, every `stale_after / 10` (at most a minute).
+    pub async fn sweep_stale(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = (self.stale_after / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let now = unix_now();
+            let cutoff = now - self.stale_after.as_secs() as i64;
+            match self.write(|changes| Touched::changes(changes), self.store.expire_stale(cutoff, now)).await
+            {
+                Ok(changes) => self.announce(changes),
+                Err(error) => tracing::error!(error = %crate::error::chain(&error), "stale sweep failed"),
+            }
+        }
+    }
+
+    /// Tells whoever delivers them (streams, the webhook dispatcher, other nodes) what a
+    /// committed write changed: the one verb every write's caller uses, once.
+    pub fn announce(&self, what: impl Announce) {
+        what.announce(self.bus.as_ref());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, u64>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
