@@ -4,9 +4,11 @@
 //! in, actions out, no I/O); `socket` runs it on a WebSocket.
 
 pub mod endpoint;
+mod hello;
 pub mod protocol;
 pub mod registry;
 pub mod relay;
+pub mod session;
 pub mod socket;
 pub mod update;
 
