@@ -1,12 +1,14 @@
 //! The push gateway: devices' WebSockets at `/` speaking SimplePush (with the presence
 //! extension), AppServers' `PUT /update/{token}`, the endpoint tokens that name a channel, and
 //! the registry of connections on this node. `session` decides what a connection does (frames
-//! in, actions out, no I/O); `socket` runs it on a WebSocket.
+//! in, actions out, no I/O); `hello` opens a connection and `socket` runs the session on it.
 
 pub mod endpoint;
+mod hello;
 pub mod protocol;
 pub mod registry;
 pub mod relay;
+pub mod session;
 pub mod socket;
 pub mod update;
 

@@ -1,73 +1,31 @@
-//! The device gateway: one WebSocket per device at `/`, speaking SimplePush.
+//! The device gateway's socket: one WebSocket per device at `/`, speaking SimplePush.
 //!
-//! A connection is `Unidentified` until its hello, then a `Session` bound to a UAID. The session
-//! turns each device message into replies (`Step`); the socket loop sends them, forwards live
-//! notifications from the registry, and keeps the connection alive with WebSocket pings. Every
-//! reason to close maps to one close code in `close_frame`.
+//! After the hello (`hello`), the loop feeds the session (`session`) what happens (frames,
+//! work from the registry, ticks of its clock) and performs the actions it returns: sending
+//! messages and calling the store, whose outcomes go back into the session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::protocol::{self, ClientMessage, Hello, ServerMessage, UpdateEntry};
+use super::hello::handshake;
+use super::protocol::{self, ClientMessage, ParseError, ServerMessage};
+use super::registry::{Attachment, Outbound};
+use super::session::{
+    close_frame, Action, Batch, CloseReason, Frame, Input, Registered, Session, Unregistered,
+};
 use super::Gateway;
-use crate::domain::Eviction;
-use crate::domain::Status;
-use crate::domain::{ChannelId, Uaid};
-use crate::domain::{DeviceBinding, DeviceId, PushUpdate};
-use crate::gateway::registry::{Attachment, Outbound};
+use crate::clock::unix_now;
+use crate::domain::{DeviceId, Uaid};
 use crate::http::error::ApiError;
 use crate::metrics::MessageKind;
 use crate::store::Registration;
 
-/// Close code autopush uses for a device that pings too often.
-pub const CLOSE_PING_TOO_OFTEN: u16 = 4774;
-/// Close code for a presence id that is unknown or was revoked: do not reconnect with it.
-pub const CLOSE_UNAUTHORIZED: u16 = 4401;
-
-/// Why the server ends a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The device closed, or the connection broke: nothing to send.
-    Gone,
-    /// Invalid JSON, JSON that is not an object, a first message that is not hello, a second
-    /// hello, an unknown messageType.
-    Protocol(&'static str),
-    Binary,
-    TooLarge,
-    HelloTimeout,
-    PingTooOften,
-    Replaced,
-    Unresponsive,
-    ShuttingDown,
-    StoreUnavailable,
-    /// The hello's `xpi` is not a known presence id.
-    UnknownPresenceId,
-    /// The device was removed; its presence id no longer works.
-    Revoked,
-}
-
-/// The one place that maps close reasons to WebSocket close frames.
-pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
-    let (code, text) = match reason {
-        CloseReason::Gone => return None,
-        CloseReason::Protocol(why) => (1008, why),
-        CloseReason::Binary => (1003, "binary frames are not supported"),
-        CloseReason::TooLarge => (1009, "message too large"),
-        CloseReason::HelloTimeout => (1008, "no hello in time"),
-        CloseReason::PingTooOften => (CLOSE_PING_TOO_OFTEN, "pinging too often"),
-        CloseReason::Replaced => (1000, "replaced by a newer connection"),
-        CloseReason::Unresponsive => (1001, "no response to ping"),
-        CloseReason::ShuttingDown => (1001, "server shutting down"),
-        CloseReason::StoreUnavailable => (1011, "service unavailable"),
-        CloseReason::UnknownPresenceId => (CLOSE_UNAUTHORIZED, "unknown presence id"),
-        CloseReason::Revoked => (CLOSE_UNAUTHORIZED, "device removed"),
-    };
-    Some(CloseFrame { code, reason: text.into() })
-}
+pub use super::session::{CLOSE_PING_TOO_OFTEN, CLOSE_UNAUTHORIZED};
 
 pub async fn upgrade(
     State(state): State<Gateway>,
@@ -98,14 +56,15 @@ pub async fn upgrade(
 }
 
 async fn serve(state: Gateway, mut socket: WebSocket) {
-    use std::sync::atomic::Ordering::Relaxed;
     state.metrics.connections.fetch_add(1, Relaxed);
     state.metrics.connections_total.fetch_add(1, Relaxed);
     let reason = match handshake(&state, &mut socket).await {
-        Ok(mut session) => {
-            let reason = session.run(&mut socket).await;
-            state.registry.detach(&session.uaid, session.attachment.id);
-            session.finish(reason).await;
+        Ok(mut connection) => {
+            let reason = connection.run(&mut socket).await;
+            state.registry.detach(&connection.uaid, connection.attachment.id);
+            let closing = connection.session.step(Input::Closed(reason), Instant::now());
+            // Nothing is sent any more; only the store and the presence engine hear of it.
+            let _ = connection.perform(&mut socket, closing.into()).await;
             reason
         }
         Err(reason) => reason,
@@ -118,17 +77,17 @@ async fn serve(state: Gateway, mut socket: WebSocket) {
 }
 
 /// What a frame from the device turned out to be.
-enum Frame {
-    Text(axum::extract::ws::Utf8Bytes),
+pub(super) enum ReadFrame {
+    Text(Utf8Bytes),
     /// Pings and pongs: proof of life, nothing to handle.
     Control,
 }
 
-async fn read_frame(socket: &mut WebSocket) -> Result<Frame, CloseReason> {
+pub(super) async fn read_frame(socket: &mut WebSocket) -> Result<ReadFrame, CloseReason> {
     match socket.recv().await {
-        Some(Ok(Message::Text(text))) => Ok(Frame::Text(text)),
+        Some(Ok(Message::Text(text))) => Ok(ReadFrame::Text(text)),
         Some(Ok(Message::Binary(_))) => Err(CloseReason::Binary),
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(Frame::Control),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(ReadFrame::Control),
         Some(Ok(Message::Close(_))) | None => Err(CloseReason::Gone),
         Some(Err(error)) => {
             let capacity = std::error::Error::source(&error)
@@ -139,449 +98,193 @@ async fn read_frame(socket: &mut WebSocket) -> Result<Frame, CloseReason> {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), CloseReason> {
+pub(super) async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), CloseReason> {
     socket.send(Message::Text(message.to_json().into())).await.map_err(|_| CloseReason::Gone)
 }
 
-/// Waits for the hello, assigns the UAID, replies and flushes stored notifications.
-async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result<Session, CloseReason> {
-    let deadline = Instant::now() + state.config.hello_timeout;
-    let text = loop {
-        let frame = tokio::select! {
-            frame = read_frame(socket) => frame?,
-            _ = tokio::time::sleep_until(deadline) => return Err(CloseReason::HelloTimeout),
-            _ = state.shutdown.cancelled() => return Err(CloseReason::ShuttingDown),
-        };
-        if let Frame::Text(text) = frame {
-            break text;
-        }
-    };
-    let hello = match protocol::parse(&text) {
-        Ok(ClientMessage::Hello(hello)) => hello,
-        Ok(_) => {
-            state.metrics.message(MessageKind::Invalid);
-            return Err(CloseReason::Protocol("the first message must be hello"));
-        }
-        Err(error) => {
-            state.metrics.message(MessageKind::Invalid);
-            return Err(CloseReason::Protocol(parse_error_reason(error)));
-        }
-    };
-    state.metrics.message(MessageKind::Hello);
-    let device = match &hello.xpi {
-        None => None,
-        Some(xpi) => match state.store.device_by_prid(&crate::secrets::digest(xpi)).await {
-            Ok(Some(binding)) => Some(binding),
-            Ok(None) => {
-                let _ =
-                    send(socket, &ServerMessage::HelloRefused { status: 401, reason: "unknown presence id" })
-                        .await;
-                return Err(CloseReason::UnknownPresenceId);
-            }
-            Err(error) => {
-                tracing::error!(error = %crate::error::chain(&error), "hello failed: store unavailable");
-                let _ =
-                    send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" })
-                        .await;
-                return Err(CloseReason::StoreUnavailable);
-            }
-        },
-    };
-    let uaid = match assign_uaid(state, &hello, device.as_ref()).await {
-        Ok(uaid) => uaid,
-        Err(error) => {
-            tracing::error!(error = %crate::error::chain(&error), "hello failed: store unavailable");
-            let _ = send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" })
-                .await;
-            return Err(CloseReason::StoreUnavailable);
-        }
-    };
-    // Attach before reading stored notifications: an update that lands in between is either
-    // read from the store or queued on this connection, never missed.
-    let attachment = state.registry.attach(uaid, state.config.outbound_queue);
-    // An older connection of this UAID on another node closes too.
-    state.relay.tell_other_nodes(uaid, crate::bus::DeviceMessage::Close(Eviction::Replaced));
-    let device = device.map(|binding| BoundDevice {
-        connection: state.presence.connected(&binding.device),
-        id: binding.device,
-    });
-    let mut session = Session {
-        state: state.clone(),
-        uaid,
-        attachment,
-        sent: HashMap::new(),
-        sent_live: HashSet::new(),
-        last_keepalive: None,
-        device,
-        last_status: None,
-        pending_status: None,
-        last_touch: Instant::now(),
-    };
-    let result = async {
-        send(socket, &ServerMessage::Hello { uaid: uaid.to_string(), status: 200 }).await?;
-        session.catch_up(socket).await
-    }
-    .await;
-    match result {
-        Ok(()) => Ok(session),
-        Err(reason) => {
-            state.registry.detach(&uaid, session.attachment.id);
-            Err(reason)
-        }
+fn message_kind(message: &Result<ClientMessage, ParseError>) -> MessageKind {
+    match message {
+        Ok(ClientMessage::Hello(_)) => MessageKind::Hello,
+        Ok(ClientMessage::Register { .. }) => MessageKind::Register,
+        Ok(ClientMessage::Unregister { .. }) => MessageKind::Unregister,
+        Ok(ClientMessage::Ack { .. }) => MessageKind::Ack,
+        Ok(ClientMessage::KeepAlive | ClientMessage::Ping) => MessageKind::Ping,
+        Ok(ClientMessage::Status(_)) => MessageKind::Status,
+        Ok(ClientMessage::Unknown(_)) | Err(_) => MessageKind::Invalid,
     }
 }
 
-/// Keeps a known UAID; anything else (missing, malformed, unknown) gets a fresh one, so a
-/// device can never choose its own id.
-/// A device hello (with `xpi`) also binds the UAID to the device, replacing any earlier one.
-async fn assign_uaid(
-    state: &Gateway,
-    hello: &Hello,
-    device: Option<&DeviceBinding>,
-) -> Result<Uaid, crate::store::StoreError> {
-    let requested = hello.uaid.as_deref().and_then(Uaid::parse);
-    let uaid = match requested {
-        Some(uaid) if state.store.uaid_exists(&uaid).await? => uaid,
-        _ => Uaid::random(),
-    };
-    let now = unix_now();
-    state.store.connect_uaid(&uaid, now).await?;
-    if let Some(binding) = device {
-        state.store.bind_device(&binding.device, &uaid, now).await?;
-    }
-    Ok(uaid)
-}
-
-fn parse_error_reason(error: protocol::ParseError) -> &'static str {
-    match error {
-        protocol::ParseError::InvalidJson => "invalid json",
-        protocol::ParseError::NotAnObject => "json is not an object",
-    }
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// An identified connection.
-struct Session {
-    state: Gateway,
-    uaid: Uaid,
-    attachment: Attachment,
-    /// The highest version sent per channel on this connection: never send a lower one.
-    sent: HashMap<ChannelId, u64>,
-    /// Live notifications sent on this connection and not acked yet: never sent twice.
-    sent_live: HashSet<String>,
-    last_keepalive: Option<Instant>,
-    /// The device this connection reports presence for (hello with `xpi`).
-    device: Option<BoundDevice>,
-    /// When a status was last applied, and the latest one waiting for `status_min_interval`.
-    last_status: Option<Instant>,
-    pending_status: Option<Status>,
-    /// When the device's silence clock was last restarted in the store.
-    last_touch: Instant,
-}
-
-struct BoundDevice {
-    id: DeviceId,
+/// The device a connection reports presence for (hello with `xpi`).
+pub(super) struct BoundDevice {
+    pub(super) id: DeviceId,
     /// This connection's number in the presence engine, to tell a reconnect within the grace.
-    connection: u64,
+    pub(super) connection: u64,
 }
 
-/// What handling one device message asks the socket loop to do.
-enum Step {
-    Reply(ServerMessage),
-    Nothing,
-    Close(CloseReason),
-    /// Send this, then close.
-    ReplyAndClose(ServerMessage, CloseReason),
+/// An identified connection: its session and what performing the session's actions needs.
+pub(super) struct Connection {
+    pub(super) state: Gateway,
+    pub(super) uaid: Uaid,
+    pub(super) attachment: Attachment,
+    pub(super) device: Option<BoundDevice>,
+    pub(super) session: Session,
 }
 
-impl Session {
+impl Connection {
     async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
-        let ping_interval = self.state.config.ws_ping_interval;
-        let pong_timeout = self.state.config.ws_pong_timeout;
-        let mut last_heard = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
-        let timer = tokio::time::sleep(ping_interval);
-        tokio::pin!(timer);
         let shutdown = self.state.shutdown.clone();
         let evicted = self.attachment.evicted.clone();
-        let status_interval = self.state.config.status_min_interval;
+        let timer = tokio::time::sleep_until(self.session.wakeup());
+        tokio::pin!(timer);
         loop {
-            let status_due = self.last_status.map_or_else(Instant::now, |at| at + status_interval);
-            tokio::select! {
+            let wakeup = self.session.wakeup();
+            if timer.deadline() != wakeup {
+                timer.as_mut().reset(wakeup);
+            }
+            let input = tokio::select! {
                 _ = shutdown.cancelled() => return CloseReason::ShuttingDown,
-                _ = evicted.cancelled() => return match self.attachment.eviction() {
-                    Eviction::Replaced => CloseReason::Replaced,
-                    Eviction::Revoked => CloseReason::Revoked,
-                    Eviction::LeaseLost => CloseReason::ShuttingDown,
-                },
-                () = tokio::time::sleep_until(status_due), if self.pending_status.is_some() => {
-                    if let Some(status) = self.pending_status.take() {
-                        self.apply_status(status).await;
-                    }
-                }
+                _ = evicted.cancelled() => return self.attachment.eviction().into(),
                 Some(outbound) = self.attachment.rx.recv() => {
-                    let (mut updates, mut live, mut catch_up) = (Vec::new(), Vec::new(), false);
+                    // Everything queued goes out together.
+                    let mut batch = Batch::default();
                     let mut next = Some(outbound);
                     while let Some(outbound) = next {
                         match outbound {
-                            Outbound::Update(update) => updates.push(*update),
-                            Outbound::Notification(notification) => live.push(notification),
-                            Outbound::CatchUp => catch_up = true,
+                            Outbound::Update(update) => batch.updates.push(*update),
+                            Outbound::Notification(notification) => batch.live.push(notification),
+                            Outbound::CatchUp => batch.catch_up = true,
                         }
                         next = self.attachment.rx.try_recv().ok();
                     }
-                    if catch_up {
-                        if let Err(reason) = self.still_here().await {
-                            return reason;
-                        }
-                        if let Err(reason) = self.catch_up(socket).await {
-                            return reason;
-                        }
-                    }
-                    if let Err(reason) = self.deliver(socket, updates).await {
-                        return reason;
-                    }
-                    if let Err(reason) = self.deliver_live(socket, live).await {
-                        return reason;
-                    }
+                    Input::Outbound(batch)
                 }
-                frame = read_frame(socket) => {
-                    last_heard = Instant::now();
-                    ping_sent = None;
-                    let text = match frame {
-                        Ok(Frame::Text(text)) => text,
-                        Ok(Frame::Control) => continue,
-                        Err(reason) => return reason,
-                    };
-                    self.touch().await;
-                    let step = match protocol::parse(&text) {
-                        Ok(message) => self.handle(message).await,
-                        Err(error) => {
-                            self.state.metrics.message(MessageKind::Invalid);
-                            Step::Close(CloseReason::Protocol(parse_error_reason(error)))
-                        }
-                    };
-                    match step {
-                        Step::Nothing => {}
-                        Step::Reply(reply) => {
-                            if let Err(reason) = send(socket, &reply).await {
-                                return reason;
-                            }
-                        }
-                        Step::Close(reason) => return reason,
-                        Step::ReplyAndClose(reply, reason) => {
-                            let _ = send(socket, &reply).await;
-                            return reason;
-                        }
+                frame = read_frame(socket) => match frame {
+                    Ok(ReadFrame::Control) => Input::Frame(Frame::Control),
+                    Ok(ReadFrame::Text(text)) => {
+                        let message = protocol::parse(&text);
+                        self.state.metrics.message(message_kind(&message));
+                        Input::Frame(Frame::Text(message))
                     }
-                }
-                () = &mut timer => {
-                    // Liveness: ping after `ping_interval` of silence, give up `pong_timeout` later.
-                    let now = Instant::now();
-                    match ping_sent {
-                        Some(_) => return CloseReason::Unresponsive,
-                        None if now >= last_heard + ping_interval => {
-                            if socket.send(Message::Ping(Default::default())).await.is_err() {
-                                return CloseReason::Gone;
-                            }
-                            ping_sent = Some(now);
-                            timer.as_mut().reset(now + pong_timeout);
-                        }
-                        None => timer.as_mut().reset(last_heard + ping_interval),
-                    }
-                }
+                    Err(reason) => return reason,
+                },
+                () = &mut timer => Input::Tick,
+            };
+            let actions = self.session.step(input, Instant::now());
+            if let Err(reason) = self.perform(socket, actions.into()).await {
+                return reason;
             }
         }
     }
 
-    async fn handle(&mut self, message: ClientMessage) -> Step {
-        let metrics = &self.state.metrics;
-        match message {
-            ClientMessage::Hello(_) => {
-                metrics.message(MessageKind::Hello);
-                Step::ReplyAndClose(
-                    ServerMessage::HelloRefused { status: 401, reason: "duplicate hello" },
-                    CloseReason::Protocol("duplicate hello"),
-                )
+    /// Performs the session's actions in order; the actions an outcome leads to come before
+    /// the rest. Ends with the reason to close, if one came up.
+    pub(super) async fn perform(
+        &mut self,
+        socket: &mut WebSocket,
+        mut actions: VecDeque<Action>,
+    ) -> Result<(), CloseReason> {
+        while let Some(action) = actions.pop_front() {
+            let Some(input) = self.effect(socket, action).await? else { continue };
+            let follow = self.session.step(input, Instant::now());
+            for action in follow.into_iter().rev() {
+                actions.push_front(action);
             }
-            ClientMessage::Register { channel_id } => {
-                metrics.message(MessageKind::Register);
-                self.register(channel_id).await
+        }
+        Ok(())
+    }
+
+    /// Carries out one action; what the session must hear back comes as an input.
+    async fn effect(&mut self, socket: &mut WebSocket, action: Action) -> Result<Option<Input>, CloseReason> {
+        let state = &self.state;
+        let device = self.device.as_ref();
+        match action {
+            Action::Send(message) => {
+                send(socket, &message).await?;
+                if let ServerMessage::Notification { updates } = &message {
+                    state.metrics.notifications_delivered.fetch_add(updates.len() as u64, Relaxed);
+                }
             }
-            ClientMessage::Unregister { channel_id } => {
-                metrics.message(MessageKind::Unregister);
-                self.unregister(channel_id).await
+            Action::Ping => {
+                socket.send(Message::Ping(Default::default())).await.map_err(|_| CloseReason::Gone)?;
             }
-            ClientMessage::Ack { updates, xpn } => {
-                metrics.message(MessageKind::Ack);
+            Action::Close(reason) => return Err(reason),
+            Action::Touch => {
+                let Some(device) = device else { return Ok(None) };
+                if let Err(error) = state.store.touch_device(&device.id, unix_now()).await {
+                    tracing::error!(error = %crate::error::chain(&error), "cannot record device activity");
+                }
+            }
+            Action::ApplyStatus(status) => {
+                let Some(device) = device else { return Ok(None) };
+                if let Err(error) = state.presence.report(&device.id, status).await {
+                    tracing::error!(error = %crate::error::chain(&error), "status not recorded");
+                }
+            }
+            Action::Disconnected => {
+                let Some(device) = self.device.take() else { return Ok(None) };
+                state.presence.disconnected(device.id, device.connection);
+            }
+            Action::Register { channel_id, channel } => {
+                let config = &state.config;
+                let registration = state
+                    .store
+                    .register_channel(&self.uaid, &channel, config.max_channels_per_uaid, unix_now())
+                    .await;
+                let outcome = match registration {
+                    Ok(Registration::Registered) => {
+                        let token = state.keys.seal(&self.uaid, &channel);
+                        Registered::Done { endpoint: format!("{}/update/{token}", state.public_url) }
+                    }
+                    Ok(Registration::TooManyChannels) => Registered::TooManyChannels,
+                    Err(error) => {
+                        tracing::error!(error = %crate::error::chain(&error), "register failed");
+                        Registered::Failed
+                    }
+                };
+                return Ok(Some(Input::Registered { channel_id, outcome }));
+            }
+            Action::Unregister { channel_id, channel } => {
+                let outcome = match state.store.unregister_channel(&self.uaid, &channel).await {
+                    Ok(()) => Unregistered::Done,
+                    Err(error) => {
+                        tracing::error!(error = %crate::error::chain(&error), "unregister failed");
+                        Unregistered::Failed
+                    }
+                };
+                return Ok(Some(Input::Unregistered { channel_id, channel, outcome }));
+            }
+            Action::Ack(updates) => {
                 for (channel, version) in updates {
-                    let Some(channel) = ChannelId::parse(&channel) else {
-                        continue;
-                    };
-                    if let Err(error) = self.state.store.ack(&self.uaid, &channel, version).await {
+                    if let Err(error) = state.store.ack(&self.uaid, &channel, version).await {
                         tracing::error!(error = %crate::error::chain(&error), "ack not recorded");
                     }
                 }
-                for id in &xpn {
-                    self.sent_live.remove(id);
-                }
-                if let (Some(device), false) = (&self.device, xpn.is_empty()) {
-                    if let Err(error) = self.state.store.ack_notifications(&device.id, &xpn).await {
-                        tracing::error!(error = %crate::error::chain(&error), "notification ack not recorded");
-                    }
-                }
-                Step::Nothing
             }
-            ClientMessage::KeepAlive | ClientMessage::Ping => {
-                metrics.message(MessageKind::Ping);
-                let now = Instant::now();
-                if self
-                    .last_keepalive
-                    .is_some_and(|last| now.duration_since(last) < self.state.config.ping_min_interval)
-                {
-                    return Step::Close(CloseReason::PingTooOften);
-                }
-                self.last_keepalive = Some(now);
-                if matches!(message, ClientMessage::KeepAlive) {
-                    Step::Reply(ServerMessage::KeepAlive)
-                } else {
-                    Step::Reply(ServerMessage::Ping { status: 200, reason: None })
+            Action::AckNotifications(ids) => {
+                let Some(device) = device else { return Ok(None) };
+                if let Err(error) = state.store.ack_notifications(&device.id, &ids).await {
+                    tracing::error!(error = %crate::error::chain(&error), "notification ack not recorded");
                 }
             }
-            ClientMessage::Status(status) => {
-                metrics.message(MessageKind::Status);
-                self.report(status).await
+            Action::MarkDelivered(ids) => {
+                let Some(device) = device else { return Ok(None) };
+                if let Err(error) = state.store.mark_delivered(&device.id, &ids, unix_now()).await {
+                    tracing::error!(error = %crate::error::chain(&error), "notification delivery not recorded");
+                }
             }
-            ClientMessage::Unknown(_) => {
-                metrics.message(MessageKind::Invalid);
-                Step::Close(CloseReason::Protocol("unknown messageType"))
+            Action::CatchUp { check_node, then } => {
+                if check_node {
+                    self.still_here().await?;
+                }
+                let (stored, queued) = self.stored().await?;
+                return Ok(Some(Input::CaughtUp { stored, queued, then }));
             }
         }
+        Ok(None)
     }
 
-    /// A status report: answered at once, applied at most every `status_min_interval` (the
-    /// latest report of a burst wins).
-    async fn report(&mut self, status: Option<Status>) -> Step {
-        let refuse = |status, reason| Step::Reply(ServerMessage::Ping { status, reason: Some(reason) });
-        if self.device.is_none() {
-            return refuse(403, "this connection has no presence id: say hello with xpi");
-        }
-        let Some(status) = status else {
-            return refuse(400, "xps must be O, A or U");
-        };
-        let interval = self.state.config.status_min_interval;
-        if self.pending_status.is_some() || self.last_status.is_some_and(|at| at.elapsed() < interval) {
-            self.pending_status = Some(status);
-        } else {
-            self.apply_status(status).await;
-        }
-        Step::Reply(ServerMessage::Ping { status: 200, reason: None })
-    }
-
-    async fn apply_status(&mut self, status: Status) {
-        let Some(device) = &self.device else { return };
-        self.last_status = Some(Instant::now());
-        self.last_touch = Instant::now();
-        if let Err(error) = self.state.presence.report(&device.id, status).await {
-            tracing::error!(error = %crate::error::chain(&error), "status not recorded");
-        }
-    }
-
-    /// Any message proves the device is not silent; tell the store at most every half
-    /// `stale_after`, so an idle but present device is never swept offline.
-    async fn touch(&mut self) {
-        let Some(device) = &self.device else { return };
-        if self.last_touch.elapsed() < self.state.config.stale_after / 2 {
-            return;
-        }
-        self.last_touch = Instant::now();
-        if let Err(error) = self.state.store.touch_device(&device.id, unix_now()).await {
-            tracing::error!(error = %crate::error::chain(&error), "cannot record device activity");
-        }
-    }
-
-    /// After the socket closed: apply a status still waiting, then start the grace after which
-    /// the device is offline (not for a removed device, nor when the whole node stops: the next
-    /// start marks everyone offline).
-    async fn finish(&mut self, reason: CloseReason) {
-        if let Some(status) = self.pending_status.take() {
-            self.apply_status(status).await;
-        }
-        let Some(device) = self.device.take() else { return };
-        match reason {
-            CloseReason::Revoked | CloseReason::ShuttingDown => {}
-            _ => self.state.presence.disconnected(device.id, device.connection),
-        }
-    }
-
-    async fn register(&mut self, raw: Option<String>) -> Step {
-        let (raw, channel) = match raw {
-            Some(raw) => {
-                let channel = ChannelId::parse(&raw);
-                (raw, channel)
-            }
-            None => (String::new(), None),
-        };
-        let Some(channel) = channel else {
-            return Step::Reply(ServerMessage::Register {
-                channel_id: raw,
-                status: 401,
-                push_endpoint: None,
-                reason: Some("channelID must be a UUID"),
-            });
-        };
-        let config = &self.state.config;
-        let outcome = self
-            .state
-            .store
-            .register_channel(&self.uaid, &channel, config.max_channels_per_uaid, unix_now())
-            .await;
-        let (status, push_endpoint, reason) = match outcome {
-            Ok(Registration::Registered) => {
-                let token = self.state.keys.seal(&self.uaid, &channel);
-                (200, Some(format!("{}/update/{token}", self.state.public_url)), None)
-            }
-            Ok(Registration::TooManyChannels) => (429, None, Some("too many channels")),
-            Err(error) => {
-                tracing::error!(error = %crate::error::chain(&error), "register failed");
-                (500, None, Some("storage error"))
-            }
-        };
-        // The reply's channelID must equal the request's, whatever its spelling.
-        Step::Reply(ServerMessage::Register { channel_id: raw, status, push_endpoint, reason })
-    }
-
-    async fn unregister(&mut self, raw: Option<String>) -> Step {
-        let raw = raw.unwrap_or_default();
-        let Some(channel) = ChannelId::parse(&raw) else {
-            return Step::Reply(ServerMessage::Unregister {
-                channel_id: raw,
-                status: 401,
-                reason: Some("channelID must be a UUID"),
-            });
-        };
-        let (status, reason) = match self.state.store.unregister_channel(&self.uaid, &channel).await {
-            Ok(()) => {
-                self.sent.remove(&channel);
-                (200, None)
-            }
-            Err(error) => {
-                tracing::error!(error = %crate::error::chain(&error), "unregister failed");
-                (500, Some("storage error"))
-            }
-        };
-        Step::Reply(ServerMessage::Unregister { channel_id: raw, status, reason })
-    }
-
-    /// Sends live notifications (only to a device connection) and notes their delivery.
-    /// Sends whatever the store holds for this connection that it has not sent yet: after
-    /// hello, and when signals for it may have been missed.
     /// Whether this is still the UAID's connection: if the UAID said hello on another node
     /// since and the signal that should have closed this connection was lost, it closes now.
-    /// (Right after hello the store names this node; the check is for later catch-ups.)
     async fn still_here(&self) -> Result<(), CloseReason> {
         if !self.state.is_clustered() {
             return Ok(());
@@ -596,12 +299,17 @@ impl Session {
         }
     }
 
-    async fn catch_up(&mut self, socket: &mut WebSocket) -> Result<(), CloseReason> {
+    /// The UAID's stored updates, and the device's queued live notifications.
+    async fn stored(
+        &self,
+    ) -> Result<
+        (Vec<crate::domain::PushUpdate>, Vec<std::sync::Arc<crate::domain::LiveNotification>>),
+        CloseReason,
+    > {
         let stored = self.state.store.pending_updates(&self.uaid).await.map_err(|error| {
             tracing::error!(error = %crate::error::chain(&error), "cannot read stored notifications");
             CloseReason::StoreUnavailable
         })?;
-        self.deliver(socket, stored).await?;
         let queued = match &self.device {
             Some(device) => {
                 self.state.store.pending_notifications(&device.id, unix_now()).await.map_err(|error| {
@@ -611,45 +319,6 @@ impl Session {
             }
             None => Vec::new(),
         };
-        self.deliver_live(socket, queued.into_iter().map(std::sync::Arc::new).collect()).await
-    }
-
-    async fn deliver_live(
-        &mut self,
-        socket: &mut WebSocket,
-        mut live: Vec<std::sync::Arc<crate::domain::LiveNotification>>,
-    ) -> Result<(), CloseReason> {
-        let Some(device) = &self.device else { return Ok(()) };
-        live.retain(|notification| self.sent_live.insert(notification.id.clone()));
-        if live.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = live.iter().map(|n| n.id.clone()).collect();
-        send(socket, &ServerMessage::Live { xpn: live }).await?;
-        if let Err(error) = self.state.store.mark_delivered(&device.id, &ids, unix_now()).await {
-            tracing::error!(error = %crate::error::chain(&error), "notification delivery not recorded");
-        }
-        Ok(())
-    }
-
-    /// Sends the updates not already sent at the same or a higher version, as one message.
-    async fn deliver(&mut self, socket: &mut WebSocket, updates: Vec<PushUpdate>) -> Result<(), CloseReason> {
-        let mut entries: Vec<UpdateEntry> = Vec::with_capacity(updates.len());
-        for update in &updates {
-            if self.sent.get(&update.channel).is_some_and(|&sent| sent >= update.version) {
-                continue;
-            }
-            self.sent.insert(update.channel, update.version);
-            // A later update of the same channel in this batch is higher (or was skipped above).
-            entries.retain(|entry| entry.channel != update.channel);
-            entries.push(UpdateEntry::from(update));
-        }
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let count = entries.len() as u64;
-        send(socket, &ServerMessage::Notification { updates: entries }).await?;
-        self.state.metrics.notifications_delivered.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok((stored, queued.into_iter().map(std::sync::Arc::new).collect()))
     }
 }

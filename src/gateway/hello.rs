@@ -1,0 +1,100 @@
+//! The hello handshake: wait for the device's hello, check its presence id, assign the UAID,
+//! attach the connection to the registry and send what the store holds for it. Every step that
+//! touches the store lives here; what follows is the session's.
+
+use tokio::time::Instant;
+
+use super::protocol::{self, Hello, ServerMessage};
+use super::session::{self, Action, Batch, CloseReason, Limits, Session};
+use super::socket::{read_frame, send, BoundDevice, Connection, ReadFrame};
+use super::Gateway;
+use crate::clock::unix_now;
+use crate::domain::{DeviceBinding, Eviction, Uaid};
+use crate::metrics::MessageKind;
+
+use axum::extract::ws::WebSocket;
+
+/// Waits for the hello, assigns the UAID, replies and flushes stored notifications.
+pub(super) async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result<Connection, CloseReason> {
+    let deadline = Instant::now() + state.config.hello_timeout;
+    let text = loop {
+        let frame = tokio::select! {
+            frame = read_frame(socket) => frame?,
+            _ = tokio::time::sleep_until(deadline) => return Err(CloseReason::HelloTimeout),
+            _ = state.shutdown.cancelled() => return Err(CloseReason::ShuttingDown),
+        };
+        if let ReadFrame::Text(text) = frame {
+            break text;
+        }
+    };
+    let hello = session::expect_hello(protocol::parse(&text)).inspect_err(|_| {
+        state.metrics.message(MessageKind::Invalid);
+    })?;
+    state.metrics.message(MessageKind::Hello);
+    let device = match &hello.xpi {
+        None => None,
+        Some(xpi) => match state.store.device_by_prid(&crate::secrets::digest(xpi)).await {
+            Ok(Some(binding)) => Some(binding),
+            Ok(None) => {
+                let refused = ServerMessage::HelloRefused { status: 401, reason: "unknown presence id" };
+                let _ = send(socket, &refused).await;
+                return Err(CloseReason::UnknownPresenceId);
+            }
+            Err(error) => return Err(unavailable(socket, &error).await),
+        },
+    };
+    let uaid = match assign_uaid(state, &hello, device.as_ref()).await {
+        Ok(uaid) => uaid,
+        Err(error) => return Err(unavailable(socket, &error).await),
+    };
+    // Attach before reading stored notifications: an update that lands in between is either
+    // read from the store or queued on this connection, never missed.
+    let attachment = state.registry.attach(uaid, state.config.outbound_queue);
+    // An older connection of this UAID on another node closes too.
+    state.relay.tell_other_nodes(uaid, crate::bus::DeviceMessage::Close(Eviction::Replaced));
+    let device = device.map(|binding| BoundDevice {
+        connection: state.presence.connected(&binding.device),
+        id: binding.device,
+    });
+    let session = Session::new(Limits::from_config(&state.config), device.is_some(), Instant::now());
+    let mut connection = Connection { state: state.clone(), uaid, attachment, device, session };
+    // Right after hello the store names this node: no need to check it.
+    let welcome = [
+        Action::Send(ServerMessage::Hello { uaid: uaid.to_string(), status: 200 }),
+        Action::CatchUp { check_node: false, then: Batch::default() },
+    ];
+    match connection.perform(socket, welcome.into()).await {
+        Ok(()) => Ok(connection),
+        Err(reason) => {
+            state.registry.detach(&uaid, connection.attachment.id);
+            Err(reason)
+        }
+    }
+}
+
+async fn unavailable(socket: &mut WebSocket, error: &crate::store::StoreError) -> CloseReason {
+    tracing::error!(error = %crate::error::chain(error), "hello failed: store unavailable");
+    let _ = send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" }).await;
+    CloseReason::StoreUnavailable
+}
+
+/// Keeps a known UAID; anything else (missing, malformed, unknown) gets a fresh one, so a
+/// device can never choose its own id.
+/// A device hello (with `xpi`) also binds the UAID to the device, replacing any earlier one.
+async fn assign_uaid(
+    state: &Gateway,
+    hello: &Hello,
+    device: Option<&DeviceBinding>,
+) -> Result<Uaid, crate::store::StoreError> {
+    let requested = hello.uaid.as_deref().and_then(Uaid::parse);
+    let uaid = match requested {
+        Some(uaid) if state.store.uaid_exists(&uaid).await? => uaid,
+        _ => Uaid::random(),
+    };
+    let now = unix_now();
+    state.store.connect_uaid(&uaid, now).await?;
+    if let Some(binding) = device {
+        state.store.bind_device(&binding.device, &uaid, now).await?;
+    }
+    Ok(uaid)
+}
