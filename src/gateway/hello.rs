@@ -57,7 +57,8 @@ pub(super) async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result
         id: binding.device,
     });
     let session = Session::new(Limits::from_config(&state.config), device.is_some(), Instant::now());
-    let mut connection = Connection { state: state.clone(), uaid, attachment, device, session };
+    let mut connection =
+        Connection { state: state.clone(), uaid, attachment, device, session, answers: Default::default() };
     // Right after hello the store names this node: no need to check it.
     let welcome = [
         Action::Send(ServerMessage::Hello { uaid: uaid.to_string(), status: 200 }),

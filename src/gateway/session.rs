@@ -206,8 +206,12 @@ pub enum Action {
     AckNotifications(Vec<String>),
     /// Record that these live notifications were sent.
     MarkDelivered(Vec<String>),
-    /// Report the device's status to the presence engine now.
-    ApplyStatus(Status),
+    /// Report the device's status to the presence engine now; when `answer`, the device's
+    /// report is answered once the status is durable (200) or could not be recorded (500).
+    ApplyStatus {
+        status: Status,
+        answer: bool,
+    },
     /// Read the UAID's stored updates (and the device's queued notifications), first checking
     /// that the UAID still belongs to this node when `check_node`; answer with
     /// `Input::CaughtUp`, handing `then` back.
@@ -410,15 +414,17 @@ impl Session {
         {
             self.pending_status = Some(status);
         } else {
-            actions.push(self.apply_status(status, now));
+            actions.push(self.apply_status(status, true, now));
+            return;
         }
+        // Taken: applied when the interval has passed (the latest of a burst wins).
         actions.push(Action::Send(ServerMessage::Ping { status: 200, reason: None }));
     }
 
-    fn apply_status(&mut self, status: Status, now: Instant) -> Action {
+    fn apply_status(&mut self, status: Status, answer: bool, now: Instant) -> Action {
         self.last_status = Some(now);
         self.last_touch = now;
-        Action::ApplyStatus(status)
+        Action::ApplyStatus { status, answer }
     }
 
     fn on_tick(&mut self, now: Instant) -> Vec<Action> {
@@ -426,7 +432,7 @@ impl Session {
         if let (Some(status), Some(at)) = (self.pending_status, self.last_status) {
             if now >= at + self.limits.status_min_interval {
                 self.pending_status = None;
-                actions.push(self.apply_status(status, now));
+                actions.push(self.apply_status(status, false, now));
             }
         }
         // Liveness: ping after `ping_interval` of silence, give up `pong_timeout` later.
@@ -492,7 +498,7 @@ impl Session {
     fn on_closed(&mut self, reason: CloseReason) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(status) = self.pending_status.take() {
-            actions.push(Action::ApplyStatus(status));
+            actions.push(Action::ApplyStatus { status, answer: false });
         }
         if self.reports_presence && !matches!(reason, CloseReason::Revoked | CloseReason::ShuttingDown) {
             actions.push(Action::Disconnected);

@@ -23,7 +23,9 @@ use crate::clock::unix_now;
 use crate::domain::{DeviceId, Uaid};
 use crate::http::error::ApiError;
 use crate::metrics::MessageKind;
+use crate::ops::presence::ReportError;
 use crate::store::Registration;
+use tokio::sync::oneshot;
 
 pub use super::session::{CLOSE_PING_TOO_OFTEN, CLOSE_UNAUTHORIZED};
 
@@ -128,6 +130,8 @@ pub(super) struct Connection {
     pub(super) attachment: Attachment,
     pub(super) device: Option<BoundDevice>,
     pub(super) session: Session,
+    /// Status reports applied and waiting to be durable, answered in order.
+    pub(super) answers: VecDeque<oneshot::Receiver<Result<(), ReportError>>>,
 }
 
 impl Connection {
@@ -168,6 +172,21 @@ impl Connection {
                     Err(reason) => return reason,
                 },
                 () = &mut timer => Input::Tick,
+                recorded = async { self.answers.front_mut().expect("not empty").await }, if !self.answers.is_empty() => {
+                    self.answers.pop_front();
+                    let answer = match recorded {
+                        Ok(Ok(())) => ServerMessage::Ping { status: 200, reason: None },
+                        Ok(Err(error)) => {
+                            tracing::error!(error = %crate::error::chain(&error), "status not recorded");
+                            ServerMessage::Ping { status: 500, reason: Some("status not recorded") }
+                        }
+                        Err(_) => ServerMessage::Ping { status: 500, reason: Some("status not recorded") },
+                    };
+                    if let Err(reason) = send(socket, &answer).await {
+                        return reason;
+                    }
+                    continue;
+                }
             };
             let actions = self.session.step(input, Instant::now());
             if let Err(reason) = self.perform(socket, actions.into()).await {
@@ -214,10 +233,12 @@ impl Connection {
                     tracing::error!(error = %crate::error::chain(&error), "cannot record device activity");
                 }
             }
-            Action::ApplyStatus(status) => {
+            Action::ApplyStatus { status, answer } => {
                 let Some(device) = device else { return Ok(None) };
-                if let Err(error) = state.presence.report(&device.id, status).await {
-                    tracing::error!(error = %crate::error::chain(&error), "status not recorded");
+                // Applied now; durable a little later, without holding this connection up.
+                let recorded = state.presence.submit(&device.id, status).await;
+                if answer {
+                    self.answers.push_back(recorded);
                 }
             }
             Action::Disconnected => {
