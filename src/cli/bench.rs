@@ -129,7 +129,7 @@ async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxErr
                 0,
             )
             .await?;
-        let (uid, _) = store.grant(account, &app.app_id, &format!("u_bench{i}"), 0).await?;
+        let uid = store.grant(account, &app.app_id, &format!("u_bench{i}"), 0).await?.uid;
         prids.push(prid);
         uids.push(uid);
     }

@@ -63,13 +63,12 @@ pub async fn list(core: &Core, account: AccountId) -> Result<Vec<DeviceInfo>> {
 pub async fn remove(core: &Core, account: AccountId, device_id: &str) -> Result<()> {
     let not_found = || Error::NotFound("no such device");
     let device = DeviceId::parse(device_id).ok_or_else(not_found)?;
-    let (uaid, change) =
-        core.store.delete_device(account, &device, unix_now()).await?.ok_or_else(not_found)?;
+    let removed = core.store.delete_device(account, &device, unix_now()).await?.ok_or_else(not_found)?;
     core.presence.forget(&device);
-    if let Some(uaid) = uaid {
+    if let Some(uaid) = removed.uaid {
         core.devices.deliver(uaid, DeviceMessage::Close(Eviction::Revoked));
     }
-    core.presence.announce(change);
+    core.presence.announce(removed.change);
     tracing::info!(device_id = %device, "device removed");
     Ok(())
 }

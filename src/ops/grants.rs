@@ -9,6 +9,7 @@ use super::{Core, Error, Result};
 use crate::clock::unix_now;
 use crate::domain::{AccountId, App, AuthCode, GrantInfo};
 use crate::secrets::{constant_time_eq, digest, new_secret};
+use crate::store::UidStatus;
 
 /// PKCE S256: the challenge is base64url(SHA-256(verifier)).
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
@@ -41,9 +42,9 @@ pub async fn issue_code(
 /// Grants the app access for the user; a grant that exists keeps its uid.
 pub async fn allow(core: &Core, account: AccountId, app_id: &str) -> Result<String> {
     let uid = format!("u_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()));
-    let (uid, events) = core.store.grant(account, app_id, &uid, unix_now()).await?;
-    core.presence.announce(events);
-    Ok(uid)
+    let granted = core.store.grant(account, app_id, &uid, unix_now()).await?;
+    core.presence.announce(granted.events);
+    Ok(granted.uid)
 }
 
 /// The app trades the code from the consent redirect for the user's uid.
@@ -105,18 +106,18 @@ pub async fn set(
 
 /// Revokes a grant: the app loses the uid for good.
 pub async fn revoke(core: &Core, account: AccountId, app_id: &str) -> Result<()> {
-    let (_, events) = core
+    let revoked = core
         .store
         .revoke_grant(account, app_id, unix_now())
         .await?
         .ok_or(Error::NotFound("no grant for that app"))?;
-    core.presence.announce(events);
+    core.presence.announce(revoked.events);
     Ok(())
 }
 
 /// The current status of granted users, as the app sees them; uids without an enabled grant
 /// are left out. At most 100 uids.
-pub async fn presence_of(core: &Core, app_id: &str, uids: &[String]) -> Result<Vec<(String, String)>> {
+pub async fn presence_of(core: &Core, app_id: &str, uids: &[String]) -> Result<Vec<UidStatus>> {
     if uids.is_empty() || uids.len() > 100 {
         return Err(Error::invalid("invalid_uid", "ask for 1 to 100 uids: ?uid=…&uid=…"));
     }

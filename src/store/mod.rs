@@ -7,13 +7,18 @@ use async_trait::async_trait;
 use crate::domain::Status;
 use crate::domain::{
     AccountId, AccountSummary, App, AppEvent, AuthCode, ChannelId, DeliveryRecord, DeviceBinding, DeviceId,
-    DeviceInfo, Event, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate,
-    Uaid, WebhookHealth, WebhookOutcome,
+    DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate, Uaid,
+    WebhookHealth, WebhookOutcome,
 };
 
 mod sql;
+mod types;
 
 pub use sql::{Backend, SqlStore};
+pub use types::{
+    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
+    Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, UidStatus, WebhookTarget,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,91 +32,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("a batched write failed: {0}")]
-    Batch(String),
-}
-
-/// A new device's record; the PrID itself is never stored.
-#[derive(Debug, Clone)]
-pub struct NewDevice<'a> {
-    pub id: &'a DeviceId,
-    pub account: AccountId,
-    pub name: &'a str,
-    pub prid_hash: &'a str,
-    pub uaid: Option<Uaid>,
-}
-
-/// Changes to an app; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct AppChanges {
-    pub name: Option<String>,
-    pub redirect_uris: Option<Vec<String>>,
-    /// `Some(None)` removes the webhook.
-    pub webhook_url: Option<Option<String>>,
-}
-
-/// Deliverable events after a cursor; `scanned_to` is where the next read starts (events
-/// withheld for privacy are skipped, not returned).
-#[derive(Debug, Clone, Default)]
-pub struct EventPage {
-    pub events: Vec<Event>,
-    pub scanned_to: u64,
-    /// Nothing after `scanned_to` existed when the page was read.
-    pub complete: bool,
-}
-
-/// An app's log: the newest seq, and the highest one removed by retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBounds {
-    pub last_seq: u64,
-    pub purged_seq: u64,
-}
-
-/// An app whose webhook has events waiting and is due for an attempt.
-#[derive(Debug, Clone)]
-pub struct WebhookTarget {
-    pub app_id: String,
-    pub url: String,
-    pub secret_sealed: String,
-    pub cursor: u64,
-    pub attempts: u32,
-    pub failing_since: Option<i64>,
-}
-
-/// A notification to store.
-#[derive(Debug, Clone)]
-pub struct NewNotification {
-    pub id: String,
-    pub app_id: String,
-    pub account: AccountId,
-    pub title: String,
-    pub body: String,
-    pub url: Option<String>,
-    pub sent_at: i64,
-    pub expires_at: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registration {
-    /// Registered now, or already registered to this UAID (registering is idempotent).
-    Registered,
-    /// The UAID holds its maximum number of channels.
-    TooManyChannels,
-}
-
-/// What happened to a version an AppServer sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
-    /// Stored as the channel's pending version: deliver it.
-    Newer,
-    /// The channel already has this version or a higher one; nothing to deliver.
-    NotNewer,
-    /// The UAID already has its maximum number of undelivered notifications.
-    TooManyStored,
-    /// The channel was unregistered (or never registered).
-    ChannelGone,
-    /// The UAID no longer exists.
-    UaidGone,
 }
 
 #[async_trait]
@@ -166,7 +86,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<AccountId>, StoreError>;
 
     /// The account and password hash for a local email.
-    async fn local_credentials(&self, email: &str) -> Result<Option<(AccountId, String)>, StoreError>;
+    async fn local_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError>;
 
     /// The account of an OpenID Connect subject, created on first use.
     async fn oidc_account(&self, issuer: &str, subject: &str, now: i64) -> Result<AccountId, StoreError>;
@@ -207,7 +127,7 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         device: &DeviceId,
         now: i64,
-    ) -> Result<Option<(Option<Uaid>, Option<PresenceChange>)>, StoreError>;
+    ) -> Result<Option<RemovedDevice>, StoreError>;
 
     async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError>;
 
@@ -298,7 +218,7 @@ pub trait Store: Send + Sync + 'static {
         app_id: &str,
         new_uid: &str,
         now: i64,
-    ) -> Result<(String, Vec<AppEvent>), StoreError>;
+    ) -> Result<Granted, StoreError>;
 
     async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError>;
 
@@ -324,7 +244,7 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         app_id: &str,
         now: i64,
-    ) -> Result<Option<(String, Vec<AppEvent>)>, StoreError>;
+    ) -> Result<Option<Revoked>, StoreError>;
 
     // The event log and delivery.
 
@@ -335,10 +255,10 @@ pub trait Store: Send + Sync + 'static {
     async fn events_after(&self, app_id: &str, since: u64, limit: u32) -> Result<EventPage, StoreError>;
 
     /// Every enabled grant's current status as the app sees it, and the seq it is current at.
-    async fn snapshot(&self, app_id: &str) -> Result<(Vec<(String, String)>, u64), StoreError>;
+    async fn snapshot(&self, app_id: &str) -> Result<Snapshot, StoreError>;
 
     /// The current status of these uids, for those with an enabled grant to the app.
-    async fn presence_of(&self, app_id: &str, uids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
+    async fn presence_of(&self, app_id: &str, uids: &[String]) -> Result<Vec<UidStatus>, StoreError>;
 
     /// Removes events older than `cutoff`; returns how many.
     async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError>;
@@ -385,7 +305,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         notification: &NewNotification,
         max_per_device: u32,
-    ) -> Result<Vec<(DeviceId, Option<Uaid>)>, StoreError>;
+    ) -> Result<Vec<NotifiedDevice>, StoreError>;
 
     /// Notes that the device was sent these notifications.
     async fn mark_delivered(&self, device: &DeviceId, ids: &[String], now: i64) -> Result<(), StoreError>;
@@ -408,11 +328,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<NotificationState>, StoreError>;
 
     /// How many notifications each app sent the account since `since`.
-    async fn notifications_sent(
-        &self,
-        account: AccountId,
-        since: i64,
-    ) -> Result<Vec<(String, u32)>, StoreError>;
+    async fn notifications_sent(&self, account: AccountId, since: i64) -> Result<Vec<SentCount>, StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);
