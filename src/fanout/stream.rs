@@ -281,12 +281,13 @@ impl Pump {
     }
 
     async fn snapshot(&mut self) -> Result<(), End> {
-        let (current, seq) = match self.state.store.snapshot(&self.app_id).await {
+        let snapshot = match self.state.store.snapshot(&self.app_id).await {
             Ok(found) => found,
             Err(error) => return Err(self.store_failed(error)),
         };
+        let seq = snapshot.seq;
         let entries: Vec<(String, String, u64)> =
-            current.into_iter().map(|(uid, status)| (uid, status, seq)).collect();
+            snapshot.entries.into_iter().map(|entry| (entry.uid, entry.status, seq)).collect();
         self.push(self.format.batch(&entries))?;
         self.cursor = seq;
         Ok(())

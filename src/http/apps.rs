@@ -154,6 +154,7 @@ async fn current_presence(
         })
         .collect();
     let found = grants::presence_of(&state, &app_id, &uids).await?;
+    let found: Vec<(String, String)> = found.into_iter().map(|entry| (entry.uid, entry.status)).collect();
     Ok(Json(json!({"presence": found})).into_response())
 }
 

@@ -70,7 +70,7 @@ pub async fn check_password(core: &Core, email: &str, password: String) -> Resul
         None => None,
     };
     let (account, hash) = match found {
-        Some((account, hash)) => (Some(account), hash),
+        Some(found) => (Some(found.account), found.password_hash),
         None => (None, crate::secrets::decoy_hash().to_owned()),
     };
     let matches = tokio::task::spawn_blocking(move || crate::secrets::verify_password(&password, &hash))
@@ -82,7 +82,7 @@ pub async fn check_password(core: &Core, email: &str, password: String) -> Resul
 /// The local account of an email, if any.
 pub async fn local_account(core: &Core, email: &str) -> Result<Option<AccountId>> {
     let Some(email) = normalize_email(email) else { return Ok(None) };
-    Ok(core.store.local_credentials(&email).await?.map(|(account, _)| account))
+    Ok(core.store.local_credentials(&email).await?.map(|found| found.account))
 }
 
 /// A new bearer token for the account, and when it expires (Unix seconds).

@@ -66,13 +66,12 @@ pub async fn remove(core: &Core, account: AccountId, device_id: &str) -> Result<
     let not_found = || Error::NotFound("no such device");
     let device = DeviceId::parse(device_id).ok_or_else(not_found)?;
     let write = core.store.delete_device(account, &device, unix_now());
-    let (uaid, change) =
-        core.presence.write(|_| Touched::account(account), write).await?.ok_or_else(not_found)?;
+    let removed = core.presence.write(|_| Touched::account(account), write).await?.ok_or_else(not_found)?;
     core.presence.forget(&device);
-    if let Some(uaid) = uaid {
+    if let Some(uaid) = removed.uaid {
         core.devices.deliver(uaid, DeviceMessage::Close(Eviction::Revoked));
     }
-    core.presence.announce(change);
+    core.presence.announce(removed.change);
     tracing::info!(device_id = %device, "device removed");
     Ok(())
 }

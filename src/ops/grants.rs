@@ -7,14 +7,10 @@ use sha2::{Digest as _, Sha256};
 
 use super::presence::Touched;
 use super::{Core, Error, Result};
-
-/// A grant's user and app, for the roster to read back.
-fn touched(account: AccountId, app_id: &str) -> Touched {
-    Touched { accounts: vec![account], apps: vec![app_id.to_owned()] }
-}
 use crate::clock::unix_now;
 use crate::domain::{AccountId, App, AuthCode, GrantInfo};
 use crate::secrets::{constant_time_eq, digest, new_secret};
+use crate::store::UidStatus;
 
 /// PKCE S256: the challenge is base64url(SHA-256(verifier)).
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
@@ -22,6 +18,11 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
         && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     valid_verifier
         && constant_time_eq(&URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())), challenge)
+}
+
+/// A grant's user and app, for the roster to read back.
+fn touched(account: AccountId, app_id: &str) -> Touched {
+    Touched { accounts: vec![account], apps: vec![app_id.to_owned()] }
 }
 
 /// Issues a consent code for an allowed grant; returns the code to hand to the app.
@@ -48,9 +49,9 @@ pub async fn issue_code(
 pub async fn allow(core: &Core, account: AccountId, app_id: &str) -> Result<String> {
     let uid = format!("u_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()));
     let write = core.store.grant(account, app_id, &uid, unix_now());
-    let (uid, events) = core.presence.write(|_| touched(account, app_id), write).await?;
-    core.presence.announce(events);
-    Ok(uid)
+    let granted = core.presence.write(|_| touched(account, app_id), write).await?;
+    core.presence.announce(granted.events);
+    Ok(granted.uid)
 }
 
 /// The app trades the code from the consent redirect for the user's uid.
@@ -114,18 +115,18 @@ pub async fn set(
 /// Revokes a grant: the app loses the uid for good.
 pub async fn revoke(core: &Core, account: AccountId, app_id: &str) -> Result<()> {
     let write = core.store.revoke_grant(account, app_id, unix_now());
-    let (_, events) = core
+    let revoked = core
         .presence
         .write(|_| touched(account, app_id), write)
         .await?
         .ok_or(Error::NotFound("no grant for that app"))?;
-    core.presence.announce(events);
+    core.presence.announce(revoked.events);
     Ok(())
 }
 
 /// The current status of granted users, as the app sees them; uids without an enabled grant
 /// are left out. At most 100 uids.
-pub async fn presence_of(core: &Core, app_id: &str, uids: &[String]) -> Result<Vec<(String, String)>> {
+pub async fn presence_of(core: &Core, app_id: &str, uids: &[String]) -> Result<Vec<UidStatus>> {
     if uids.is_empty() || uids.len() > 100 {
         return Err(Error::invalid("invalid_uid", "ask for 1 to 100 uids: ?uid=…&uid=…"));
     }

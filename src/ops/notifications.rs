@@ -92,7 +92,7 @@ pub async fn send(core: &Core, app: &App, request: Request) -> Result<(String, O
     });
     let delivered_to = devices
         .iter()
-        .filter_map(|(_, uaid)| uaid.as_ref())
+        .filter_map(|device| device.uaid.as_ref())
         .filter(|uaid| {
             core.devices.deliver(**uaid, DeviceMessage::Notification(live.clone())) == Delivery::Queued
         })

@@ -7,13 +7,19 @@ use async_trait::async_trait;
 use crate::domain::Status;
 use crate::domain::{
     AccountId, AccountSummary, App, AppEvent, AuthCode, ChannelId, DeliveryRecord, DeviceBinding, DeviceId,
-    DeviceInfo, Event, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate,
-    Uaid, WebhookHealth, WebhookOutcome,
+    DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate, Uaid,
+    WebhookHealth, WebhookOutcome,
 };
 
 mod sql;
+mod types;
 
 pub use sql::{Backend, SqlStore};
+pub use types::{
+    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
+    PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, UidStatus,
+    WebhookTarget,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,107 +36,6 @@ pub enum StoreError {
     /// A write panicked (a bug); the batch it held was not recorded.
     #[error("the write panicked")]
     Panicked,
-}
-
-/// A new device's record; the PrID itself is never stored.
-#[derive(Debug, Clone)]
-pub struct NewDevice<'a> {
-    pub id: &'a DeviceId,
-    pub account: AccountId,
-    pub name: &'a str,
-    pub prid_hash: &'a str,
-    pub uaid: Option<Uaid>,
-}
-
-/// Changes to an app; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct AppChanges {
-    pub name: Option<String>,
-    pub redirect_uris: Option<Vec<String>>,
-    /// `Some(None)` removes the webhook.
-    pub webhook_url: Option<Option<String>>,
-}
-
-/// Deliverable events after a cursor; `scanned_to` is where the next read starts (events
-/// withheld for privacy are skipped, not returned).
-#[derive(Debug, Clone, Default)]
-pub struct EventPage {
-    pub events: Vec<Event>,
-    pub scanned_to: u64,
-    /// Nothing after `scanned_to` existed when the page was read.
-    pub complete: bool,
-}
-
-/// An app's log: the newest seq, and the highest one removed by retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBounds {
-    pub last_seq: u64,
-    pub purged_seq: u64,
-}
-
-/// An app whose webhook has events waiting and is due for an attempt.
-#[derive(Debug, Clone)]
-pub struct WebhookTarget {
-    pub app_id: String,
-    pub url: String,
-    pub secret_sealed: String,
-    pub cursor: u64,
-    pub attempts: u32,
-    pub failing_since: Option<i64>,
-}
-
-/// A notification to store.
-#[derive(Debug, Clone)]
-pub struct NewNotification {
-    pub id: String,
-    pub app_id: String,
-    pub account: AccountId,
-    pub title: String,
-    pub body: String,
-    pub url: Option<String>,
-    pub sent_at: i64,
-    pub expires_at: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registration {
-    /// Registered now, or already registered to this UAID (registering is idempotent).
-    Registered,
-    /// The UAID holds its maximum number of channels.
-    TooManyChannels,
-}
-
-/// What happened to a version an AppServer sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
-    /// Stored as the channel's pending version: deliver it.
-    Newer,
-    /// The channel already has this version or a higher one; nothing to deliver.
-    NotNewer,
-    /// The UAID already has its maximum number of undelivered notifications.
-    TooManyStored,
-    /// The channel was unregistered (or never registered).
-    ChannelGone,
-    /// The UAID no longer exists.
-    UaidGone,
-}
-
-/// Every loaded account's presence, and the last event seq of the apps concerned.
-#[derive(Debug, Clone, Default)]
-pub struct PresenceLoad {
-    pub accounts: Vec<crate::domain::roster::AccountPresence>,
-    pub seqs: Vec<(String, u64)>,
-}
-
-/// What a lone node's roster applied since its last write, to record at once.
-#[derive(Debug, Clone, Default)]
-pub struct PresenceBatch {
-    /// Each device's latest status (its silence clock restarts too).
-    pub devices: Vec<(DeviceId, Status)>,
-    /// Accounts' new best and visible status.
-    pub accounts: Vec<(AccountId, Status, Status)>,
-    /// Events appended, in seq order per app; each also records what its grant's app was told.
-    pub events: Vec<crate::domain::roster::NewEvent>,
 }
 
 #[async_trait]
@@ -185,7 +90,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<AccountId>, StoreError>;
 
     /// The account and password hash for a local email.
-    async fn local_credentials(&self, email: &str) -> Result<Option<(AccountId, String)>, StoreError>;
+    async fn local_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError>;
 
     /// The account of an OpenID Connect subject, created on first use.
     async fn oidc_account(&self, issuer: &str, subject: &str, now: i64) -> Result<AccountId, StoreError>;
@@ -226,7 +131,7 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         device: &DeviceId,
         now: i64,
-    ) -> Result<Option<(Option<Uaid>, Option<PresenceChange>)>, StoreError>;
+    ) -> Result<Option<RemovedDevice>, StoreError>;
 
     async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError>;
 
@@ -317,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
         app_id: &str,
         new_uid: &str,
         now: i64,
-    ) -> Result<(String, Vec<AppEvent>), StoreError>;
+    ) -> Result<Granted, StoreError>;
 
     async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError>;
 
@@ -343,7 +248,7 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         app_id: &str,
         now: i64,
-    ) -> Result<Option<(String, Vec<AppEvent>)>, StoreError>;
+    ) -> Result<Option<Revoked>, StoreError>;
 
     // The event log and delivery.
 
@@ -354,10 +259,10 @@ pub trait Store: Send + Sync + 'static {
     async fn events_after(&self, app_id: &str, since: u64, limit: u32) -> Result<EventPage, StoreError>;
 
     /// Every enabled grant's current status as the app sees it, and the seq it is current at.
-    async fn snapshot(&self, app_id: &str) -> Result<(Vec<(String, String)>, u64), StoreError>;
+    async fn snapshot(&self, app_id: &str) -> Result<Snapshot, StoreError>;
 
     /// The current status of these uids, for those with an enabled grant to the app.
-    async fn presence_of(&self, app_id: &str, uids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
+    async fn presence_of(&self, app_id: &str, uids: &[String]) -> Result<Vec<UidStatus>, StoreError>;
 
     /// Removes events older than `cutoff`; returns how many.
     async fn purge_events(&self, cutoff: i64) -> Result<u64, StoreError>;
@@ -404,7 +309,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         notification: &NewNotification,
         max_per_device: u32,
-    ) -> Result<Vec<(DeviceId, Option<Uaid>)>, StoreError>;
+    ) -> Result<Vec<NotifiedDevice>, StoreError>;
 
     /// Notes that the device was sent these notifications.
     async fn mark_delivered(&self, device: &DeviceId, ids: &[String], now: i64) -> Result<(), StoreError>;
@@ -427,11 +332,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<NotificationState>, StoreError>;
 
     /// How many notifications each app sent the account since `since`.
-    async fn notifications_sent(
-        &self,
-        account: AccountId,
-        since: i64,
-    ) -> Result<Vec<(String, u32)>, StoreError>;
+    async fn notifications_sent(&self, account: AccountId, since: i64) -> Result<Vec<SentCount>, StoreError>;
 
     // The roster: a lone node's presence in memory.
 

@@ -88,7 +88,7 @@ pub async fn page(
         apps: grants
             .into_iter()
             .map(|g| AppRow {
-                notifications: sent.iter().find(|(app, _)| *app == g.app_id).map_or(0, |(_, n)| *n),
+                notifications: sent.iter().find(|s| s.app_id == g.app_id).map_or(0, |s| s.count),
                 initial: super::initial(&g.app_name),
                 app_id: g.app_id,
                 name: g.app_name,

@@ -1,0 +1,165 @@
+//! What the store's verbs take and give back, beyond the domain's own types.
+
+use crate::domain::{AccountId, AppEvent, DeviceId, Event, PresenceChange, Uaid};
+
+/// A new device's record; the PrID itself is never stored.
+#[derive(Debug, Clone)]
+pub struct NewDevice<'a> {
+    pub id: &'a DeviceId,
+    pub account: AccountId,
+    pub name: &'a str,
+    pub prid_hash: &'a str,
+    pub uaid: Option<Uaid>,
+}
+
+/// Changes to an app; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AppChanges {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    /// `Some(None)` removes the webhook.
+    pub webhook_url: Option<Option<String>>,
+}
+
+/// Deliverable events after a cursor; `scanned_to` is where the next read starts (events
+/// withheld for privacy are skipped, not returned).
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub scanned_to: u64,
+    /// Nothing after `scanned_to` existed when the page was read.
+    pub complete: bool,
+}
+
+/// An app's log: the newest seq, and the highest one removed by retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub last_seq: u64,
+    pub purged_seq: u64,
+}
+
+/// An app whose webhook has events waiting and is due for an attempt.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub app_id: String,
+    pub url: String,
+    pub secret_sealed: String,
+    pub cursor: u64,
+    pub attempts: u32,
+    pub failing_since: Option<i64>,
+}
+
+/// A notification to store.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub id: String,
+    pub app_id: String,
+    pub account: AccountId,
+    pub title: String,
+    pub body: String,
+    pub url: Option<String>,
+    pub sent_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Registered now, or already registered to this UAID (registering is idempotent).
+    Registered,
+    /// The UAID holds its maximum number of channels.
+    TooManyChannels,
+}
+
+/// What happened to a version an AppServer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Stored as the channel's pending version: deliver it.
+    Newer,
+    /// The channel already has this version or a higher one; nothing to deliver.
+    NotNewer,
+    /// The UAID already has its maximum number of undelivered notifications.
+    TooManyStored,
+    /// The channel was unregistered (or never registered).
+    ChannelGone,
+    /// The UAID no longer exists.
+    UaidGone,
+}
+
+/// A local account's sign-in record.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub account: AccountId,
+    pub password_hash: String,
+}
+
+/// A device that was removed.
+#[derive(Debug, Clone)]
+pub struct RemovedDevice {
+    /// The UAID it was bound to: its socket, if any, must close.
+    pub uaid: Option<Uaid>,
+    /// The change of its user's visible status, if any.
+    pub change: Option<PresenceChange>,
+}
+
+/// A grant given (or re-enabled).
+#[derive(Debug, Clone)]
+pub struct Granted {
+    /// The user's uid for the app (an existing grant keeps its own).
+    pub uid: String,
+    /// The event telling the app the user's current status, if it did not know it.
+    pub events: Vec<AppEvent>,
+}
+
+/// A grant removed.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    pub uid: String,
+    /// The one `revoked` event the app hears.
+    pub events: Vec<AppEvent>,
+}
+
+/// A user's status as one app sees it (`online`, `away`, `offline`), by the user's uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidStatus {
+    pub uid: String,
+    pub status: String,
+}
+
+/// Every enabled grant's status as the app sees it, current at `seq`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub entries: Vec<UidStatus>,
+    pub seq: u64,
+}
+
+/// A device a notification was queued for, and the UAID it last connected with.
+#[derive(Debug, Clone)]
+pub struct NotifiedDevice {
+    pub device: DeviceId,
+    pub uaid: Option<Uaid>,
+}
+
+/// How many notifications one app sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCount {
+    pub app_id: String,
+    pub count: u32,
+}
+
+/// Every loaded account's presence, and the last event seq of the apps concerned.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceLoad {
+    pub accounts: Vec<crate::domain::roster::AccountPresence>,
+    pub seqs: Vec<(String, u64)>,
+}
+
+/// What a lone node's roster applied since its last write, to record at once.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceBatch {
+    /// Each device's latest status (its silence clock restarts too).
+    pub devices: Vec<(crate::domain::DeviceId, crate::domain::Status)>,
+    /// Accounts' new best and visible status.
+    pub accounts: Vec<(crate::domain::AccountId, crate::domain::Status, crate::domain::Status)>,
+    /// Events appended, in seq order per app; each also records what its grant's app was told.
+    pub events: Vec<crate::domain::roster::NewEvent>,
+}
