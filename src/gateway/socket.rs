@@ -236,7 +236,7 @@ impl Connection {
             Action::ApplyStatus { status, answer } => {
                 let Some(device) = device else { return Ok(None) };
                 // Applied now; durable a little later, without holding this connection up.
-                let recorded = state.presence.submit(&device.id, status).await;
+                let recorded = state.presence.submit(&device.id, Some(device.connection), status).await;
                 if answer {
                     self.answers.push_back(recorded);
                 }

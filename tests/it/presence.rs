@@ -248,6 +248,22 @@ async fn a_new_uaid_with_the_same_presence_id_is_the_same_device() {
 }
 
 #[tokio::test]
+async fn a_late_report_from_a_replaced_connection_does_not_overwrite_the_newer_one() {
+    let app = builder().set("status_min_interval", "0s").spawn().await;
+    let user = app.user("late@example.com").await;
+    let device = app.register_device(&user, "phone").await;
+    // The device reconnects with a fresh UAID while its old socket is still open.
+    let mut older = app.connect_device(&device).await;
+    let mut newer = app.connect_device(&device).await;
+    assert_eq!(newer.status("A").await.unwrap()["status"], 200);
+    app.wait_for_status(&user, "away").await;
+    // The old socket's word comes late: it is answered, and it changes nothing (a report is
+    // answered once durable, so the store would already show it).
+    assert_eq!(older.status("O").await.unwrap()["status"], 200);
+    assert_eq!(app.status_of(&user).await, "away");
+}
+
+#[tokio::test]
 async fn bad_status_reports_get_clear_errors_and_change_nothing() {
     let app = builder().spawn().await;
     let user = app.user("bad@example.com").await;

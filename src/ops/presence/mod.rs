@@ -112,14 +112,20 @@ impl Engine {
         }
     }
 
-    /// A device reported a status. It is applied now; the returned receiver hears when it is
-    /// durable (or why it is not).
+    /// A device reported a status on connection `from` (see `connected`). It is applied now;
+    /// the returned receiver hears when it is durable (or why it is not). A report from a
+    /// connection the device has since replaced is dropped: the newer connection speaks for it.
     pub async fn submit(
         &self,
         device: &DeviceId,
+        from: Option<u64>,
         status: Status,
     ) -> oneshot::Receiver<Result<(), ReportError>> {
         let (done, committed) = oneshot::channel();
+        if from.is_some() && self.lock().get(device).copied() != from {
+            let _ = done.send(Ok(()));
+            return committed;
+        }
         match &self.truth {
             Truth::Memory(memory) => {
                 let mut roster = memory.roster.lock().await;
@@ -143,7 +149,7 @@ impl Engine {
 
     /// A device reported a status; returns once it is durable.
     pub async fn report(&self, device: &DeviceId, status: Status) -> Result<(), ReportError> {
-        self.submit(device, status).await.await.map_err(|_| ReportError::Stopped)?
+        self.submit(device, None, status).await.await.map_err(|_| ReportError::Stopped)?
     }
 
     /// Runs a write that changes presence outside the status path. On a lone node the roster
