@@ -97,8 +97,11 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     let presence = Arc::new(Engine::new(
         store.clone(),
         bus.clone(),
-        config.presence_grace,
-        config.stale_after,
+        crate::ops::presence::Timing {
+            grace: config.presence_grace,
+            stale_after: config.stale_after,
+            commit_window: config.presence_commit_window,
+        },
         config.bus_url.is_empty(),
     ));
     let oidc = (!config.oidc_issuer.is_empty())

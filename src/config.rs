@@ -104,6 +104,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub status_min_interval: Duration,
     #[serde(with = "humantime_serde")]
+    pub presence_commit_window: Duration,
+    #[serde(with = "humantime_serde")]
     pub grant_code_ttl: Duration,
     pub login_attempts_per_minute: u32,
     pub max_devices_per_account: u32,

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -31,10 +32,10 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Memory {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, window: Duration) -> Memory {
         let roster = Arc::new(Mutex::new(Roster::default()));
         let (journal, queue) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(write_journal(store, bus, queue, roster.clone()));
+        tokio::spawn(write_journal(store, bus, queue, roster.clone(), window));
         Memory { roster, journal }
     }
 
@@ -77,8 +78,14 @@ async fn write_journal(
     bus: Arc<dyn Bus>,
     mut queue: mpsc::Receiver<Entry>,
     roster: Arc<Mutex<Roster>>,
+    window: Duration,
 ) {
     while let Some(first) = queue.recv().await {
+        // What comes in shortly after joins this batch: fewer, larger commits. A barrier (a
+        // write or a stop waiting) is not kept waiting.
+        if !window.is_zero() && matches!(first, Entry::Applied(..)) {
+            tokio::time::sleep(window).await;
+        }
         let mut entries = vec![first];
         while entries.len() < MAX_BATCH {
             match queue.try_recv() {

@@ -63,6 +63,15 @@ impl Touched {
     }
 }
 
+/// The engine's times (see the configuration: `presence_grace`, `stale_after`,
+/// `presence_commit_window`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub grace: Duration,
+    pub stale_after: Duration,
+    pub commit_window: Duration,
+}
+
 enum Truth {
     Memory(memory::Memory),
     Shared(mpsc::Sender<shared::Report>),
@@ -85,16 +94,12 @@ pub struct Engine {
 
 impl Engine {
     /// Must be called inside the runtime: it starts the writer task. `alone` says that no other
-    /// node writes these users (no bus): then presence is held in memory.
-    pub fn new(
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
-        grace: Duration,
-        stale_after: Duration,
-        alone: bool,
-    ) -> Engine {
+    /// node writes these users (no bus): then presence is held in memory, and its journal
+    /// gathers changes for `commit_window` before each commit.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, timing: Timing, alone: bool) -> Engine {
+        let Timing { grace, stale_after, commit_window } = timing;
         let truth = if alone {
-            Truth::Memory(memory::Memory::new(store.clone(), bus.clone()))
+            Truth::Memory(memory::Memory::new(store.clone(), bus.clone(), commit_window))
         } else {
             let (reports, queue) = mpsc::channel(16 * MAX_BATCH);
             tokio::spawn(shared::write_reports(store.clone(), bus.clone(), queue));

@@ -82,12 +82,16 @@ impl SqlStore {
             }
         };
         let options = move |connections: u32| {
-            AnyPoolOptions::new().max_connections(connections).after_connect(move |conn, _| {
-                Box::pin(async move {
-                    conn.execute(pragmas).await?;
-                    Ok(())
+            AnyPoolOptions::new()
+                // No ping before each use: a broken connection fails its query and is replaced.
+                .test_before_acquire(false)
+                .max_connections(connections)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(pragmas).await?;
+                        Ok(())
+                    })
                 })
-            })
         };
         let writer = options(1).connect(&url).await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
@@ -97,6 +101,7 @@ impl SqlStore {
 
     async fn open_postgres(url: &str, config: &Config, node: &str) -> Result<SqlStore, StoreError> {
         let pool = AnyPoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(config.postgres_max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)

@@ -1,42 +1,15 @@
 //! The roster's two verbs: load every account's presence into memory, and record a batch of
-//! what the roster applied in one transaction of a few multi-row statements (a group commit:
-//! the statement count does not grow with the batch).
+//! what the roster applied as one transaction of at most five multi-row statements, sent as one
+//! text (a group commit: neither the statements nor the round trips grow with the batch).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{SqlStore, StoreError};
+use super::{Backend, SqlStore, StoreError};
 use crate::domain::roster::{AccountPresence, GrantState};
 use crate::domain::{AccountId, DeviceId, Status};
 use crate::store::{PresenceBatch, PresenceLoad};
-
-/// Rows per multi-row statement (SQLite allows 32,766 parameters in one statement).
-const ROWS: usize = 1000;
-
-/// `($1, $2), ($3, $4), …` for `rows` rows of `width` parameters, starting after `first`; each
-/// row ends with `tail` when it is not empty (say, `$1` for a value every row shares).
-fn values(rows: usize, width: usize, first: usize, tail: &str) -> String {
-    let mut text = String::with_capacity(rows * width * 5);
-    for row in 0..rows {
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push('(');
-        for column in 0..width {
-            if column > 0 {
-                text.push_str(", ");
-            }
-            text.push_str(&format!("${}", first + row * width + column + 1));
-        }
-        if !tail.is_empty() {
-            text.push_str(", ");
-            text.push_str(tail);
-        }
-        text.push(')');
-    }
-    text
-}
 
 /// `$1, $2, …` for an `IN` list.
 fn list(count: usize) -> String {
@@ -131,96 +104,121 @@ impl SqlStore {
         Ok(PresenceLoad { accounts: found.into_values().collect(), seqs })
     }
 
+    /// One batch is one call: the whole transaction goes to the database as one text, so the
+    /// cost of a hand-off to the database does not grow with the batch. Values are written as
+    /// literals (ids the server made, statuses, numbers), quoted and escaped.
     pub(super) async fn record_roster(&self, batch: &PresenceBatch, now: i64) -> Result<(), StoreError> {
-        // Rows in a fixed order, whichever order the reports came in.
-        let devices: BTreeMap<&str, i64> =
-            batch.devices.iter().map(|(device, status)| (device.as_str(), status.rank())).collect();
-        let accounts: BTreeMap<i64, (i64, i64)> = batch
-            .accounts
-            .iter()
-            .map(|(account, best, shown)| (account.0, (best.rank(), shown.rank())))
-            .collect();
-        let mut told: BTreeMap<&str, &'static str> = BTreeMap::new();
-        let mut last_seqs: HashMap<&str, u64> = HashMap::new();
-        for event in &batch.events {
-            told.insert(&event.uid, event.status.name());
-            let seq = last_seqs.entry(&event.app_id).or_insert(0);
-            *seq = (*seq).max(event.seq);
-        }
-        let mut last_seqs: Vec<(&str, u64)> = last_seqs.into_iter().collect();
-        last_seqs.sort();
-        let mut tx = self.begin().await?;
-        let devices: Vec<_> = devices.into_iter().collect();
-        for rows in devices.chunks(ROWS) {
-            let sql = format!(
-                "WITH v(id, status) AS (VALUES {}) UPDATE devices SET status = v.status, status_at = $1, \
-                 last_seen = $1 FROM v WHERE devices.id = v.id",
-                values(rows.len(), 2, 1, "")
-            );
-            let mut query = sqlx::query(&sql).bind(now);
-            for (id, status) in rows {
-                query = query.bind(*id).bind(*status);
+        let sql = batch_sql(batch, now, self.backend);
+        if let Err(error) = sqlx::raw_sql(&sql).execute(&self.writer).await {
+            if self.backend == Backend::Sqlite {
+                // SQLite's writer is one connection: leave it without a half-done transaction.
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&self.writer).await;
             }
-            query.execute(&mut *tx).await?;
+            return Err(error.into());
         }
-        let accounts: Vec<_> = accounts.into_iter().collect();
-        for rows in accounts.chunks(ROWS) {
-            let sql = format!(
-                "WITH v(id, status, visible) AS (VALUES {}) UPDATE accounts SET status = v.status, \
-                 visible = v.visible FROM v WHERE accounts.id = v.id",
-                values(rows.len(), 3, 0, "")
-            );
-            let mut query = sqlx::query(&sql);
-            for (id, (best, shown)) in rows {
-                query = query.bind(*id).bind(*best).bind(*shown);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        for rows in batch.events.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO events (app_id, seq, uid, status, at) VALUES {}",
-                values(rows.len(), 4, 1, "$1")
-            );
-            let mut query = sqlx::query(&sql).bind(now);
-            for event in rows {
-                query = query
-                    .bind(&*event.app_id)
-                    .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
-                    .bind(&*event.uid)
-                    .bind(event.status.name());
-            }
-            query.execute(&mut *tx).await?;
-        }
-        let told: Vec<_> = told.into_iter().collect();
-        for rows in told.chunks(ROWS) {
-            let sql = format!(
-                "WITH v(uid, status) AS (VALUES {}) UPDATE grants SET last_status = v.status, \
-                 last_update_at = $1 FROM v WHERE grants.uid = v.uid",
-                values(rows.len(), 2, 1, "")
-            );
-            let mut query = sqlx::query(&sql).bind(now);
-            for (uid, status) in rows {
-                query = query.bind(*uid).bind(*status);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        for rows in last_seqs.chunks(ROWS) {
-            let sql = format!(
-                "WITH v(app_id, seq) AS (VALUES {}) UPDATE apps SET last_seq = v.seq FROM v WHERE apps.app_id = v.app_id",
-                values(rows.len(), 2, 0, "")
-            );
-            let mut query = sqlx::query(&sql);
-            for (app_id, seq) in rows {
-                query = query.bind(*app_id).bind(i64::try_from(*seq).unwrap_or(i64::MAX));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
+}
+
+/// A text literal.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''").replace('\0', ""))
+}
+
+/// The batch as one transaction: at most five statements, rows in a fixed order.
+fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
+    use std::fmt::Write as _;
+    let devices: BTreeMap<&str, i64> =
+        batch.devices.iter().map(|(device, status)| (device.as_str(), status.rank())).collect();
+    let accounts: BTreeMap<i64, (i64, i64)> = batch
+        .accounts
+        .iter()
+        .map(|(account, best, shown)| (account.0, (best.rank(), shown.rank())))
+        .collect();
+    let mut told: BTreeMap<&str, &'static str> = BTreeMap::new();
+    let mut last_seqs: BTreeMap<&str, u64> = BTreeMap::new();
+    for event in &batch.events {
+        told.insert(&event.uid, event.status.name());
+        let seq = last_seqs.entry(&event.app_id).or_insert(0);
+        *seq = (*seq).max(event.seq);
+    }
+    // PostgreSQL runs a text of several statements as one transaction by itself.
+    let mut sql = String::from(match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE;\n",
+        Backend::Postgres => "",
+    });
+    let rows = |sql: &mut String, rows: Vec<String>| sql.push_str(&rows.join(", "));
+    if !devices.is_empty() {
+        sql.push_str("WITH v(id, status) AS (VALUES ");
+        rows(&mut sql, devices.iter().map(|(id, status)| format!("({}, {status})", quoted(id))).collect());
+        let _ = writeln!(
+            sql,
+            ") UPDATE devices SET status = v.status, status_at = {now}, last_seen = {now} FROM v WHERE devices.id = v.id;"
+        );
+    }
+    if !accounts.is_empty() {
+        sql.push_str("WITH v(id, status, visible) AS (VALUES ");
+        rows(
+            &mut sql,
+            accounts.iter().map(|(id, (best, shown))| format!("({id}, {best}, {shown})")).collect(),
+        );
+        sql.push_str(
+            ") UPDATE accounts SET status = v.status, visible = v.visible FROM v WHERE accounts.id = v.id;\n",
+        );
+    }
+    if !batch.events.is_empty() {
+        sql.push_str("INSERT INTO events (app_id, seq, uid, status, at) VALUES ");
+        rows(
+            &mut sql,
+            batch
+                .events
+                .iter()
+                .map(|event| {
+                    let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
+                    let (app, uid, status) =
+                        (quoted(&event.app_id), quoted(&event.uid), quoted(event.status.name()));
+                    format!("({app}, {seq}, {uid}, {status}, {now})")
+                })
+                .collect(),
+        );
+        sql.push_str(";\n");
+        sql.push_str("WITH v(uid, status) AS (VALUES ");
+        rows(
+            &mut sql,
+            told.iter().map(|(uid, status)| format!("({}, {})", quoted(uid), quoted(status))).collect(),
+        );
+        let _ = writeln!(
+            sql,
+            ") UPDATE grants SET last_status = v.status, last_update_at = {now} FROM v WHERE grants.uid = v.uid;"
+        );
+        sql.push_str("WITH v(app_id, seq) AS (VALUES ");
+        rows(
+            &mut sql,
+            last_seqs
+                .iter()
+                .map(|(app, seq)| format!("({}, {})", quoted(app), i64::try_from(*seq).unwrap_or(i64::MAX)))
+                .collect(),
+        );
+        sql.push_str(") UPDATE apps SET last_seq = v.seq FROM v WHERE apps.app_id = v.app_id;\n");
+    }
+    if backend == Backend::Sqlite {
+        sql.push_str("COMMIT;");
+    }
+    sql
 }
 
 /// A status as grants record what their app was told.
 fn status_named(name: &str) -> Option<Status> {
     [Status::Online, Status::Away, Status::Offline].into_iter().find(|status| status.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_cannot_end_their_quotes() {
+        assert_eq!(quoted("app_1"), "'app_1'");
+        assert_eq!(quoted("x'); DROP TABLE events; --"), "'x''); DROP TABLE events; --'");
+    }
 }
