@@ -9,4 +9,4 @@ pub mod roster;
 
 pub use ids::{AccountId, ChannelId, DeviceId, Uaid};
 pub use model::*;
-pub use presence::{app_view, best_of, visible, Policy, PresenceChange, Status};
+pub use presence::{app_view, best_of, visible, Policy, Status};

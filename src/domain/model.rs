@@ -179,3 +179,13 @@ pub enum Eviction {
     /// reconnect (here or elsewhere) to be seen again.
     LeaseLost,
 }
+
+/// A user's visible status changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub account: AccountId,
+    pub status: Status,
+    pub at: i64,
+    /// The entries this change appended to apps' event logs (committed with it).
+    pub events: Vec<AppEvent>,
+}

@@ -1,9 +1,6 @@
 //! The presence rules, as pure functions: a user's status is the best of their devices', what
 //! apps see of it depends on the user's policy (appear offline) and on each grant (coarse).
 
-use super::ids::AccountId;
-use super::model::AppEvent;
-
 /// A status as devices report it (`O`, `A`, `U`) and apps see it (`online`, `away`, `offline`).
 /// Ordered: the best of a user's devices is the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,16 +106,6 @@ pub fn app_view(visible: Status, coarse: bool) -> Status {
     } else {
         visible
     }
-}
-
-/// A user's visible status changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceChange {
-    pub account: AccountId,
-    pub status: Status,
-    pub at: i64,
-    /// The entries this change appended to apps' event logs (committed with it).
-    pub events: Vec<AppEvent>,
 }
 
 #[cfg(test)]

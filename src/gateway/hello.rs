@@ -1,18 +1,74 @@
-//! The hello handshake: wait for the device's hello, check its presence id, assign the UAID,
-//! attach the connection to the registry and send what the store holds for it. Every step that
-//! touches the store lives here; what follows is the session's.
+//! A device's connection from its start: the WebSocket upgrade at `/`, then the hello
+//! handshake (wait for the device's hello, check its presence id, assign the UAID, attach the
+//! connection to the registry and send what the store holds for it), then the socket loop
+//! (`socket`) until it closes. Every step of the hello that touches the store lives here.
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::protocol::{self, Hello, ServerMessage};
-use super::session::{self, Action, Batch, CloseReason, Limits, Session};
+use super::session::{self, close_frame, Action, Batch, CloseReason, Input, Limits, Session};
 use super::socket::{read_frame, send, BoundDevice, Connection, ReadFrame};
 use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceBinding, Eviction, Uaid};
+use crate::http::error::ApiError;
 use crate::metrics::MessageKind;
 
 use axum::extract::ws::WebSocket;
+
+pub async fn upgrade(
+    State(state): State<Gateway>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                "websocket_required",
+                "this path speaks SimplePush over WebSocket; connect with a WebSocket client",
+            )
+            .into_response()
+        }
+    };
+    let config = &state.config;
+    ws.protocols(["push-notification"])
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.ws_write_buffer_max)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size)
+        .on_upgrade(move |socket| {
+            let tracker = state.tracker.clone();
+            tracker.track_future(serve(state, socket))
+        })
+}
+
+async fn serve(state: Gateway, mut socket: WebSocket) {
+    state.metrics.connections.fetch_add(1, Relaxed);
+    state.metrics.connections_total.fetch_add(1, Relaxed);
+    let reason = match handshake(&state, &mut socket).await {
+        Ok(mut connection) => {
+            let reason = connection.run(&mut socket).await;
+            state.registry.detach(&connection.uaid, connection.attachment.id);
+            let closing = connection.session.step(Input::Closed(reason), Instant::now());
+            // Nothing is sent any more; only the store and the presence engine hear of it.
+            let _ = connection.perform(&mut socket, closing.into()).await;
+            reason
+        }
+        Err(reason) => reason,
+    };
+    if let Some(frame) = close_frame(reason) {
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+    state.metrics.connections.fetch_sub(1, Relaxed);
+    tracing::debug!(?reason, "device connection closed");
+}
 
 /// Waits for the hello, assigns the UAID, replies and flushes stored notifications.
 pub(super) async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result<Connection, CloseReason> {

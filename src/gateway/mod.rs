@@ -38,7 +38,7 @@ impl std::ops::Deref for Gateway {
 
 pub fn routes(state: Gateway) -> Router {
     Router::new()
-        .route("/", get(socket::upgrade))
+        .route("/", get(hello::upgrade))
         .route("/update/{token}", put(update::put).fallback(update::method_not_allowed))
         .with_state(state)
 }

@@ -7,76 +7,21 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use tokio::time::Instant;
 
-use super::hello::handshake;
 use super::protocol::{self, ClientMessage, ParseError, ServerMessage};
 use super::registry::{Attachment, Outbound};
-use super::session::{
-    close_frame, Action, Batch, CloseReason, Frame, Input, Registered, Session, Unregistered,
-};
+use super::session::{Action, Batch, CloseReason, Frame, Input, Registered, Session, Unregistered};
 use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Uaid};
-use crate::http::error::ApiError;
 use crate::metrics::MessageKind;
 use crate::ops::presence::ReportError;
 use crate::store::Registration;
 use tokio::sync::oneshot;
 
 pub use super::session::{CLOSE_PING_TOO_OFTEN, CLOSE_UNAUTHORIZED};
-
-pub async fn upgrade(
-    State(state): State<Gateway>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return ApiError::new(
-                rejection.status(),
-                "websocket_required",
-                "this path speaks SimplePush over WebSocket; connect with a WebSocket client",
-            )
-            .into_response()
-        }
-    };
-    let config = &state.config;
-    ws.protocols(["push-notification"])
-        .read_buffer_size(config.ws_read_buffer)
-        .write_buffer_size(0)
-        .max_write_buffer_size(config.ws_write_buffer_max)
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size)
-        .on_upgrade(move |socket| {
-            let tracker = state.tracker.clone();
-            tracker.track_future(serve(state, socket))
-        })
-}
-
-async fn serve(state: Gateway, mut socket: WebSocket) {
-    state.metrics.connections.fetch_add(1, Relaxed);
-    state.metrics.connections_total.fetch_add(1, Relaxed);
-    let reason = match handshake(&state, &mut socket).await {
-        Ok(mut connection) => {
-            let reason = connection.run(&mut socket).await;
-            state.registry.detach(&connection.uaid, connection.attachment.id);
-            let closing = connection.session.step(Input::Closed(reason), Instant::now());
-            // Nothing is sent any more; only the store and the presence engine hear of it.
-            let _ = connection.perform(&mut socket, closing.into()).await;
-            reason
-        }
-        Err(reason) => reason,
-    };
-    if let Some(frame) = close_frame(reason) {
-        let _ = socket.send(Message::Close(Some(frame))).await;
-    }
-    state.metrics.connections.fetch_sub(1, Relaxed);
-    tracing::debug!(?reason, "device connection closed");
-}
 
 /// What a frame from the device turned out to be.
 pub(super) enum ReadFrame {
@@ -135,7 +80,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
+    pub(super) async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
         let shutdown = self.state.shutdown.clone();
         let evicted = self.attachment.evicted.clone();
         let timer = tokio::time::sleep_until(self.session.wakeup());
