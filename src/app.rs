@@ -161,13 +161,9 @@ impl App {
         if clustered {
             let relay = parts.gateway.relay.clone();
             tokio::spawn(relay.route_signals(state.metrics.clone(), state.shutdown.clone()));
-            let streams = parts.fanout.streams.clone();
-            tokio::spawn(streams.follow_other_nodes(
-                state.bus.clone(),
-                state.node.clone(),
-                state.shutdown.clone(),
-            ));
         }
+        let streams = parts.fanout.streams.clone();
+        tokio::spawn(streams.follow(state.bus.clone(), state.node.clone(), state.shutdown.clone()));
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
         tokio::spawn(
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),

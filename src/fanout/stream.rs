@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::Fanout;
@@ -31,41 +31,60 @@ use crate::http::error::ApiError;
 
 const PAGE: u32 = 500;
 
-/// The live stream of each app on this node: a newer one replaces the older.
+/// One live stream: its number, what ends it, and what wakes it.
+struct Live {
+    id: u64,
+    replaced: CancellationToken,
+    wake: Arc<Notify>,
+}
+
+/// The live stream of each app on this node: a newer one replaces the older. One task per node
+/// reads the bus and wakes only the stream of the app a signal is about.
 #[derive(Default)]
 pub struct Streams {
-    live: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    live: Mutex<HashMap<String, Live>>,
     next: AtomicU64,
 }
 
 impl Streams {
-    fn open(&self, app_id: &str) -> (u64, CancellationToken) {
+    fn open(&self, app_id: &str) -> (u64, CancellationToken, Arc<Notify>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        let older = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(app_id.to_owned(), (id, token.clone()));
-        if let Some((_, older)) = older {
-            older.cancel();
+        let (replaced, wake) = (CancellationToken::new(), Arc::new(Notify::new()));
+        let live = Live { id, replaced: replaced.clone(), wake: wake.clone() };
+        let older = self.lock().insert(app_id.to_owned(), live);
+        if let Some(older) = older {
+            older.replaced.cancel();
         }
-        (id, token)
+        (id, replaced, wake)
     }
 
     /// Ends this node's stream of the app, if any: a newer one opened on another node.
     pub fn replace(&self, app_id: &str) {
-        if let Some((_, token)) = self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(app_id) {
-            token.cancel();
+        if let Some(live) = self.lock().remove(app_id) {
+            live.replaced.cancel();
         }
     }
 
-    /// Ends this node's stream of an app when a newer one opens on another node, until the bus
-    /// closes or `shutdown` fires.
-    pub async fn follow_other_nodes(
-        self: std::sync::Arc<Self>,
-        bus: std::sync::Arc<dyn crate::bus::Bus>,
-        node: std::sync::Arc<str>,
+    /// Wakes the app's stream, if it has one here (a wake while it is busy is kept for later).
+    fn wake(&self, app_id: &str) {
+        if let Some(live) = self.lock().get(app_id) {
+            live.wake.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for live in self.lock().values() {
+            live.wake.notify_one();
+        }
+    }
+
+    /// Reads the bus for the streams of this node until it closes or `shutdown` fires: wakes an
+    /// app's stream when its log grows, every stream when signals may have been missed, and
+    /// ends a stream that a newer one on another node replaced.
+    pub async fn follow(
+        self: Arc<Self>,
+        bus: Arc<dyn crate::bus::Bus>,
+        node: Arc<str>,
         shutdown: CancellationToken,
     ) {
         let mut signals = bus.subscribe();
@@ -75,18 +94,26 @@ impl Streams {
                 signal = signals.recv() => signal,
             };
             match signal {
+                Ok(Signal::AppEvents { app_id, .. }) => self.wake(&app_id),
                 Ok(Signal::StreamOpened { origin, app_id }) if origin != node => self.replace(&app_id),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(Signal::Reconnected) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.wake_all();
+                }
+                Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
     }
 
     fn close(&self, app_id: &str, id: u64) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if live.get(app_id).is_some_and(|(current, _)| *current == id) {
+        let mut live = self.lock();
+        if live.get(app_id).is_some_and(|current| current.id == id) {
             live.remove(app_id);
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -168,7 +195,7 @@ pub async fn stream(
         }
     }
     let (tx, rx) = mpsc::channel::<Bytes>(state.config.stream_buffer);
-    let (id, replaced) = state.streams.open(&app_id);
+    let (id, replaced, wake) = state.streams.open(&app_id);
     // One stream per app in the whole cluster: an older one on another node ends too.
     if state.is_clustered() {
         state.bus.publish(Signal::StreamOpened { origin: state.node.clone(), app_id: app_id.clone() });
@@ -178,7 +205,7 @@ pub async fn stream(
     state.metrics.streams.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let pump = Pump { state: state.clone(), app_id: app_id.clone(), format, tx, cursor: start };
-        pump.run(snapshot, replaced).await;
+        pump.run(snapshot, replaced, wake).await;
         state.streams.close(&app_id, id);
         state.metrics.streams.fetch_sub(1, Ordering::Relaxed);
     });
@@ -230,8 +257,7 @@ impl Pump {
         let _ = self.tx.try_send(self.format.closing(code, detail, self.cursor));
     }
 
-    async fn run(mut self, snapshot: bool, replaced: CancellationToken) {
-        let mut signals = self.state.bus.subscribe();
+    async fn run(mut self, snapshot: bool, replaced: CancellationToken, wake: Arc<Notify>) {
         let shutdown = self.state.shutdown.clone();
         let heartbeat = self.state.config.stream_heartbeat;
         let result: Result<(), End> = async {
@@ -240,33 +266,21 @@ impl Pump {
             }
             loop {
                 self.drain().await?;
-                let idle = tokio::time::sleep(heartbeat);
-                tokio::pin!(idle);
-                loop {
-                    tokio::select! {
-                        _ = replaced.cancelled() => {
-                            self.close_with("replaced", "a newer stream for this app replaced this one");
-                            return Err(End::Done);
-                        }
-                        _ = shutdown.cancelled() => {
-                            self.close_with("shutting_down", "the server is shutting down; reconnect with ?since");
-                            return Err(End::Done);
-                        }
-                        _ = self.tx.closed() => return Err(End::Done),
-                        // A heartbeat also reads the log: a signal lost between nodes delays an
-                        // event by at most one heartbeat.
-                        () = &mut idle => {
-                            self.push(self.format.heartbeat())?;
-                            break;
-                        }
-                        signal = signals.recv() => match signal {
-                            Ok(Signal::AppEvents { app_id, seq }) if app_id == self.app_id && seq > self.cursor => break,
-                            // Missed signals: the log has whatever they said.
-                            Ok(Signal::Reconnected) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(End::Done),
-                            Ok(_) => {}
-                        },
+                tokio::select! {
+                    _ = replaced.cancelled() => {
+                        self.close_with("replaced", "a newer stream for this app replaced this one");
+                        return Err(End::Done);
                     }
+                    _ = shutdown.cancelled() => {
+                        self.close_with("shutting_down", "the server is shutting down; reconnect with ?since");
+                        return Err(End::Done);
+                    }
+                    _ = self.tx.closed() => return Err(End::Done),
+                    // A heartbeat also reads the log: a signal lost between nodes delays an
+                    // event by at most one heartbeat.
+                    () = tokio::time::sleep(heartbeat) => self.push(self.format.heartbeat())?,
+                    // This app's log grew, or signals may have been missed.
+                    () = wake.notified() => {}
                 }
             }
         }

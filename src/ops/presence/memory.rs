@@ -80,12 +80,15 @@ async fn write_journal(
     roster: Arc<Mutex<Roster>>,
     window: Duration,
 ) {
+    // Commits are at least `window` apart: an idle node commits a report at once, a busy one
+    // gathers what arrives meanwhile into fewer, larger commits. A barrier (a write or a stop
+    // waiting) is not kept waiting.
+    let mut last_commit = tokio::time::Instant::now() - window;
     while let Some(first) = queue.recv().await {
-        // What comes in shortly after joins this batch: fewer, larger commits. A barrier (a
-        // write or a stop waiting) is not kept waiting.
-        if !window.is_zero() && matches!(first, Entry::Applied(..)) {
-            tokio::time::sleep(window).await;
+        if matches!(first, Entry::Applied(..)) {
+            tokio::time::sleep_until(last_commit + window).await;
         }
+        last_commit = tokio::time::Instant::now();
         let mut entries = vec![first];
         while entries.len() < MAX_BATCH {
             match queue.try_recv() {
