@@ -54,6 +54,11 @@ pub enum SqliteSync {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `PRESENCE_*` environment variables that name no setting: ignored (an orchestrator may set
+    /// some, as Kubernetes sets `PRESENCE_PORT` for a service named `presence`), and logged once
+    /// at start. Unknown keys in the file or the flags are refused instead.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/presence.db`.
@@ -156,14 +161,19 @@ impl Config {
                 table.insert(key, value);
             }
         }
+        let mut ignored_env = Vec::new();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("PRESENCE_") else {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            known_key(&table, &key, &format!("(environment variable {name})"))?;
+            if !table.contains_key(&key) {
+                ignored_env.push(name);
+                continue;
+            }
             table.insert(key.clone(), typed_like(&table[&key], value));
         }
+        ignored_env.sort();
         for (key, value) in flags {
             known_key(&table, key, "(flag)")?;
             table.insert(key.to_owned(), typed_like(&table[key], value));
@@ -183,7 +193,7 @@ impl Config {
             })
         })?;
         config.validate()?;
-        Ok(config)
+        Ok(Config { ignored_env, ..config })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -405,8 +415,18 @@ mod tests {
     }
 
     #[test]
+    fn unknown_presence_variables_in_the_environment_are_ignored_and_named() {
+        let config =
+            load(None, &[("PRESENCE_PORT", "tcp://10.0.0.1:80"), ("PRESENCE_LISTNE", "x")], &[]).unwrap();
+        assert_eq!(config.ignored_env, ["PRESENCE_LISTNE", "PRESENCE_PORT"]);
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
     fn unknown_and_malformed_settings_are_refused_with_one_sentence() {
-        let err = load(None, &[("PRESENCE_LISTNE", "x")], &[]).unwrap_err().to_string();
+        let err = load(Some("listne = \"x\""), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"listne\""), "{err}");
+        let err = load(None, &[], &[("listne", "x")]).unwrap_err().to_string();
         assert!(err.contains("unknown setting \"listne\""), "{err}");
         let err = load(None, &[], &[("listen", "not an address")]).unwrap_err().to_string();
         assert!(err.starts_with("invalid configuration: listen:"), "{err}");

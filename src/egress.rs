@@ -79,6 +79,7 @@ fn refused_v4(ip: Ipv4Addr) -> bool {
         || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
         || a >= 240 // reserved 240/4
         || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments 192.0.0/24
+        || (a == 192 && b == 88 && ip.octets()[2] == 99) // 6to4 relay anycast 192.88.99/24
 }
 
 fn refused_v6(ip: Ipv6Addr) -> bool {
@@ -96,6 +97,9 @@ fn refused_v6(ip: Ipv6Addr) -> bool {
         || (first == 0x2001 && ip.segments()[1] == 0) // Teredo
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
         || first == 0x0100 && ip.segments()[1..4] == [0, 0, 0] // discard-only 100::/64
+        || (first == 0x2001 && (ip.segments()[1] & 0xfff0) == 0x0010) // ORCHID 2001:10::/28
+        || (first == 0x3fff && ip.segments()[1] & 0xf000 == 0) // documentation 3fff::/20
+        || first == 0x5f00 // segment routing SIDs 5f00::/16
 }
 
 /// The egress rules: what is refused, and what the operator allows anyway.
@@ -165,9 +169,10 @@ impl Resolve for CheckedResolver {
             let permitted: Vec<SocketAddr> =
                 found.iter().copied().filter(|a| egress.permits(a.ip())).collect();
             if permitted.is_empty() {
-                let refused = found.first().map_or_else(|| "nothing".to_owned(), |a| a.ip().to_string());
+                // The address itself is not named: it would tell a developer how internal names
+                // resolve here.
                 let error: Box<dyn std::error::Error + Send + Sync> =
-                    format!("refused: {host} resolves to {refused}, which is not a public address").into();
+                    format!("refused: {host} does not resolve to a public address").into();
                 return Err(error);
             }
             let addrs: Addrs = Box::new(permitted.into_iter());
@@ -211,10 +216,24 @@ mod tests {
             "64:ff9b::7f00:1",
             "2002:7f00:1::1",
             "2001::1",
+            "192.88.99.1",
+            "2001:10::1",
+            "2001:1f::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
         ] {
             assert!(!egress.permits(ip(refused)), "{refused}");
         }
-        for permitted in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+        for permitted in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "192.88.98.1",
+            "2001:20::1",
+            "3fff:1000::1",
+        ] {
             assert!(egress.permits(ip(permitted)), "{permitted}");
         }
     }

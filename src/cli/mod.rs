@@ -183,6 +183,9 @@ fn prepare(cli: Cli) -> Result<Job, String> {
     };
     let config = settings.load()?;
     init_logging(config.log_format);
+    for name in &config.ignored_env {
+        tracing::warn!(variable = %name, "ignoring an environment variable that names no setting");
+    }
     Ok(match cli.command {
         Command::Serve(_) => Job::Serve(config),
         Command::Migrate(_) => Job::Migrate(config),

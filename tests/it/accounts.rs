@@ -7,6 +7,7 @@ use reqwest::Method;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::json;
 
+use crate::support::http::PASSWORD;
 use crate::support::oidc::Issuer;
 use crate::support::service::digest;
 use crate::support::{builder, now, reply, spawn_app, Browser};
@@ -188,4 +189,27 @@ async fn password_guessing_is_slowed_per_email() {
     browser.get("/login").await;
     let page = browser.post("/login", &[("email", "target@example.com"), ("password", "password123")]).await;
     assert!(page.location.unwrap().starts_with("/login?error=throttled"));
+}
+
+#[tokio::test]
+async fn signing_in_never_redirects_to_another_site() {
+    let app = spawn_app().await;
+    app.user("stay@example.com").await;
+    // Browsers drop tabs and newlines and read `\` as `/`: each of these would leave the site.
+    for next in [
+        "//evil.example",
+        "/\tevil",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+    ] {
+        let mut browser = Browser::new(&app);
+        browser.get("/login").await;
+        let page = browser
+            .post("/login", &[("email", "stay@example.com"), ("password", PASSWORD), ("next", next)])
+            .await;
+        assert_eq!(page.status, 303, "{next:?}");
+        assert_eq!(page.location.as_deref(), Some("/settings"), "next={next:?} stays on the site");
+    }
 }

@@ -176,10 +176,15 @@ pub fn urlencode(text: &str) -> String {
 
 /// Where to go after signing in: a path on this site, never elsewhere.
 pub fn safe_next(next: Option<&str>) -> String {
+    // Browsers drop tabs and newlines from URLs and read `\` as `/`: `/\t/evil.example` would
+    // become `//evil.example`, another site. A local path has none of them.
+    let local = |path: &str| {
+        path.starts_with('/')
+            && !path.starts_with("//")
+            && !path.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    };
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") => {
-            path.to_owned()
-        }
+        Some(path) if local(path) => path.to_owned(),
         _ => "/settings".to_owned(),
     }
 }
