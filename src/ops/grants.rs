@@ -63,6 +63,12 @@ pub async fn exchange_code(
     code_verifier: Option<&str>,
 ) -> Result<String> {
     let invalid = |detail: &str| Error::invalid("invalid_grant", detail);
+    let Some(redirect_uri) = redirect_uri else {
+        return Err(Error::invalid(
+            "invalid_request",
+            "redirect_uri is required: the one the consent was asked with",
+        ));
+    };
     // Taking the code spends it, whatever happens next: a code is tried once.
     let code = core
         .store
@@ -75,14 +81,20 @@ pub async fn exchange_code(
     if code.app_id != app.app_id {
         return Err(invalid("the code was issued to another app"));
     }
-    if redirect_uri.is_some_and(|uri| uri != code.redirect_uri) {
+    if redirect_uri != code.redirect_uri {
         return Err(invalid("redirect_uri differs from the one the code was issued for"));
     }
-    if let Some(challenge) = &code.code_challenge {
-        let verified = code_verifier.is_some_and(|verifier| pkce_matches(verifier, challenge));
-        if !verified {
-            return Err(invalid("code_verifier does not match the code_challenge"));
+    match (&code.code_challenge, code_verifier) {
+        (Some(challenge), verifier) => {
+            if !verifier.is_some_and(|verifier| pkce_matches(verifier, challenge)) {
+                return Err(invalid("code_verifier does not match the code_challenge"));
+            }
         }
+        // A verifier for a code asked without a challenge: someone else asked for it.
+        (None, Some(_)) => {
+            return Err(invalid("code_verifier sent, but the consent was asked without code_challenge"))
+        }
+        (None, None) => {}
     }
     core.store
         .grant_uid(code.account, &app.app_id)

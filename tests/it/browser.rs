@@ -107,7 +107,7 @@ async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it(
         app.http
             .post(app.url("/v1/grants/token"))
             .basic_auth(&app_id, Some(&secret))
-            .json(&json!({"code": callback["code"], "code_verifier": verifier}))
+            .json(&json!({"code": callback["code"], "code_verifier": verifier, "redirect_uri": format!("{site}/callback")}))
             .send()
             .await
             .unwrap(),

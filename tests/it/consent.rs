@@ -48,7 +48,7 @@ async fn allow_gives_a_code_that_becomes_a_uid_once() {
         app.http
             .post(app.url("/v1/grants/token"))
             .bearer_auth(&chat.secret)
-            .json(&json!({"code": third}))
+            .json(&json!({"code": third, "redirect_uri": REDIRECT}))
             .send()
             .await
             .unwrap(),
@@ -149,6 +149,16 @@ async fn expired_codes_wrong_verifiers_and_other_apps_codes_are_refused() {
     let stolen = exchange(&app, &other, json!({"code": code})).await;
     assert_eq!(stolen.status, 400);
     assert!(stolen.json()["detail"].as_str().unwrap().contains("another app"));
+
+    // No downgrade: a verifier for a code asked without a challenge means someone else asked.
+    let code = consent(&mut browser, &chat.app_id, None).await;
+    let downgraded = exchange(&app, &chat, json!({"code": code, "code_verifier": verifier})).await;
+    assert_eq!((downgraded.status, downgraded.json()["code"].as_str()), (400, Some("invalid_grant")));
+    // The redirect URI is required at the exchange.
+    let code = consent(&mut browser, &chat.app_id, None).await;
+    let without = exchange(&app, &chat, json!({"code": code, "redirect_uri": null})).await;
+    assert_eq!((without.status, without.json()["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(exchange(&app, &chat, json!({"code": code})).await.status, 200, "the code was not spent");
 
     let code = consent(&mut browser, &chat.app_id, None).await;
     let mismatched =

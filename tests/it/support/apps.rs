@@ -139,7 +139,12 @@ pub async fn exchange(app: &TestApp, registered: &RegisteredApp, body: serde_jso
     exchange_at(&app.url(""), registered, body).await
 }
 
-pub async fn exchange_at(base: &str, registered: &RegisteredApp, body: serde_json::Value) -> Reply {
+/// As an app does it: with the redirect URI the consent was asked with (`REDIRECT`) unless the
+/// body names one (`null` sends none).
+pub async fn exchange_at(base: &str, registered: &RegisteredApp, mut body: serde_json::Value) -> Reply {
+    if body.get("redirect_uri").is_none() {
+        body["redirect_uri"] = REDIRECT.into();
+    }
     as_app_at(base, registered, Method::POST, "/v1/grants/token", Some(body)).await
 }
 
