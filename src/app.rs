@@ -121,6 +121,7 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
         notify_app_limit: Arc::new(RateLimiter::new(config.notify_app_per_minute)),
         notify_user_limit: Arc::new(RateLimiter::new(config.notify_user_per_minute)),
         login_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute)),
+        hashing: Arc::new(tokio::sync::Semaphore::new(config.password_hashes_at_once as usize)),
         metrics: Arc::new(Metrics::default()),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
         public_url: public_url.into(),

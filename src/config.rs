@@ -40,6 +40,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who may create a local account on the sign-up page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signup {
+    /// Anyone.
+    Open,
+    /// Nobody: the operator adds accounts (`presence account add`) or uses an identity provider.
+    Closed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSync {
@@ -113,6 +123,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub grant_code_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    pub signup: Signup,
+    pub password_hashes_at_once: u32,
     pub max_devices_per_account: u32,
     pub max_json_body: usize,
     #[serde(with = "humantime_serde")]
@@ -198,6 +210,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |s: String| Err(ConfigError::Invalid(s));
+        if self.password_hashes_at_once == 0 {
+            return invalid("password_hashes_at_once must be at least 1".into());
+        }
         let postgres =
             self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://");
         if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") && !postgres {

@@ -103,7 +103,7 @@ async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxErr
     let listen = config.listen;
     let parts = crate::app::open(config, listen).await?;
     let core = &parts.core;
-    let hash = accounts::hash_password("bench password".into()).await?;
+    let hash = accounts::hash_password(core, "bench password".into()).await?;
     let owner = accounts::sign_up(core, "owner@bench.example", &hash).await?;
     let redirect_uris = ["https://bench.example/cb".to_owned()];
     let app = crate::ops::apps::register_app(core, owner, "Bench", &redirect_uris, "").await?;

@@ -245,7 +245,7 @@ async fn add_account(config: Config, email: &str) -> Result<(), BoxError> {
     }
     let listen = config.listen;
     let parts = crate::app::open(config, listen).await?;
-    let hash = accounts::hash_password(password).await?;
+    let hash = accounts::hash_password(&parts.core, password).await?;
     let created = accounts::sign_up(&parts.core, email, &hash).await;
     parts.core.store.close().await;
     created?;

@@ -52,6 +52,7 @@ impl From<crate::ops::Error> for ApiError {
             Error::NotFound(detail) => ApiError::not_found(detail),
             Error::Unauthorized { code, detail } => ApiError::new(StatusCode::UNAUTHORIZED, code, detail),
             Error::Conflict { code, detail } => ApiError::new(StatusCode::CONFLICT, code, detail),
+            Error::Forbidden { code, detail } => ApiError::new(StatusCode::FORBIDDEN, code, detail),
             Error::TooLarge { code, detail } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, detail),
             Error::RateLimited { code, detail, retry_after } => ApiError {
                 retry_after: Some(retry_after),

@@ -23,11 +23,27 @@ pub fn normalize_email(email: &str) -> Option<String> {
     valid.then_some(email)
 }
 
-/// A password's argon2 hash, computed on a blocking thread.
-pub async fn hash_password(password: String) -> Result<String> {
+/// A password's argon2 hash, computed on a blocking thread, at most `password_hashes_at_once`
+/// at a time.
+pub async fn hash_password(core: &Core, password: String) -> Result<String> {
+    let _turn = core.hashing.acquire().await.map_err(|_| Error::Unavailable("password hashing stopped"))?;
     tokio::task::spawn_blocking(move || crate::secrets::hash_password(&password))
         .await
         .map_err(|_| Error::Unavailable("password hashing stopped"))
+}
+
+/// Someone creates their own account (the sign-up page), when the operator allows it.
+pub async fn register(core: &Core, email: &str, password: String) -> Result<AccountId> {
+    if core.config.signup == crate::config::Signup::Closed {
+        return Err(Error::Forbidden {
+            code: "signup_closed",
+            detail: "sign-up is closed here; ask the operator for an account".into(),
+        });
+    }
+    normalize_email(email).ok_or_else(|| Error::invalid("invalid_email", "that is not an email address"))?;
+    check_new_password(&password)?;
+    let hash = hash_password(core, password).await?;
+    sign_up(core, email, &hash).await
 }
 
 /// Creates a local account from an email and a password hash; `Conflict` if the email is taken.
@@ -73,6 +89,7 @@ pub async fn check_password(core: &Core, email: &str, password: String) -> Resul
         Some(found) => (Some(found.account), found.password_hash),
         None => (None, crate::secrets::decoy_hash().to_owned()),
     };
+    let _turn = core.hashing.acquire().await.map_err(|_| Error::Unavailable("password hashing stopped"))?;
     let matches = tokio::task::spawn_blocking(move || crate::secrets::verify_password(&password, &hash))
         .await
         .map_err(|_| Error::Unavailable("password hashing stopped"))?;

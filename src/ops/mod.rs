@@ -58,6 +58,8 @@ pub struct Core {
     pub notify_user_limit: Arc<RateLimiter>,
     /// Password attempts, per email.
     pub login_limit: Arc<RateLimiter>,
+    /// Password hashes computed at once (`password_hashes_at_once`).
+    pub hashing: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
     /// Seals webhook signing secrets at rest.
     pub webhook_vault: Arc<Vault>,
@@ -88,6 +90,9 @@ pub enum Error {
     /// The caller's credentials are wrong.
     #[error("{detail}")]
     Unauthorized { code: &'static str, detail: String },
+    /// The operator does not allow it here.
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
     /// The request conflicts with what exists (a limit reached).
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },

@@ -213,3 +213,24 @@ async fn signing_in_never_redirects_to_another_site() {
         assert_eq!(page.location.as_deref(), Some("/settings"), "next={next:?} stays on the site");
     }
 }
+
+#[tokio::test]
+async fn a_closed_sign_up_page_creates_no_account() {
+    let app = builder().set("signup", "closed").spawn().await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.get("/signup").await.status, 403);
+    let login = browser.get("/login").await;
+    assert!(!login.body.contains("href=\"/signup"), "no link to a closed page");
+    let page = browser.post("/signup", &[("email", "mallory@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(page.status, 403);
+    let token = app
+        .http
+        .post(app.url("/v1/tokens"))
+        .json(&json!({"email": "mallory@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 401, "no account was made");
+    // The operator still adds accounts.
+    app.user("ops-made@example.com").await;
+}

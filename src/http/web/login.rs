@@ -18,6 +18,8 @@ use crate::secrets::{digest, new_secret};
 #[template(path = "login.html")]
 struct LoginPage {
     signup: bool,
+    /// Whether to offer the sign-up page.
+    signup_open: bool,
     /// Offer "sign in with the identity provider".
     oidc: bool,
     next: String,
@@ -55,6 +57,7 @@ pub async fn page(
     }
     render(&LoginPage {
         signup: false,
+        signup_open: state.config.signup == crate::config::Signup::Open,
         oidc: state.oidc.is_some(),
         next,
         error: login_error(query.error.as_deref()),
@@ -63,10 +66,18 @@ pub async fn page(
     })
 }
 
-pub async fn signup_page(Csrf(csrf): Csrf, Query(query): Query<LoginQuery>) -> Response {
+pub async fn signup_page(
+    State(state): State<HttpState>,
+    Csrf(csrf): Csrf,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    if state.config.signup == crate::config::Signup::Closed {
+        return signup_closed();
+    }
     let next = safe_next(query.next.as_deref());
     render(&LoginPage {
         signup: true,
+        signup_open: true,
         oidc: false,
         next,
         error: login_error(query.error.as_deref()),
@@ -116,22 +127,23 @@ pub async fn submit(State(state): State<HttpState>, CheckedForm(form): CheckedFo
 
 pub async fn signup(State(state): State<HttpState>, CheckedForm(form): CheckedForm<Credentials>) -> Response {
     let next = safe_next(form.next.as_deref());
-    let Some(email) = crate::ops::accounts::normalize_email(&form.email) else {
-        return back_to("signup", "email", &next);
-    };
-    if form.password.chars().count() < 8 {
-        return back_to("signup", "weak", &next);
+    match crate::ops::accounts::register(&state, &form.email, form.password).await {
+        Ok(account) => start_session(&state, account, &next).await,
+        Err(crate::ops::Error::Invalid { code: "invalid_email", .. }) => back_to("signup", "email", &next),
+        Err(crate::ops::Error::Invalid { code: "weak_password", .. }) => back_to("signup", "weak", &next),
+        Err(crate::ops::Error::Conflict { .. }) => back_to("signup", "taken", &next),
+        Err(crate::ops::Error::Forbidden { .. }) => signup_closed(),
+        Err(error) => ApiError::from(error).into_response(),
     }
-    let password = form.password;
-    let hash = match tokio::task::spawn_blocking(move || crate::secrets::hash_password(&password)).await {
-        Ok(hash) => hash,
-        Err(error) => return crate::http::error::ApiError::internal(&error).into_response(),
-    };
-    match state.store.create_local_account(&email, &hash, unix_now()).await {
-        Ok(Some(account)) => start_session(&state, account, &next).await,
-        Ok(None) => back_to("signup", "taken", &next),
-        Err(error) => crate::http::error::ApiError::from(error).into_response(),
-    }
+}
+
+/// The answer of the sign-up page when the operator closed it.
+fn signup_closed() -> Response {
+    super::message(
+        axum::http::StatusCode::FORBIDDEN,
+        "Sign-up is closed",
+        "Accounts here are made by the operator. Ask them for one, then sign in.",
+    )
 }
 
 pub async fn logout(

@@ -62,7 +62,7 @@ pub fn presence_change(signal: presence::bus::Signal) -> Option<(AccountId, &'st
 
 /// Creates a local account as `presence account add` does; returns its id.
 pub async fn create_local_account(state: &Core, email: &str, password: &str) -> AccountId {
-    let hash = presence::ops::accounts::hash_password(password.to_owned()).await.unwrap();
+    let hash = presence::ops::accounts::hash_password(state, password.to_owned()).await.unwrap();
     presence::ops::accounts::sign_up(state, email, &hash).await.expect("a new email")
 }
 
