@@ -99,6 +99,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub ws_pong_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    pub ws_write_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 
     pub max_message_size: usize,

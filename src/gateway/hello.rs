@@ -4,6 +4,7 @@
 //! (`socket`) until it closes. Every step of the hello that touches the store lives here.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::State;
@@ -12,7 +13,7 @@ use tokio::time::Instant;
 
 use super::protocol::{self, Hello, ServerMessage};
 use super::session::{self, close_frame, Action, Batch, CloseReason, Input, Limits, Session};
-use super::socket::{read_frame, send, BoundDevice, Connection, ReadFrame};
+use super::socket::{read_frame, send, send_frame, BoundDevice, Connection, ReadFrame};
 use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceBinding, Eviction, Uaid};
@@ -64,7 +65,7 @@ async fn serve(state: Gateway, mut socket: WebSocket) {
         Err(reason) => reason,
     };
     if let Some(frame) = close_frame(reason) {
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = send_frame(&mut socket, Message::Close(Some(frame)), state.config.ws_write_timeout).await;
     }
     state.metrics.connections.fetch_sub(1, Relaxed);
     tracing::debug!(?reason, "device connection closed");
@@ -93,15 +94,15 @@ pub(super) async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result
             Ok(Some(binding)) => Some(binding),
             Ok(None) => {
                 let refused = ServerMessage::HelloRefused { status: 401, reason: "unknown presence id" };
-                let _ = send(socket, &refused).await;
+                let _ = send(socket, &refused, state.config.ws_write_timeout).await;
                 return Err(CloseReason::UnknownPresenceId);
             }
-            Err(error) => return Err(unavailable(socket, &error).await),
+            Err(error) => return Err(unavailable(socket, &error, state.config.ws_write_timeout).await),
         },
     };
     let uaid = match assign_uaid(state, &hello, device.as_ref()).await {
         Ok(uaid) => uaid,
-        Err(error) => return Err(unavailable(socket, &error).await),
+        Err(error) => return Err(unavailable(socket, &error, state.config.ws_write_timeout).await),
     };
     // Attach before reading stored notifications: an update that lands in between is either
     // read from the store or queued on this connection, never missed.
@@ -129,9 +130,14 @@ pub(super) async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result
     }
 }
 
-async fn unavailable(socket: &mut WebSocket, error: &crate::store::StoreError) -> CloseReason {
+async fn unavailable(
+    socket: &mut WebSocket,
+    error: &crate::store::StoreError,
+    limit: Duration,
+) -> CloseReason {
     tracing::error!(error = %crate::error::chain(error), "hello failed: store unavailable");
-    let _ = send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" }).await;
+    let _ = send(socket, &ServerMessage::HelloRefused { status: 503, reason: "service unavailable" }, limit)
+        .await;
     CloseReason::StoreUnavailable
 }
 

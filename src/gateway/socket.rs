@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use tokio::time::Instant;
@@ -45,8 +46,26 @@ pub(super) async fn read_frame(socket: &mut WebSocket) -> Result<ReadFrame, Clos
     }
 }
 
-pub(super) async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), CloseReason> {
-    socket.send(Message::Text(message.to_json().into())).await.map_err(|_| CloseReason::Gone)
+pub(super) async fn send(
+    socket: &mut WebSocket,
+    message: &ServerMessage,
+    limit: Duration,
+) -> Result<(), CloseReason> {
+    send_frame(socket, Message::Text(message.to_json().into()), limit).await
+}
+
+/// Writes a frame, giving up after `limit`: a device that stopped reading is closed rather than
+/// holding its session (and its liveness timer) forever.
+pub(super) async fn send_frame(
+    socket: &mut WebSocket,
+    frame: Message,
+    limit: Duration,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(limit, socket.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseReason::Gone),
+        Err(_) => Err(CloseReason::Unresponsive),
+    }
 }
 
 fn message_kind(message: &Result<ClientMessage, ParseError>) -> MessageKind {
@@ -127,7 +146,7 @@ impl Connection {
                         }
                         Err(_) => ServerMessage::Ping { status: 500, reason: Some("status not recorded") },
                     };
-                    if let Err(reason) = send(socket, &answer).await {
+                    if let Err(reason) = send(socket, &answer, self.state.config.ws_write_timeout).await {
                         return reason;
                     }
                     continue;
@@ -163,13 +182,13 @@ impl Connection {
         let device = self.device.as_ref();
         match action {
             Action::Send(message) => {
-                send(socket, &message).await?;
+                send(socket, &message, state.config.ws_write_timeout).await?;
                 if let ServerMessage::Notification { updates } = &message {
                     state.metrics.notifications_delivered.fetch_add(updates.len() as u64, Relaxed);
                 }
             }
             Action::Ping => {
-                socket.send(Message::Ping(Default::default())).await.map_err(|_| CloseReason::Gone)?;
+                send_frame(socket, Message::Ping(Default::default()), state.config.ws_write_timeout).await?;
             }
             Action::Close(reason) => return Err(reason),
             Action::Touch => {

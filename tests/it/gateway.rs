@@ -272,3 +272,34 @@ async fn a_device_that_stops_answering_pings_is_closed() {
     }
     lively.register(&channel_id()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_device_that_stops_reading_is_closed_after_the_write_timeout() {
+    let app = builder()
+        .set("ws_write_timeout", "1s")
+        .set("presence_grace", "0s")
+        .set("socket_send_buffer", "4096")
+        .spawn()
+        .await;
+    let user = app.user("stuck@example.com").await;
+    let device = app.register_device(&user, "phone").await;
+    let mut socket = app.connect_device(&device).await;
+    let endpoint = socket.register(&channel_id()).await.unwrap();
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    app.wait_for_status(&user, "online").await;
+    // From here on the device reads nothing. Updates of 4 KiB each fill its receive buffer and
+    // then the server's send buffer; the server's write then waits, and gives up after 1 s.
+    let data = "x".repeat(4000);
+    let mut offline = false;
+    for version in 1..=4000u64 {
+        crate::support::put(&app.http, &endpoint, &format!("version={version}&data={data}")).await;
+        if version % 250 == 0 && app.status_of(&user).await == "offline" {
+            offline = true;
+            break;
+        }
+    }
+    if !offline {
+        app.wait_for_status(&user, "offline").await;
+    }
+    drop(socket);
+}
