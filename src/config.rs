@@ -100,6 +100,7 @@ pub struct Config {
     pub ws_pong_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub ws_write_timeout: Duration,
+    pub device_writes_per_second: u32,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 

@@ -23,6 +23,8 @@ use crate::domain::{ChannelId, Eviction, LiveNotification, PushUpdate, Status};
 pub const CLOSE_PING_TOO_OFTEN: u16 = 4774;
 /// Close code for a presence id that is unknown or was revoked: do not reconnect with it.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Close code for a device that registers, unregisters or acks faster than allowed.
+pub const CLOSE_TOO_MANY_WRITES: u16 = 4429;
 
 /// Why the server ends a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub enum CloseReason {
     TooLarge,
     HelloTimeout,
     PingTooOften,
+    /// Registers, unregisters and acks past `device_writes_per_second` (each is a write).
+    TooManyWrites,
     Replaced,
     Unresponsive,
     ShuttingDown,
@@ -66,6 +70,7 @@ pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::TooLarge => (1009, "message too large"),
         CloseReason::HelloTimeout => (1008, "no hello in time"),
         CloseReason::PingTooOften => (CLOSE_PING_TOO_OFTEN, "pinging too often"),
+        CloseReason::TooManyWrites => (CLOSE_TOO_MANY_WRITES, "too many registers, unregisters or acks"),
         CloseReason::Replaced => (1000, "replaced by a newer connection"),
         CloseReason::Unresponsive => (1001, "no response to ping"),
         CloseReason::ShuttingDown => (1001, "server shutting down"),
@@ -105,9 +110,16 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// How long an unanswered ping is waited for.
     pub pong_timeout: Duration,
+    /// Registers, unregisters and acks per second, on average; bursts up to five seconds' worth.
+    pub writes_per_second: u32,
 }
 
 impl Limits {
+    /// The most writes a connection may make at once: five seconds' worth.
+    fn burst(&self) -> f32 {
+        self.writes_per_second as f32 * 5.0
+    }
+
     pub fn from_config(config: &Config) -> Limits {
         Limits {
             ping_min_interval: config.ping_min_interval,
@@ -116,6 +128,7 @@ impl Limits {
             touch_every: config.stale_after / 2,
             ping_interval: config.ws_ping_interval,
             pong_timeout: config.ws_pong_timeout,
+            writes_per_second: config.device_writes_per_second,
         }
     }
 }
@@ -236,6 +249,9 @@ pub struct Session {
     /// Live notifications sent and not acked yet: never sent twice.
     sent_live: HashSet<String>,
     last_keepalive: Option<Instant>,
+    /// Writes this connection may still make (a token bucket refilled at `writes_per_second`).
+    write_tokens: f32,
+    tokens_at: Instant,
     /// When a status was last applied, and the latest one waiting for `status_min_interval`.
     last_status: Option<Instant>,
     pending_status: Option<Status>,
@@ -255,6 +271,8 @@ impl Session {
             sent: HashMap::new(),
             sent_live: HashSet::new(),
             last_keepalive: None,
+            write_tokens: limits.burst(),
+            tokens_at: now,
             last_status: None,
             pending_status: None,
             last_touch: now,
@@ -337,6 +355,11 @@ impl Session {
                 }));
                 actions.push(Action::Close(CloseReason::Protocol("duplicate hello")));
             }
+            ClientMessage::Register { .. } | ClientMessage::Unregister { .. } | ClientMessage::Ack { .. }
+                if !self.take_write(now) =>
+            {
+                actions.push(Action::Close(CloseReason::TooManyWrites));
+            }
             ClientMessage::Register { channel_id } => {
                 let channel_id = channel_id.unwrap_or_default();
                 actions.push(match ChannelId::parse(&channel_id) {
@@ -394,6 +417,19 @@ impl Session {
                 actions.push(Action::Close(CloseReason::Protocol("unknown messageType")))
             }
         }
+    }
+
+    /// Takes one write from the connection's bucket; `false` when it is empty.
+    fn take_write(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.tokens_at).as_secs_f32();
+        self.tokens_at = now;
+        let refilled = self.write_tokens + elapsed * self.limits.writes_per_second as f32;
+        self.write_tokens = refilled.min(self.limits.burst());
+        if self.write_tokens < 1.0 {
+            return false;
+        }
+        self.write_tokens -= 1.0;
+        true
     }
 
     /// A status report: answered at once, applied at most every `status_min_interval` (the

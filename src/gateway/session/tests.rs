@@ -17,6 +17,7 @@ fn limits() -> Limits {
         touch_every: 30 * SECOND,
         ping_interval: 60 * SECOND,
         pong_timeout: 10 * SECOND,
+        writes_per_second: 2,
     }
 }
 
@@ -183,6 +184,7 @@ fn every_close_reason_has_its_documented_code() {
     assert_eq!(code(CloseReason::StoreUnavailable), Some(1011));
     assert_eq!(code(CloseReason::UnknownPresenceId), Some(4401));
     assert_eq!(code(CloseReason::Revoked), Some(4401));
+    assert_eq!(code(CloseReason::TooManyWrites), Some(4429));
     assert_eq!(CloseReason::from(Eviction::Replaced), CloseReason::Replaced);
     assert_eq!(CloseReason::from(Eviction::Revoked), CloseReason::Revoked);
     assert_eq!(CloseReason::from(Eviction::LeaseLost), CloseReason::ShuttingDown);
@@ -451,4 +453,26 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn registers_unregisters_and_acks_past_the_rate_close_with_4429() {
+    let (mut session, t0) = plain();
+    // Five seconds' worth (2 a second) at once is allowed; the next write in the same instant is not.
+    for i in 0..10 {
+        let actions = text(&mut session, r#"{"messageType":"ack","updates":[]}"#, t0);
+        assert!(!matches!(actions.as_slice(), [Action::Close(_)]), "write {i} is within the burst");
+    }
+    let actions = text(&mut session, r#"{"messageType":"register","channelID":"Not-A-Uuid"}"#, t0);
+    assert!(matches!(actions.as_slice(), [Action::Close(CloseReason::TooManyWrites)]));
+    // Half a second later one more write has been earned back.
+    let (mut session, t0) = plain();
+    for _ in 0..10 {
+        text(&mut session, r#"{"messageType":"ack","updates":[]}"#, t0);
+    }
+    let later = t0 + SECOND / 2;
+    let actions = text(&mut session, r#"{"messageType":"ack","updates":[]}"#, later);
+    assert!(!matches!(actions.as_slice(), [Action::Close(_)]));
+    let actions = text(&mut session, r#"{"messageType":"ack","updates":[]}"#, later);
+    assert!(matches!(actions.as_slice(), [Action::Close(CloseReason::TooManyWrites)]));
 }
