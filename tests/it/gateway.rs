@@ -303,3 +303,20 @@ async fn a_device_that_stops_reading_is_closed_after_the_write_timeout() {
     }
     drop(socket);
 }
+
+#[tokio::test]
+async fn a_device_writing_faster_than_allowed_is_closed_with_4429() {
+    let app = builder().set("device_writes_per_second", "5").spawn().await;
+    let mut device = app.connect().await;
+    device.hello(None, &[]).await.unwrap();
+    // Five seconds' worth (25) pass at once; 60 in a row do not.
+    for _ in 0..60 {
+        if device.send_text(r#"{"messageType":"ack","updates":[]}"#).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(crate::support::close_code(&mut device, "the socket stayed open").await, Some(4429));
+    // Another connection is unaffected.
+    let mut other = app.connect().await;
+    other.hello(None, &[]).await.unwrap();
+}
