@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod fuzz;
 pub mod settings;
 pub mod simulator;
 
@@ -40,6 +41,22 @@ enum Command {
     Device(DeviceArgs),
     /// Load-test a node started for the purpose, and print the figures (see docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Send structured random frames through the session and over real sockets to a node
+    /// started for the purpose; fail if any is answered otherwise than documented.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// Frames through the session's state machine (no sockets).
+    #[arg(long, default_value_t = 1_000_000)]
+    frames: usize,
+    /// Frames over real WebSockets to a node on a temporary SQLite directory (0: none).
+    #[arg(long, default_value_t = 20_000)]
+    wire: usize,
+    /// Seed of the generator (random when not given); the same seed sends the same frames.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Args)]
@@ -141,6 +158,7 @@ enum Job {
     CreateApp { config: Config, owner: String, name: String, redirect_uris: Vec<String>, webhook_url: String },
     Device(simulator::Options),
     Bench(bench::Options),
+    Fuzz(fuzz::Options),
 }
 
 /// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
@@ -180,6 +198,10 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::Create { settings, .. }) => settings,
         Command::Device(args) => return device_options(args).map(Job::Device),
         Command::Bench(args) => return bench_options(args).map(Job::Bench),
+        Command::Fuzz(args) => {
+            let seed = args.seed.unwrap_or_else(rand::random);
+            return Ok(Job::Fuzz(fuzz::Options { frames: args.frames, wire: args.wire, seed }));
+        }
     };
     let config = settings.load()?;
     init_logging(config.log_format);
@@ -193,7 +215,7 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
             Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
         }
-        Command::Device(_) | Command::Bench(_) => unreachable!("returned above"),
+        Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) => unreachable!("returned above"),
     })
 }
 
@@ -207,6 +229,7 @@ async fn run(job: Job) -> Result<(), BoxError> {
         }
         Job::Device(options) => Ok(simulator::run(options).await?),
         Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
+        Job::Fuzz(options) => fuzz::run(options).await,
     }
 }
 

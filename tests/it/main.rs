@@ -14,4 +14,5 @@ mod notifications;
 mod operations;
 mod presence;
 mod restart;
+mod robustness;
 mod update_endpoint;

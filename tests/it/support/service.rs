@@ -76,3 +76,53 @@ pub async fn report(state: &Core, device_id: &str, status: Status) {
     let device = presence::domain::DeviceId::parse(device_id).unwrap();
     state.presence.report(&device, status).await.unwrap();
 }
+
+/// An app and, per seeded user, the one device's PrID and the app's uid for that user.
+pub struct Seeded {
+    pub app_id: String,
+    pub secret: String,
+    pub devices: Vec<(String, String)>,
+}
+
+/// Seeds `users` accounts on the data directory's database through the service's operations,
+/// each with one device and a grant to one app (one password hash serves every account).
+pub async fn seed_granted_devices(dir: &std::path::Path, users: usize) -> Seeded {
+    use presence::ops::{accounts, apps, devices, grants};
+    let mut settings = vec![("data_dir", dir.display().to_string())];
+    if let Some(url) = super::data::database_url(dir).await {
+        settings.push(("database_url", url));
+    }
+    let config = presence::config::Config::load(None, std::iter::empty(), settings).unwrap();
+    let listen = config.listen;
+    let parts = presence::app::open(config, listen).await.expect("the store opens");
+    let core = &parts.core;
+    let hash = accounts::hash_password(core, "seeded password".into()).await.unwrap();
+    let owner = accounts::sign_up(core, "owner@seed.example", &hash).await.unwrap();
+    let app = apps::register_app(core, owner, "Seeded", &["http://127.0.0.1:1/callback".to_owned()], "")
+        .await
+        .unwrap();
+    // A few users at a time: each write waits for the store, and the waits overlap.
+    let tasks: Vec<_> = (0..8)
+        .map(|part| {
+            let (core, hash, app_id) = (core.clone(), hash.clone(), app.app_id.clone());
+            tokio::spawn(async move {
+                let mut devices_of_part = Vec::new();
+                for i in (part..users).step_by(8) {
+                    let account =
+                        accounts::sign_up(&core, &format!("u{i}@seed.example"), &hash).await.unwrap();
+                    let device = devices::register(&core, account, "seeded", None).await.unwrap();
+                    let uid = grants::allow(&core, account, &app_id).await.unwrap();
+                    devices_of_part.push((i, (device.prid, uid)));
+                }
+                devices_of_part
+            })
+        })
+        .collect();
+    let mut devices = Vec::with_capacity(users);
+    for task in tasks {
+        devices.extend(task.await.unwrap());
+    }
+    devices.sort_by_key(|(i, _)| *i);
+    core.store.close().await;
+    Seeded { app_id: app.app_id, secret: app.secret, devices: devices.into_iter().map(|(_, d)| d).collect() }
+}
