@@ -306,7 +306,11 @@ async fn twenty_sigkills_during_status_changes_reuse_no_seq_and_leave_every_app_
         }
         for (user, statuses) in acked.lock().unwrap().iter().enumerate() {
             told[user].extend(statuses.iter().cloned());
-            told[user].push("offline".to_owned());
+            // A user the app already saw offline (no report went through this round) is not
+            // told offline again.
+            if told[user].last().is_some_and(|last| last != "offline") {
+                told[user].push("offline".to_owned());
+            }
         }
         server = spawn_process(&data.path, &flags).await;
         follower.base.send(server.base()).unwrap();
