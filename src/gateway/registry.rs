@@ -1,16 +1,18 @@
-//! Which UAIDs are connected to this node, and a bounded queue to each connection.
+//! Which UAIDs are connected to this node, and a bounded mailbox to each connection.
 //!
-//! A newer connection for a UAID replaces the older one: attaching cancels the older
-//! connection's `replaced` token, and its socket loop closes. The map is sharded so that
-//! connects, disconnects and deliveries on different UAIDs rarely contend.
+//! A newer connection for a UAID replaces the older one: attaching evicts the older
+//! connection, and its socket loop closes. The map is sharded so that connects, disconnects
+//! and deliveries on different UAIDs rarely contend.
+//!
+//! A connection's mailbox is one small allocation: its queue takes memory only while something
+//! waits in it, so an idle connection costs a few words here (most devices are idle).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::domain::{Delivery, Eviction, PushUpdate, Uaid};
 
@@ -19,8 +21,7 @@ const SHARDS: usize = 32;
 /// What the rest of the server can hand a connected device.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Boxed so that a queue slot is two words: every connection's queue allocates its first
-    /// block of slots up front.
+    /// Boxed so that a queue slot is two words.
     Update(Box<PushUpdate>),
     /// A live notification for the device bound to the connection.
     Notification(std::sync::Arc<crate::domain::LiveNotification>),
@@ -28,36 +29,94 @@ pub enum Outbound {
     CatchUp,
 }
 
-struct Entry {
-    id: u64,
-    tx: mpsc::Sender<Outbound>,
-    evicted: CancellationToken,
-    reason: Arc<AtomicU8>,
+/// What one connection has been handed and not taken yet.
+#[derive(Default)]
+struct Slots {
+    queue: VecDeque<Outbound>,
+    evicted: Option<Eviction>,
+    /// The connection is gone: deliveries must go to the store.
+    closed: bool,
 }
 
-impl Entry {
-    fn evict(&self, reason: Eviction) {
-        self.reason.store(reason as u8, Ordering::Relaxed);
-        self.evicted.cancel();
+struct Mailbox {
+    slots: Mutex<Slots>,
+    /// Woken on a delivery or an eviction; a wake with no waiter is kept for the next wait.
+    wake: Notify,
+    capacity: usize,
+}
+
+impl Mailbox {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn put(&self, message: Outbound) -> Delivery {
+        let mut slots = self.slots();
+        if slots.closed || slots.evicted.is_some() {
+            return Delivery::NotConnected;
+        }
+        if slots.queue.len() >= self.capacity {
+            return Delivery::QueueFull;
+        }
+        slots.queue.push_back(message);
+        drop(slots);
+        self.wake.notify_one();
+        Delivery::Queued
+    }
+
+    fn evict(&self, reason: Eviction) {
+        self.slots().evicted.get_or_insert(reason);
+        self.wake.notify_one();
+    }
+}
+
+struct Entry {
+    id: u64,
+    mailbox: Arc<Mailbox>,
+}
+
+/// What a connection finds in its mailbox.
+#[derive(Debug)]
+pub enum Mail {
+    /// Everything queued, oldest first.
+    Work(VecDeque<Outbound>),
+    /// The connection must close, for this reason.
+    Evicted(Eviction),
 }
 
 /// The receiving side a connection keeps while it is attached.
 pub struct Attachment {
     pub id: u64,
-    pub rx: mpsc::Receiver<Outbound>,
-    /// Fires when the connection must close; `eviction` says why.
-    pub evicted: CancellationToken,
-    reason: Arc<AtomicU8>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Attachment {
-    pub fn eviction(&self) -> Eviction {
-        match self.reason.load(Ordering::Relaxed) {
-            r if r == Eviction::Revoked as u8 => Eviction::Revoked,
-            r if r == Eviction::LeaseLost as u8 => Eviction::LeaseLost,
-            _ => Eviction::Replaced,
+    /// Waits until something is queued (all of it comes at once) or the connection is evicted;
+    /// an eviction comes first.
+    pub async fn next(&self) -> Mail {
+        loop {
+            {
+                let mut slots = self.mailbox.slots();
+                if let Some(reason) = slots.evicted {
+                    return Mail::Evicted(reason);
+                }
+                if !slots.queue.is_empty() {
+                    return Mail::Work(std::mem::take(&mut slots.queue));
+                }
+            }
+            self.mailbox.wake.notified().await;
         }
+    }
+
+    /// Whether the connection was evicted, and why.
+    pub fn eviction(&self) -> Option<Eviction> {
+        self.mailbox.slots().evicted
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.mailbox.slots().closed = true;
     }
 }
 
@@ -84,24 +143,24 @@ impl Registry {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes this connection the UAID's live one, replacing (and closing) any older one.
+    /// Makes this connection the UAID's live one, replacing (and closing) any older one; at
+    /// most `queue` messages wait for it.
     pub fn attach(&self, uaid: Uaid, queue: usize) -> Attachment {
-        let (tx, rx) = mpsc::channel(queue);
+        let mailbox =
+            Arc::new(Mailbox { slots: Mutex::new(Slots::default()), wake: Notify::new(), capacity: queue });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let evicted = CancellationToken::new();
-        let reason = Arc::new(AtomicU8::new(0));
-        let entry = Entry { id, tx, evicted: evicted.clone(), reason: reason.clone() };
+        let entry = Entry { id, mailbox: mailbox.clone() };
         if let Some(older) = self.shard(&uaid).insert(uaid, entry) {
-            older.evict(Eviction::Replaced);
+            older.mailbox.evict(Eviction::Replaced);
         }
-        Attachment { id, rx, evicted, reason }
+        Attachment { id, mailbox }
     }
 
     /// Tells the UAID's connection, if any, to close.
     pub fn evict(&self, uaid: &Uaid, reason: Eviction) -> bool {
         match self.shard(uaid).remove(uaid) {
             Some(entry) => {
-                entry.evict(reason);
+                entry.mailbox.evict(reason);
                 true
             }
             None => false,
@@ -121,11 +180,7 @@ impl Registry {
         let Some(entry) = shard.get(uaid) else {
             return Delivery::NotConnected;
         };
-        match entry.tx.try_send(message) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::QueueFull,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::NotConnected,
-        }
+        entry.mailbox.put(message)
     }
 
     pub fn is_connected(&self, uaid: &Uaid) -> bool {
@@ -138,7 +193,7 @@ impl Registry {
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for entry in shard.values() {
-                let _ = entry.tx.try_send(Outbound::CatchUp);
+                let _ = entry.mailbox.put(Outbound::CatchUp);
             }
         }
     }
@@ -147,7 +202,7 @@ impl Registry {
     pub fn evict_all(&self, reason: Eviction) {
         for shard in &self.shards {
             for (_, entry) in shard.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-                entry.evict(reason);
+                entry.mailbox.evict(reason);
             }
         }
     }
@@ -165,21 +220,30 @@ mod tests {
         }))
     }
 
+    /// What the mailbox holds right now, without waiting.
+    fn now(attachment: &Attachment) -> Option<Mail> {
+        use std::future::Future as _;
+        let mut next = std::pin::pin!(attachment.next());
+        match next.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(mail) => Some(mail),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     #[test]
     fn a_newer_attachment_replaces_the_older() {
         let registry = Registry::default();
         let uaid = Uaid::random();
         let first = registry.attach(uaid, 4);
-        let mut second = registry.attach(uaid, 4);
-        assert!(first.evicted.is_cancelled());
-        assert_eq!(first.eviction(), Eviction::Replaced);
-        assert!(!second.evicted.is_cancelled());
+        let second = registry.attach(uaid, 4);
+        assert!(matches!(now(&first), Some(Mail::Evicted(Eviction::Replaced))));
+        assert!(now(&second).is_none(), "nothing for the newer one yet");
         // The older one detaching must not remove the newer.
         registry.detach(&uaid, first.id);
         assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
-        assert!(second.rx.try_recv().is_ok());
+        assert!(matches!(now(&second), Some(Mail::Work(queue)) if queue.len() == 1));
         assert!(registry.evict(&uaid, Eviction::Revoked));
-        assert_eq!(second.eviction(), Eviction::Revoked);
+        assert_eq!(second.eviction(), Some(Eviction::Revoked));
         assert_eq!(registry.deliver(&uaid, update()), Delivery::NotConnected);
     }
 
@@ -187,8 +251,37 @@ mod tests {
     fn a_full_queue_is_reported_not_blocked_on() {
         let registry = Registry::default();
         let uaid = Uaid::random();
-        let _attached = registry.attach(uaid, 1);
+        let attached = registry.attach(uaid, 2);
         assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
+        assert_eq!(registry.deliver(&uaid, Outbound::CatchUp), Delivery::Queued);
         assert_eq!(registry.deliver(&uaid, update()), Delivery::QueueFull);
+        // Taking the queue makes room again, and it comes out in order.
+        let Some(Mail::Work(queue)) = now(&attached) else { panic!("the queue is there") };
+        assert!(matches!(queue.back(), Some(Outbound::CatchUp)));
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
+    }
+
+    #[test]
+    fn a_connection_that_ended_is_not_connected() {
+        let registry = Registry::default();
+        let uaid = Uaid::random();
+        let attached = registry.attach(uaid, 2);
+        drop(attached);
+        // Until it detaches, its entry is still in the map: deliveries must not vanish there.
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::NotConnected);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_wakes_for_a_delivery() {
+        let registry = std::sync::Arc::new(Registry::default());
+        let uaid = Uaid::random();
+        let attached = registry.attach(uaid, 2);
+        let sender = registry.clone();
+        let deliver = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            sender.deliver(&uaid, update())
+        });
+        assert!(matches!(attached.next().await, Mail::Work(queue) if queue.len() == 1));
+        assert_eq!(deliver.await.unwrap(), Delivery::Queued);
     }
 }

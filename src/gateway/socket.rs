@@ -12,7 +12,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use tokio::time::Instant;
 
 use super::protocol::{self, ClientMessage, ParseError, ServerMessage};
-use super::registry::{Attachment, Outbound};
+use super::registry::{Attachment, Mail, Outbound};
 use super::session::{Action, Batch, CloseReason, Frame, Input, Registered, Session, Unregistered};
 use super::Gateway;
 use crate::clock::unix_now;
@@ -101,7 +101,6 @@ pub(super) struct Connection {
 impl Connection {
     pub(super) async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
         let shutdown = self.state.shutdown.clone();
-        let evicted = self.attachment.evicted.clone();
         let timer = tokio::time::sleep_until(self.session.wakeup());
         tokio::pin!(timer);
         loop {
@@ -111,21 +110,21 @@ impl Connection {
             }
             let input = tokio::select! {
                 _ = shutdown.cancelled() => return CloseReason::ShuttingDown,
-                _ = evicted.cancelled() => return self.attachment.eviction().into(),
-                Some(outbound) = self.attachment.rx.recv() => {
+                mail = self.attachment.next() => match mail {
+                    Mail::Evicted(eviction) => return eviction.into(),
                     // Everything queued goes out together.
-                    let mut batch = Batch::default();
-                    let mut next = Some(outbound);
-                    while let Some(outbound) = next {
-                        match outbound {
-                            Outbound::Update(update) => batch.updates.push(*update),
-                            Outbound::Notification(notification) => batch.live.push(notification),
-                            Outbound::CatchUp => batch.catch_up = true,
+                    Mail::Work(queue) => {
+                        let mut batch = Batch::default();
+                        for outbound in queue {
+                            match outbound {
+                                Outbound::Update(update) => batch.updates.push(*update),
+                                Outbound::Notification(notification) => batch.live.push(notification),
+                                Outbound::CatchUp => batch.catch_up = true,
+                            }
                         }
-                        next = self.attachment.rx.try_recv().ok();
+                        Input::Outbound(batch)
                     }
-                    Input::Outbound(batch)
-                }
+                },
                 frame = read_frame(socket) => match frame {
                     Ok(ReadFrame::Control) => Input::Frame(Frame::Control),
                     Ok(ReadFrame::Text(text)) => {
