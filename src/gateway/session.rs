@@ -26,6 +26,9 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 /// Close code for a device that registers, unregisters or acks faster than allowed.
 pub const CLOSE_TOO_MANY_WRITES: u16 = 4429;
 
+/// Live notifications remembered as sent and unacked on one connection, at most.
+const SENT_LIVE_MAX: usize = 256;
+
 /// Why the server ends a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -519,7 +522,17 @@ impl Session {
         if !self.reports_presence {
             return;
         }
-        live.retain(|notification| self.sent_live.insert(notification.id.clone()));
+        // A device that never acks would grow this set without end: past the bound it starts
+        // over, and what it has not acked may come again (at least once, as after a reconnect).
+        live.retain(|notification| {
+            if self.sent_live.contains(&notification.id) {
+                return false;
+            }
+            if self.sent_live.len() >= SENT_LIVE_MAX {
+                self.sent_live.clear();
+            }
+            self.sent_live.insert(notification.id.clone())
+        });
         if live.is_empty() {
             return;
         }

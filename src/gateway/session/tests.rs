@@ -325,6 +325,20 @@ fn live_notifications_go_only_to_a_device_connection() {
 }
 
 #[test]
+fn a_device_that_never_acks_is_remembered_only_so_far() {
+    let (mut session, t0) = device();
+    let first: Vec<String> = (0..SENT_LIVE_MAX).map(|i| format!("n{i}")).collect();
+    let ids: Vec<&str> = first.iter().map(String::as_str).collect();
+    assert_eq!(live_ids(&session.step(lives(&ids), t0)).len(), SENT_LIVE_MAX);
+    // Within the bound an unacked notification is not sent twice…
+    assert!(live_ids(&session.step(lives(&["n0"]), t0)).is_empty());
+    // …past it the session starts over rather than grow: the next ones go out, and an
+    // unacked one may come again.
+    assert_eq!(live_ids(&session.step(lives(&["m0", "n1"]), t0)), ["m0", "n1"]);
+    assert!(session.sent_live.len() <= SENT_LIVE_MAX);
+}
+
+#[test]
 fn acks_of_updates_keep_only_well_formed_channel_ids() {
     let (mut session, t0) = plain();
     let raw = channel(3).to_string();
