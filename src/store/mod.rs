@@ -16,9 +16,9 @@ mod types;
 
 pub use sql::{Backend, SqlStore};
 pub use types::{
-    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
-    PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, UidStatus,
-    WebhookTarget,
+    AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
+    NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount,
+    Snapshot, UidStatus, WebhookTarget,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -299,8 +299,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Live notifications.
 
-    /// The account behind an enabled grant's uid.
-    async fn granted_account(&self, app_id: &str, uid: &str) -> Result<Option<AccountId>, StoreError>;
+    /// The account behind an enabled grant's uid, and the status its app was last told.
+    async fn grantee(&self, app_id: &str, uid: &str) -> Result<Option<Grantee>, StoreError>;
 
     /// Stores a notification for every device of its account, keeping at most
     /// `max_per_device` undelivered per device (the oldest go first); returns the devices and

@@ -1,6 +1,6 @@
 //! What the store's verbs take and give back, beyond the domain's own types.
 
-use crate::domain::{AccountId, AppEvent, DeviceId, Event, PresenceChange, Uaid};
+use crate::domain::{AccountId, AppEvent, DeviceId, Event, PresenceChange, Status, Uaid};
 
 /// A new device's record; the PrID itself is never stored.
 #[derive(Debug, Clone)]
@@ -130,6 +130,13 @@ pub struct UidStatus {
 pub struct Snapshot {
     pub entries: Vec<UidStatus>,
     pub seq: u64,
+}
+
+/// The user behind an enabled grant, and what the grant's app sees of them now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grantee {
+    pub account: AccountId,
+    pub app_view: Status,
 }
 
 /// A device a notification was queued for, and the UAID it last connected with.

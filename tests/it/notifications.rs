@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::support::apps::{as_app_at, notify_at};
 use crate::support::{
-    builder, grant, register_app, Browser, Builder, Device, RegisteredApp, Reply, TestApp, User,
+    builder, grant, register_app, Browser, Builder, Device, DeviceClient, RegisteredApp, Reply, TestApp, User,
 };
 
 struct Setup {
@@ -54,11 +54,18 @@ fn calling(uid: &str, ttl: u64) -> Value {
     json!({"uid": uid, "title": "Bob is calling you", "body": "Pick up!", "url": "https://chat.example/call/1", "ttl": ttl})
 }
 
+/// Connects the device and reports it online, as a device does after its hello.
+async fn online(setup: &Setup, device: &Device) -> DeviceClient {
+    let mut client = setup.app.connect_device(device).await;
+    assert_eq!(client.status("O").await.unwrap()["status"], 200);
+    client
+}
+
 #[tokio::test]
 async fn a_notification_reaches_every_connected_device_at_once() {
     let setup = setup(builder()).await;
-    let mut phone = setup.app.connect_device(&setup.phone).await;
-    let mut laptop = setup.app.connect_device(&setup.laptop).await;
+    let mut phone = online(&setup, &setup.phone).await;
+    let mut laptop = online(&setup, &setup.laptop).await;
     let sent = notify(&setup, calling(&setup.uid, 60)).await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     assert_eq!(sent.json()["status"], "delivered");
@@ -91,9 +98,15 @@ async fn an_offline_device_gets_it_after_its_next_hello_and_again_until_it_acks(
 
     let mut phone = setup.app.connect_device(&setup.phone).await;
     assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
-    phone.close().await.unwrap();
+    // The app is told of the delivery once it can see the user: the device reports online.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(state_of(&setup, &id).await["status"], "delivered");
+    assert_eq!(state_of(&setup, &id).await["status"], "queued");
+    assert_eq!(phone.status("O").await.unwrap()["status"], 200);
+    phone.close().await.unwrap();
+    let state = state_of(&setup, &id).await;
+    assert_eq!(state["status"], "delivered", "{state}");
+    assert_eq!(state["delivered_to"], 1);
+    assert!(state["delivered_at"].as_i64().unwrap() >= state["sent_at"].as_i64().unwrap());
     // Not acked: sent again.
     let mut phone = setup.app.connect_device(&setup.phone).await;
     assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
@@ -136,6 +149,7 @@ async fn pausing_or_revoking_drops_queued_notifications_and_refuses_new_ones() {
     let paused = notify(&setup, calling(&setup.uid, 60)).await;
     assert_eq!(paused.status, 404);
     setup.browser.post(&format!("/settings/apps/{}", setup.chat.app_id), &[("action", "resume")]).await;
+    assert_eq!(phone.status("O").await.unwrap()["status"], 200);
     assert_eq!(notify(&setup, calling(&setup.uid, 60)).await.status, 200);
     phone.live_notifications().await.unwrap();
     let revoked = setup
@@ -217,4 +231,57 @@ async fn past_the_per_device_cap_the_oldest_queued_notifications_are_dropped() {
     assert_eq!(titles, vec!["n1", "n2"], "the oldest was dropped");
     let page = setup.browser.get("/settings").await;
     assert!(page.body.contains("3 notifications this week"), "the settings page counts them");
+}
+
+/// The answer and the status endpoint for a user the app sees offline, whatever their devices do.
+async fn assert_looks_like_no_device(setup: &Setup, phone: &mut DeviceClient) {
+    let sent = notify(setup, calling(&setup.uid, 60)).await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    assert_eq!(sent.json()["status"], "queued");
+    assert!(sent.json().get("delivered_to").is_none(), "{}", sent.body);
+    let id = sent.json()["id"].as_str().unwrap().to_owned();
+    // The device gets it all the same (the user hid presence, not notifications), and acks.
+    assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
+    phone.ack_live(&[&id]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = state_of(setup, &id).await;
+    assert_eq!(state["status"], "queued", "{state}");
+    assert_eq!(state["delivered_at"], Value::Null);
+    assert_eq!(state["delivered_to"], 0);
+    let now_only = notify(setup, calling(&setup.uid, 0)).await;
+    assert_eq!(now_only.status, 200);
+    assert_eq!(now_only.json()["status"], "not_delivered");
+    assert_eq!(now_only.json()["delivered_to"], 0);
+    phone.live_notifications().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_who_appears_offline_looks_to_apps_like_one_with_no_device_connected() {
+    let setup = setup(builder()).await;
+    let mut phone = online(&setup, &setup.phone).await;
+    let policy = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": true});
+    let put = setup.app.send_as(Method::PUT, &setup.user.token, "/v1/me/policy", Some(policy)).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_looks_like_no_device(&setup, &mut phone).await;
+    // Once the app sees the user again, an earlier notification still unexpired shows as
+    // delivered then, never at a time the user was hidden.
+    let hidden = notify(&setup, calling(&setup.uid, 60)).await.json()["id"].as_str().unwrap().to_owned();
+    phone.live_notifications().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let shown_from = crate::support::now();
+    let policy = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": false});
+    setup.app.send_as(Method::PUT, &setup.user.token, "/v1/me/policy", Some(policy)).await;
+    let state = state_of(&setup, &hidden).await;
+    assert_eq!(state["status"], "delivered", "{state}");
+    assert!(state["delivered_at"].as_i64().unwrap() >= shown_from, "{state}");
+}
+
+#[tokio::test]
+async fn a_user_whose_devices_say_unavailable_looks_to_apps_like_one_with_no_device_connected() {
+    let setup = setup(builder()).await;
+    let mut phone = online(&setup, &setup.phone).await;
+    // Past `status_min_interval`, so that the report applies at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(phone.status("U").await.unwrap()["status"], 200);
+    assert_looks_like_no_device(&setup, &mut phone).await;
 }

@@ -9,9 +9,9 @@ use crate::domain::{
     Uaid, WebhookHealth, WebhookOutcome,
 };
 use crate::store::{
-    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
-    Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError, UidStatus,
-    WebhookTarget,
+    AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
+    NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
+    UidStatus, WebhookTarget,
 };
 
 #[async_trait]
@@ -318,8 +318,8 @@ impl Store for SqlStore {
         SqlStore::take_code(self, hash).await
     }
 
-    async fn granted_account(&self, app_id: &str, uid: &str) -> Result<Option<AccountId>, StoreError> {
-        SqlStore::granted_account(self, app_id, uid).await
+    async fn grantee(&self, app_id: &str, uid: &str) -> Result<Option<Grantee>, StoreError> {
+        SqlStore::grantee(self, app_id, uid).await
     }
 
     async fn create_notification(

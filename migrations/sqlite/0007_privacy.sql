@@ -1,0 +1,9 @@
+-- Privacy and authorization.
+
+-- Since when the grant's app has seen its user as online or away (NULL while it sees offline),
+-- and when the app was shown a notification as delivered: a delivery is shown to the app only
+-- once it could see the user (a user who appears offline must look like one with no device).
+ALTER TABLE grants ADD COLUMN visible_since INTEGER;
+UPDATE grants SET visible_since = last_update_at WHERE last_status IN ('online', 'away');
+ALTER TABLE notifications ADD COLUMN shown_delivered_at INTEGER;
+UPDATE notifications SET shown_delivered_at = delivered_at;
