@@ -7,3 +7,9 @@ ALTER TABLE grants ADD COLUMN visible_since INTEGER;
 UPDATE grants SET visible_since = last_update_at WHERE last_status IN ('online', 'away');
 ALTER TABLE notifications ADD COLUMN shown_delivered_at INTEGER;
 UPDATE notifications SET shown_delivered_at = delivered_at;
+
+-- A UAID belongs to one device of one account. UAIDs held by several devices are taken from all
+-- of them: each gets its UAID back (or a fresh one) at its next hello.
+UPDATE devices SET uaid = NULL WHERE uaid IN
+    (SELECT uaid FROM devices WHERE uaid IS NOT NULL GROUP BY uaid HAVING COUNT(*) > 1);
+CREATE UNIQUE INDEX devices_uaid ON devices (uaid);

@@ -132,6 +132,17 @@ pub struct Snapshot {
     pub seq: u64,
 }
 
+/// Whose a UAID is: a UAID belongs to at most one device, of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaidOwner {
+    /// Never seen (or forgotten): a hello gets a fresh one instead.
+    Unknown,
+    /// Known, and no device holds it (a plain SimplePush connection).
+    Unbound,
+    /// The UAID of this device.
+    Device(DeviceId),
+}
+
 /// The user behind an enabled grant, and what the grant's app sees of them now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grantee {

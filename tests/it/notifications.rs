@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use crate::support::apps::{as_app_at, notify_at};
 use crate::support::{
-    builder, grant, register_app, Browser, Builder, Device, DeviceClient, RegisteredApp, Reply, TestApp, User,
+    builder, close_code, grant, register_app, Browser, Builder, Device, DeviceClient, RegisteredApp, Reply,
+    TestApp, User,
 };
 
 struct Setup {
@@ -284,4 +285,74 @@ async fn a_user_whose_devices_say_unavailable_looks_to_apps_like_one_with_no_dev
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(phone.status("U").await.unwrap()["status"], 200);
     assert_looks_like_no_device(&setup, &mut phone).await;
+}
+
+/// A device's socket, said hello with its PrID and this UAID (or none), reporting online;
+/// returns it with the UAID the server gave.
+async fn hello_as(app: &TestApp, device: &Device, uaid: Option<&str>) -> (DeviceClient, String) {
+    let mut client = app.connect().await;
+    let reply = client.hello_presence(uaid, &device.prid).await.unwrap();
+    assert_eq!(reply["status"], 200, "{reply}");
+    assert_eq!(client.status("O").await.unwrap()["status"], 200);
+    (client, reply["uaid"].as_str().unwrap().to_owned())
+}
+
+/// Bob's phone is connected; Mallory, who granted the same app, knows its UAID.
+async fn victim_and_attacker() -> (Setup, DeviceClient, String, User, String) {
+    let setup = setup(builder().set("presence_grace", "0s")).await;
+    let (phone, uaid) = hello_as(&setup.app, &setup.phone, None).await;
+    let mallory = setup.app.user("mallory@example.com").await;
+    let (_, mallory_uid) = grant(&setup.app.url(""), "mallory@example.com", &setup.chat).await;
+    (setup, phone, uaid, mallory, mallory_uid)
+}
+
+/// The victim's socket is still open and still gets its own user's notifications, and none of
+/// the attacker's.
+async fn assert_untouched(setup: &Setup, phone: &mut DeviceClient, mallory_uid: &str) {
+    let hers = notify(setup, json!({"uid": mallory_uid, "title": "for Mallory", "ttl": 60})).await;
+    assert!(hers.status == 200 || hers.status == 202, "{}", hers.body);
+    let sent = notify(setup, json!({"uid": setup.uid, "title": "for Bob", "ttl": 60})).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let live = phone.live_notifications().await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["title"], "for Bob");
+    assert_eq!(phone.status("O").await.unwrap()["status"], 200, "the socket is open");
+}
+
+#[tokio::test]
+async fn a_device_cannot_be_registered_with_another_devices_uaid() {
+    let (setup, mut phone, uaid, mallory, mallory_uid) = victim_and_attacker().await;
+    let body = json!({"name": "stolen", "uaid": uaid});
+    let refused = setup.app.send_as(Method::POST, &mallory.token, "/v1/devices", Some(body.clone())).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "uaid_in_use");
+    assert_eq!(setup.app.get_as(&mallory.token, "/v1/devices").await.json()["devices"], json!([]));
+    // Not even the owner's own account binds a second device to it.
+    let again = setup.app.send_as(Method::POST, &setup.user.token, "/v1/devices", Some(body)).await;
+    assert_eq!(again.status, 409);
+    assert_untouched(&setup, &mut phone, &mallory_uid).await;
+}
+
+#[tokio::test]
+async fn a_hello_with_ones_own_presence_id_and_another_devices_uaid_gets_a_fresh_uaid() {
+    let (setup, mut phone, uaid, mallory, mallory_uid) = victim_and_attacker().await;
+    let device = setup.app.register_device(&mallory, "mallory's phone").await;
+    let (mut stolen, given) = hello_as(&setup.app, &device, Some(&uaid)).await;
+    assert_ne!(given, uaid, "a UAID another device holds is not handed over");
+    assert_untouched(&setup, &mut phone, &mallory_uid).await;
+    // Mallory's own notifications went to her own socket.
+    assert_eq!(stolen.live_notifications().await.unwrap()[0]["title"], "for Mallory");
+    assert_eq!(phone.recv_within(Duration::from_millis(300)).await.unwrap(), None);
+    // Removing her device closes her socket, not Bob's.
+    let path = format!("/v1/devices/{}", device.device_id);
+    assert_eq!(setup.app.send_as(Method::DELETE, &mallory.token, &path, None).await.status, 204);
+    assert_eq!(close_code(&mut stolen, "the removed device's socket stayed open").await, Some(4401));
+    // A plain SimplePush hello with the UAID does not take it either.
+    let mut plain = setup.app.connect().await;
+    assert_ne!(plain.hello(Some(&uaid), &[]).await.unwrap(), uaid);
+    assert_untouched(&setup, &mut phone, &mallory_uid).await;
+    // Bob's phone itself keeps its UAID when it reconnects.
+    phone.close().await.unwrap();
+    let (_, back) = hello_as(&setup.app, &setup.phone, Some(&uaid)).await;
+    assert_eq!(back, uaid);
 }

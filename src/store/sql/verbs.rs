@@ -11,7 +11,7 @@ use crate::domain::{
 use crate::store::{
     AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
     NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
-    UidStatus, WebhookTarget,
+    UaidOwner, UidStatus, WebhookTarget,
 };
 
 #[async_trait]
@@ -20,8 +20,8 @@ impl Store for SqlStore {
         SqlStore::check(self).await
     }
 
-    async fn uaid_exists(&self, uaid: &Uaid) -> Result<bool, StoreError> {
-        SqlStore::uaid_exists(self, uaid).await
+    async fn uaid_owner(&self, uaid: &Uaid) -> Result<UaidOwner, StoreError> {
+        SqlStore::uaid_owner(self, uaid).await
     }
 
     async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
@@ -111,7 +111,7 @@ impl Store for SqlStore {
         SqlStore::set_policy(self, account, policy, now).await
     }
 
-    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError> {
+    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<bool, StoreError> {
         SqlStore::create_device(self, device, now).await
     }
 
@@ -132,7 +132,7 @@ impl Store for SqlStore {
         SqlStore::device_by_prid(self, prid_hash).await
     }
 
-    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
+    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<bool, StoreError> {
         SqlStore::bind_device(self, device, uaid, now).await
     }
 
