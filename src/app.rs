@@ -132,7 +132,12 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     Ok(Parts {
         gateway: Gateway { core: core.clone(), registry, relay, keys: Arc::new(EndpointKeys::new(&secret)) },
         fanout: Fanout { core: core.clone(), streams: Arc::default() },
-        http: HttpState { core: core.clone(), oidc, flash_vault: Arc::new(Vault::new(&secret, "flash")) },
+        http: HttpState {
+            core: core.clone(),
+            oidc,
+            flash_vault: Arc::new(Vault::new(&secret, "flash")),
+            csrf_key: Arc::new(crate::http::web::CsrfKey::new(&secret)),
+        },
         core,
     })
 }
