@@ -13,3 +13,7 @@ UPDATE notifications SET shown_delivered_at = delivered_at;
 UPDATE devices SET uaid = NULL WHERE uaid IN
     (SELECT uaid FROM devices WHERE uaid IS NOT NULL GROUP BY uaid HAVING COUNT(*) > 1);
 CREATE UNIQUE INDEX devices_uaid ON devices (uaid);
+
+-- Non-public ranges one app's webhooks may reach besides `webhook_allow` (comma-separated, as
+-- that setting; set by the operator only, with `presence app allow-webhook-range`).
+ALTER TABLE apps ADD COLUMN webhook_allow TEXT NOT NULL DEFAULT '';

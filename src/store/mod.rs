@@ -295,6 +295,13 @@ pub trait Store: Send + Sync + 'static {
     /// Re-enables a disabled webhook of this owner; `false` if there is no such app.
     async fn enable_webhook(&self, owner: AccountId, app_id: &str) -> Result<bool, StoreError>;
 
+    /// The non-public ranges the app's webhook may reach besides everyone's (`None`: no such
+    /// app).
+    async fn webhook_allow(&self, app_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets them (the operator's verb); `false` when there is no such app.
+    async fn set_webhook_allow(&self, app_id: &str, ranges: &str) -> Result<bool, StoreError>;
+
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError>;
 
     /// Removes and returns the code: a code works once.

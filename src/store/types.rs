@@ -47,6 +47,8 @@ pub struct WebhookTarget {
     pub cursor: u64,
     pub attempts: u32,
     pub failing_since: Option<i64>,
+    /// The non-public ranges this app's webhook may reach besides everyone's (as stored).
+    pub allow: String,
 }
 
 /// A notification to store.

@@ -310,6 +310,14 @@ impl Store for SqlStore {
         SqlStore::enable_webhook(self, owner, app_id).await
     }
 
+    async fn webhook_allow(&self, app_id: &str) -> Result<Option<String>, StoreError> {
+        SqlStore::webhook_allow(self, app_id).await
+    }
+
+    async fn set_webhook_allow(&self, app_id: &str, ranges: &str) -> Result<bool, StoreError> {
+        SqlStore::set_webhook_allow(self, app_id, ranges).await
+    }
+
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError> {
         SqlStore::create_code(self, hash, code).await
     }
