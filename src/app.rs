@@ -108,7 +108,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
     let bus: Arc<dyn Bus> = if config.bus_url.is_empty() {
         Arc::new(LocalBus::new(4096))
     } else {
-        Arc::new(NatsBus::connect(&config.bus_url, &config.bus_subject).await?)
+        Arc::new(NatsBus::connect(&config).await?)
     };
     let presence = Arc::new(Engine::new(
         store.clone(),

@@ -51,6 +51,19 @@ async fn state_of(setup: &Setup, id: &str) -> Value {
     read_as(&setup.app, &setup.chat, id).await.json()
 }
 
+/// Waits (up to 5 s) until the notification's state passes `done`; returns it.
+async fn wait_for_state(setup: &Setup, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = state_of(setup, id).await;
+        if done(&state) {
+            return state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the notification stayed {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn calling(uid: &str, ttl: u64) -> Value {
     json!({"uid": uid, "title": "Bob is calling you", "body": "Pick up!", "url": "https://chat.example/call/1", "ttl": ttl})
 }
@@ -82,10 +95,8 @@ async fn a_notification_reaches_every_connected_device_at_once() {
         assert_eq!(xpn[0]["url"], "https://chat.example/call/1");
         assert!(xpn[0]["sent"].as_i64().unwrap() > 0);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let state = state_of(&setup, &id).await;
+    let state = wait_for_state(&setup, &id, |state| state["delivered_to"] == 2).await;
     assert_eq!(state["status"], "delivered");
-    assert_eq!(state["delivered_to"], 2);
 }
 
 #[tokio::test]
@@ -104,8 +115,7 @@ async fn an_offline_device_gets_it_after_its_next_hello_and_again_until_it_acks(
     assert_eq!(state_of(&setup, &id).await["status"], "queued");
     assert_eq!(phone.status("O").await.unwrap()["status"], 200);
     phone.close().await.unwrap();
-    let state = state_of(&setup, &id).await;
-    assert_eq!(state["status"], "delivered", "{state}");
+    let state = wait_for_state(&setup, &id, |state| state["status"] == "delivered").await;
     assert_eq!(state["delivered_to"], 1);
     assert!(state["delivered_at"].as_i64().unwrap() >= state["sent_at"].as_i64().unwrap());
     // Not acked: sent again.
@@ -272,8 +282,7 @@ async fn a_user_who_appears_offline_looks_to_apps_like_one_with_no_device_connec
     let shown_from = crate::support::now();
     let policy = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": false});
     setup.app.send_as(Method::PUT, &setup.user.token, "/v1/me/policy", Some(policy)).await;
-    let state = state_of(&setup, &hidden).await;
-    assert_eq!(state["status"], "delivered", "{state}");
+    let state = wait_for_state(&setup, &hidden, |state| state["status"] == "delivered").await;
     assert!(state["delivered_at"].as_i64().unwrap() >= shown_from, "{state}");
 }
 
