@@ -65,19 +65,35 @@ pub struct App {
     addr: SocketAddr,
 }
 
+/// What a test may put in place of a node's own parts; production uses the defaults.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Resolves webhook hosts instead of the system resolver (a stub, to test DNS rebinding).
+    pub lookup: Option<Arc<dyn crate::egress::Lookup>>,
+}
+
 /// Opens the store (applying migrations), loads the endpoint key and binds the listener.
 pub async fn build(config: Config) -> Result<App, StartError> {
+    build_with(config, Options::default()).await
+}
+
+/// `build`, with some parts replaced.
+pub async fn build_with(config: Config, options: Options) -> Result<App, StartError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let parts = open(config, addr).await?;
+    let parts = open_with(config, addr, options).await?;
     Ok(App { listener, parts, addr })
 }
 
 /// Everything but the listener: for commands that use the store and the operations without
 /// serving. `addr` is where the service is (or will be) reachable, for the default public URL.
 pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError> {
+    open_with(config, addr, Options::default()).await
+}
+
+async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result<Parts, StartError> {
     let node: Arc<str> = crate::ops::cluster::new_node_id().into();
     let store = crate::store::open(&config.database_url(), &config, &node).await?;
     let secret = match config.secret_key_bytes() {
@@ -92,7 +108,7 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     let bus: Arc<dyn Bus> = if config.bus_url.is_empty() {
         Arc::new(LocalBus::new(4096))
     } else {
-        Arc::new(NatsBus::connect(&config.bus_url, &config.bus_subject).await?)
+        Arc::new(NatsBus::connect(&config).await?)
     };
     let presence = Arc::new(Engine::new(
         store.clone(),
@@ -106,9 +122,12 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     ));
     let oidc = (!config.oidc_issuer.is_empty())
         .then(|| Arc::new(crate::http::oidc::OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
-    let egress = crate::egress::Egress::new(
+    let mut egress = crate::egress::Egress::new(
         crate::egress::parse_allow_list(&config.webhook_allow).expect("validated with the configuration"),
     );
+    if let Some(lookup) = options.lookup {
+        egress = egress.resolving_with(lookup);
+    }
     let registry = Arc::new(Registry::default());
     let relay = Arc::new(Relay::new(registry.clone(), bus.clone(), node.clone(), !config.bus_url.is_empty()));
     let core = Core {
@@ -132,7 +151,12 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     Ok(Parts {
         gateway: Gateway { core: core.clone(), registry, relay, keys: Arc::new(EndpointKeys::new(&secret)) },
         fanout: Fanout { core: core.clone(), streams: Arc::default() },
-        http: HttpState { core: core.clone(), oidc, flash_vault: Arc::new(Vault::new(&secret, "flash")) },
+        http: HttpState {
+            core: core.clone(),
+            oidc,
+            flash_vault: Arc::new(Vault::new(&secret, "flash")),
+            csrf_key: Arc::new(crate::http::web::CsrfKey::new(&secret)),
+        },
         core,
     })
 }

@@ -79,6 +79,15 @@ pub struct Config {
     #[serde(default)]
     pub bus_url: String,
     pub bus_subject: String,
+    /// A token the NATS server requires; empty for none.
+    #[serde(default)]
+    pub bus_token: SecretString,
+    /// A NATS `.creds` file to sign in with; empty for none.
+    #[serde(default)]
+    pub bus_credentials_file: PathBuf,
+    /// PEM certificates of the NATS servers' authorities; empty: the system's. Requires TLS.
+    #[serde(default)]
+    pub bus_tls_ca_file: PathBuf,
     #[serde(with = "humantime_serde")]
     pub node_lease: Duration,
     /// Base of push endpoint URLs; empty means `http://<bound address>`.
@@ -227,11 +236,18 @@ impl Config {
         if self.postgres_max_connections == 0 {
             return invalid("postgres_max_connections must be at least 1".into());
         }
-        if !self.bus_url.is_empty() && !self.bus_url.split(',').all(|url| url.trim().starts_with("nats://")) {
-            return invalid(format!(
-                "bus_url must be empty or nats://host:port, not {:?}",
-                redact_url(&self.bus_url)
-            ));
+        if !self.bus_url.is_empty() {
+            let servers = parse_bus_urls(&self.bus_url).map_err(ConfigError::Invalid)?;
+            let url_login = servers.login.is_some();
+            let token = !self.bus_token.expose_secret().is_empty();
+            let creds = !self.bus_credentials_file.as_os_str().is_empty();
+            if [url_login, token, creds].into_iter().filter(|set| *set).count() > 1 {
+                return invalid(
+                    "bus_url: sign in to NATS one way: a user and password in the URL, bus_token, or \
+                     bus_credentials_file"
+                        .into(),
+                );
+            }
         }
         if !self.bus_url.is_empty() && !postgres {
             return invalid(
@@ -383,6 +399,72 @@ fn typed_like(default: &toml::Value, value: String) -> toml::Value {
     }
 }
 
+/// The NATS servers of `bus_url`, with the user and password taken out of the URLs (NATS signs
+/// in to every server of a cluster the same way).
+pub struct BusServers {
+    /// `nats://` or `tls://` (TLS required) URLs, without user or password.
+    pub urls: Vec<Url>,
+    /// The user and password the URLs carried.
+    pub login: Option<(String, SecretString)>,
+}
+
+/// Reads `bus_url`: comma-separated `nats://`, `tls://` or `nats+tls://` (the same as `tls://`)
+/// URLs, each with an optional `user:password@`, the same for all.
+pub fn parse_bus_urls(raw: &str) -> Result<BusServers, String> {
+    let mut servers = BusServers { urls: Vec::new(), login: None };
+    for one in raw.split(',').map(str::trim) {
+        let refused =
+            || format!("bus_url must be nats://host:port or tls://host:port, not {:?}", redact_bus_urls(one));
+        let text = match one.strip_prefix("nats+tls://") {
+            Some(rest) => format!("tls://{rest}"),
+            None => one.to_owned(),
+        };
+        let mut url = Url::parse(&text).map_err(|_| refused())?;
+        if !matches!(url.scheme(), "nats" | "tls") || url.host_str().is_none_or(str::is_empty) {
+            return Err(refused());
+        }
+        if !url.username().is_empty() {
+            let user = percent_decoded(url.username());
+            let password = percent_decoded(url.password().unwrap_or_default());
+            match &servers.login {
+                Some((known, secret)) if *known != user || secret.expose_secret() != password => {
+                    return Err("bus_url: every server must carry the same user and password".into());
+                }
+                Some(_) => {}
+                None => servers.login = Some((user, SecretString::from(password))),
+            }
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        servers.urls.push(url);
+    }
+    Ok(servers)
+}
+
+fn percent_decoded(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
+/// A bus URL (or a comma-separated list of them) with any user and password replaced, for
+/// messages.
+pub fn redact_bus_urls(raw: &str) -> String {
+    raw.split(',')
+        .map(|one| match Url::parse(one.trim()) {
+            Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                let _ = url.set_username("****");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Ok(_) => one.trim().to_owned(),
+            Err(_) => "(not a URL)".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A database URL with any password replaced, for messages.
 pub fn redact_url(raw: &str) -> String {
     match Url::parse(raw) {
@@ -463,10 +545,33 @@ mod tests {
         let cluster =
             load(None, &[], &[("database_url", "postgres://db/p"), ("bus_url", "nats://127.0.0.1:4222")]);
         assert!(cluster.is_ok(), "{cluster:?}");
+        let bus = |url: &str, extra: &[(&'static str, &str)]| {
+            let mut flags = vec![("database_url", "postgres://db/p"), ("bus_url", url)];
+            flags.extend_from_slice(extra);
+            load(None, &[], &flags).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(bus("tls://nats.internal:4222, nats+tls://other:4222", &[]).is_ok());
+        assert!(bus("nats://u:p@a:4222,nats://b:4222", &[]).is_ok());
+        let err = bus("nats://u:hunter2@a:4222,nats://v:other@b:4222", &[]).unwrap_err();
+        assert!(err.contains("same user") && !err.contains("hunter2"), "{err}");
+        let err = bus("nats://u:hunter2@a:4222", &[("bus_token", "t0ken")]).unwrap_err();
+        assert!(err.contains("one way") && !err.contains("hunter2") && !err.contains("t0ken"), "{err}");
+        let err = bus("redis://u:hunter2@a:4222", &[]).unwrap_err();
+        assert!(err.contains("bus_url") && !err.contains("hunter2"), "{err}");
         let err = load(Some("listen = "), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("not valid TOML"), "{err}");
         let err = load(None, &[], &[("secret_key", "c2hvcnQ=")]).unwrap_err().to_string();
         assert!(err.contains("secret_key"), "{err}");
+    }
+
+    #[test]
+    fn bus_urls_lose_their_user_and_password() {
+        let servers = parse_bus_urls("nats://presence:p%40ss@a:4222, nats+tls://b:4222").unwrap();
+        let urls: Vec<String> = servers.urls.iter().map(Url::to_string).collect();
+        assert_eq!(urls, ["nats://a:4222", "tls://b:4222"]);
+        let (user, password) = servers.login.unwrap();
+        assert_eq!((user.as_str(), password.expose_secret()), ("presence", "p@ss"));
+        assert_eq!(redact_bus_urls("nats://u:pw@a:1,nats://b:2"), "nats://****@a:1,nats://b:2");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Where webhooks may connect. Loopback, private, link-local, CGNAT, multicast, unspecified,
-//! reserved and IPv4-in-IPv6 addresses are refused unless the operator allow-lists a range.
+//! reserved and IPv4-in-IPv6 addresses are refused unless the operator allow-lists a range: for
+//! every app (`webhook_allow`), or for one app (`presence app allow-webhook-range`), which adds
+//! to the former.
 //!
 //! The check applies to the address actually connected to: names are resolved by our own
 //! resolver, which drops refused addresses before the HTTP client sees them (so a name that
@@ -7,7 +9,10 @@
 //! addresses are checked before the request starts. Proxies from the environment are ignored,
 //! and redirects are never followed.
 
+use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -44,6 +49,12 @@ impl FromStr for Cidr {
     }
 }
 
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
@@ -63,6 +74,29 @@ impl Cidr {
 /// Parses `allow` as comma-separated ranges (`127.0.0.0/8, ::1`).
 pub fn parse_allow_list(text: &str) -> Result<Vec<Cidr>, String> {
     text.split(',').filter(|part| !part.trim().is_empty()).map(str::parse).collect()
+}
+
+/// Writes ranges as `parse_allow_list` reads them.
+pub fn format_allow_list(ranges: &[Cidr]) -> String {
+    ranges.iter().map(Cidr::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// What names resolve to. The system resolver in production; tests pass a stub (see
+/// `app::Options`) to play tricks such as DNS rebinding.
+pub trait Lookup: Send + Sync + 'static {
+    fn lookup(&self, host: &str) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+}
+
+/// The system resolver (`getaddrinfo`, through tokio).
+pub struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: &str) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        let host = host.to_owned();
+        Box::pin(
+            async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect()) },
+        )
+    }
 }
 
 fn refused_v4(ip: Ipv4Addr) -> bool {
@@ -102,15 +136,40 @@ fn refused_v6(ip: Ipv6Addr) -> bool {
         || first == 0x5f00 // segment routing SIDs 5f00::/16
 }
 
-/// The egress rules: what is refused, and what the operator allows anyway.
-#[derive(Debug, Clone, Default)]
+/// The egress rules: what is refused, what the operator allows anyway, and how names resolve.
+#[derive(Clone)]
 pub struct Egress {
     allow: Vec<Cidr>,
+    lookup: Arc<dyn Lookup>,
+}
+
+impl Default for Egress {
+    fn default() -> Egress {
+        Egress::new(Vec::new())
+    }
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress").field("allow", &self.allow).finish_non_exhaustive()
+    }
 }
 
 impl Egress {
     pub fn new(allow: Vec<Cidr>) -> Egress {
-        Egress { allow }
+        Egress { allow, lookup: Arc::new(SystemLookup) }
+    }
+
+    /// The same rules, resolving names with `lookup`.
+    pub fn resolving_with(self, lookup: Arc<dyn Lookup>) -> Egress {
+        Egress { lookup, ..self }
+    }
+
+    /// These rules with `extra` ranges allowed too (one app's own ranges).
+    pub fn widened(&self, extra: &[Cidr]) -> Egress {
+        let mut allow = self.allow.clone();
+        allow.extend(extra.iter().copied().filter(|range| !self.allow.contains(range)));
+        Egress { allow, lookup: self.lookup.clone() }
     }
 
     pub fn permits(&self, ip: IpAddr) -> bool {
@@ -155,7 +214,8 @@ impl Egress {
     }
 }
 
-/// Resolves names with the system resolver, then keeps only permitted addresses.
+/// Resolves names (with the egress rules' resolver), then keeps only permitted addresses: the
+/// HTTP client connects to nothing else, whatever the name said before.
 struct CheckedResolver {
     egress: Egress,
 }
@@ -165,9 +225,9 @@ impl Resolve for CheckedResolver {
         let egress = self.egress.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let found = egress.lookup.lookup(&host).await?;
             let permitted: Vec<SocketAddr> =
-                found.iter().copied().filter(|a| egress.permits(a.ip())).collect();
+                found.into_iter().filter(|ip| egress.permits(*ip)).map(|ip| SocketAddr::new(ip, 0)).collect();
             if permitted.is_empty() {
                 // The address itself is not named: it would tell a developer how internal names
                 // resolve here.
@@ -248,6 +308,18 @@ mod tests {
         assert!(parse_allow_list("nonsense").is_err());
         assert!(parse_allow_list("10.0.0.0/33").is_err());
         assert_eq!(parse_allow_list("").unwrap(), vec![]);
+        let ranges = parse_allow_list("10.0.0.0/8, ::1").unwrap();
+        assert_eq!(format_allow_list(&ranges), "10.0.0.0/8, ::1/128");
+        assert_eq!(parse_allow_list(&format_allow_list(&ranges)).unwrap(), ranges);
+    }
+
+    #[test]
+    fn one_apps_ranges_widen_the_rules_for_it_alone() {
+        let everyone = Egress::new(parse_allow_list("10.0.0.0/8").unwrap());
+        let one = everyone.widened(&parse_allow_list("127.0.0.0/8, 10.0.0.0/8").unwrap());
+        assert!(one.permits(ip("127.0.0.1")) && one.permits(ip("10.1.1.1")));
+        assert!(!everyone.permits(ip("127.0.0.1")));
+        assert_eq!(one.allow.len(), 2);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
+use secrecy::ExposeSecret;
+
 use super::{Bus, DeviceMessage, LocalBus, Signal};
+use crate::config::Config;
 use crate::domain::Eviction;
 use crate::domain::{ChannelId, Uaid};
 use crate::domain::{LiveNotification, PushUpdate};
@@ -25,6 +28,12 @@ const OUTBOX: usize = 65_536;
 pub enum BusError {
     #[error("invalid bus url {0:?}")]
     Url(String),
+    #[error("cannot read the NATS credentials file {path}")]
+    Credentials {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the bus client")]
     Connect(#[source] async_nats::ConnectError),
     #[error("cannot subscribe to the bus")]
@@ -128,23 +137,52 @@ impl Wire {
     }
 }
 
+/// How a node signs in to NATS and checks the servers, from the configuration: a user and
+/// password from `bus_url`, `bus_token` or `bus_credentials_file`; TLS for `tls://` URLs or
+/// with `bus_tls_ca_file`. None of it is ever logged.
+async fn connect_options(config: &Config, tls_urls: bool) -> Result<async_nats::ConnectOptions, BusError> {
+    let servers = crate::config::parse_bus_urls(&config.bus_url).map_err(BusError::Url)?;
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = servers.login {
+        options = options.user_and_password(user, password.expose_secret().to_owned());
+    }
+    if !config.bus_token.expose_secret().is_empty() {
+        options = options.token(config.bus_token.expose_secret().to_owned());
+    }
+    let creds = &config.bus_credentials_file;
+    if !creds.as_os_str().is_empty() {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|source| BusError::Credentials { path: creds.clone(), source })?;
+    }
+    if !config.bus_tls_ca_file.as_os_str().is_empty() {
+        options = options.add_root_certificates(config.bus_tls_ca_file.clone()).require_tls(true);
+    }
+    Ok(if tls_urls { options.require_tls(true) } else { options })
+}
+
 impl NatsBus {
-    /// Starts connecting to `urls` (comma-separated) and returns at once: a node starts while
-    /// NATS is down, and keeps reconnecting for as long as it runs.
-    pub async fn connect(urls: &str, subject: &str) -> Result<NatsBus, BusError> {
-        let addrs = urls
-            .split(',')
+    /// Starts connecting to the servers of `bus_url` and returns at once: a node starts while
+    /// NATS is down (or refuses it), and keeps reconnecting for as long as it runs.
+    pub async fn connect(config: &Config) -> Result<NatsBus, BusError> {
+        let servers = crate::config::parse_bus_urls(&config.bus_url).map_err(BusError::Url)?;
+        let tls_urls = servers.urls.iter().any(|url| url.scheme() == "tls");
+        let addrs = servers
+            .urls
+            .into_iter()
             .map(|url| {
-                url.trim()
-                    .parse::<async_nats::ServerAddr>()
-                    .map_err(|_| BusError::Url(crate::config::redact_url(url.trim())))
+                let shown = url.to_string();
+                async_nats::ServerAddr::from_url(url).map_err(|_| BusError::Url(shown))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let subject = config.bus_subject.as_str();
         let local = LocalBus::new(4096);
         let connected = Arc::new(AtomicBool::new(false));
         let (outbox, mut queue) = mpsc::channel::<Wire>(OUTBOX);
         let events = (local.sender.clone(), connected.clone(), outbox.clone());
-        let client = async_nats::ConnectOptions::new()
+        let client = connect_options(config, tls_urls)
+            .await?
             // A node hears its own signals through `local`, not back from NATS.
             .no_echo()
             .retry_on_initial_connect()
@@ -167,6 +205,11 @@ impl NatsBus {
                             connected.store(false, Ordering::SeqCst);
                             tracing::warn!(
                                 "bus disconnected; delivery goes through the store until it returns"
+                            );
+                        }
+                        async_nats::Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                            tracing::warn!(
+                                "the bus refused this node's credentials (bus_url, bus_token, bus_credentials_file)"
                             );
                         }
                         other => tracing::debug!(event = %other, "bus event"),

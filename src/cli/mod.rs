@@ -7,6 +7,7 @@ pub mod client;
 pub mod fuzz;
 pub mod settings;
 pub mod simulator;
+mod webhook_ranges;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,8 @@ enum AppCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Let one app's webhooks reach non-public ranges (the operator's choice; see webhook_allow).
+    AllowWebhookRange(webhook_ranges::AllowWebhookRange),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +159,7 @@ enum Job {
     Migrate(Config),
     AddAccount(Config, String),
     CreateApp { config: Config, owner: String, name: String, redirect_uris: Vec<String>, webhook_url: String },
+    AllowWebhookRange(Config, webhook_ranges::AllowWebhookRange),
     Device(simulator::Options),
     Bench(bench::Options),
     Fuzz(fuzz::Options),
@@ -196,6 +200,7 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::Serve(settings) | Command::Migrate(settings) => settings,
         Command::Account(AccountCommand::Add { settings, .. }) => settings,
         Command::App(AppCommand::Create { settings, .. }) => settings,
+        Command::App(AppCommand::AllowWebhookRange(args)) => &args.settings,
         Command::Device(args) => return device_options(args).map(Job::Device),
         Command::Bench(args) => return bench_options(args).map(Job::Bench),
         Command::Fuzz(args) => {
@@ -215,6 +220,7 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
             Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
         }
+        Command::App(AppCommand::AllowWebhookRange(args)) => Job::AllowWebhookRange(config, args),
         Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) => unreachable!("returned above"),
     })
 }
@@ -227,6 +233,7 @@ async fn run(job: Job) -> Result<(), BoxError> {
         Job::CreateApp { config, owner, name, redirect_uris, webhook_url } => {
             create_app(config, &owner, &name, &redirect_uris, &webhook_url).await
         }
+        Job::AllowWebhookRange(config, args) => webhook_ranges::run(config, args).await,
         Job::Device(options) => Ok(simulator::run(options).await?),
         Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
         Job::Fuzz(options) => fuzz::run(options).await,

@@ -38,6 +38,11 @@ impl Status {
         }
     }
 
+    /// From the name apps see (`online`, `away`, `offline`).
+    pub fn named(name: &str) -> Option<Status> {
+        [Status::Online, Status::Away, Status::Offline].into_iter().find(|status| status.name() == name)
+    }
+
     pub fn rank(self) -> i64 {
         self as i64
     }
@@ -120,6 +125,7 @@ mod tests {
         for status in ALL {
             assert_eq!(Status::from_code(status.code()), Some(status));
             assert_eq!(Status::from_rank(status.rank()), status);
+            assert_eq!(Status::named(status.name()), Some(status));
         }
         assert!(Status::Online > Status::Away && Status::Away > Status::Offline);
         assert_eq!(Status::from_code("o"), None);

@@ -72,8 +72,12 @@ pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
 
 pub struct Dispatcher {
     state: Fanout,
+    /// Everyone's rules and their client.
     client: reqwest::Client,
     egress: Egress,
+    /// The rules and client of each set of an app's own ranges (`presence app
+    /// allow-webhook-range`), made when first needed.
+    widened: Mutex<HashMap<String, (Egress, reqwest::Client)>>,
     in_flight: Mutex<HashSet<String>>,
     /// When each endpoint was last tried by this node (finer than the stored seconds).
     last_tried: Mutex<HashMap<String, Instant>>,
@@ -87,6 +91,7 @@ impl Dispatcher {
             state,
             client,
             egress,
+            widened: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             last_tried: Mutex::new(HashMap::new()),
         })
@@ -225,6 +230,22 @@ impl Dispatcher {
         WebhookOutcome::Failed { retry_at: now + wait.as_secs_f64().ceil() as i64, disable: None }
     }
 
+    /// The rules for an app with these ranges of its own, and a client that keeps to them.
+    fn rules_for(&self, allow: &str) -> (Egress, reqwest::Client) {
+        if allow.trim().is_empty() {
+            return (self.egress.clone(), self.client.clone());
+        }
+        let mut widened = self.widened.lock().unwrap_or_else(|e| e.into_inner());
+        widened
+            .entry(allow.to_owned())
+            .or_insert_with(|| {
+                let egress = self.egress.widened(&crate::ops::apps::webhook_ranges(allow));
+                let client = egress.client(self.state.config.webhook_timeout);
+                (egress, client)
+            })
+            .clone()
+    }
+
     /// POSTs the body; returns the status and any `Retry-After`, or why nothing was received.
     async fn send(
         &self,
@@ -234,15 +255,15 @@ impl Dispatcher {
         body: String,
     ) -> Result<(u16, Option<u64>), String> {
         let url = url::Url::parse(&target.url).map_err(|_| "the webhook URL does not parse".to_owned())?;
-        self.egress.check_url(&url)?;
+        let (egress, client) = self.rules_for(&target.allow);
+        egress.check_url(&url)?;
         let secret =
             self.state.webhook_vault.open(&target.secret_sealed).ok_or_else(|| {
                 "the webhook secret cannot be opened (was the server key changed?)".to_owned()
             })?;
         let signature = sign(&secret, id, timestamp, &body)
             .ok_or_else(|| "the webhook secret is malformed".to_owned())?;
-        let response = self
-            .client
+        let response = client
             .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", id)

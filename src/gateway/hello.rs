@@ -19,6 +19,7 @@ use crate::clock::unix_now;
 use crate::domain::{DeviceBinding, Eviction, Uaid};
 use crate::http::error::ApiError;
 use crate::metrics::MessageKind;
+use crate::store::UaidOwner;
 
 use axum::extract::ws::WebSocket;
 
@@ -142,7 +143,9 @@ async fn unavailable(
 }
 
 /// Keeps a known UAID; anything else (missing, malformed, unknown) gets a fresh one, so a
-/// device can never choose its own id.
+/// device can never choose its own id. A UAID belongs to one device: one that another device
+/// holds is treated as unknown too (whether this hello has a PrID or none), and the other
+/// device's connection is left alone.
 /// A device hello (with `xpi`) also binds the UAID to the device, replacing any earlier one.
 async fn assign_uaid(
     state: &Gateway,
@@ -150,14 +153,23 @@ async fn assign_uaid(
     device: Option<&DeviceBinding>,
 ) -> Result<Uaid, crate::store::StoreError> {
     let requested = hello.uaid.as_deref().and_then(Uaid::parse);
-    let uaid = match requested {
-        Some(uaid) if state.store.uaid_exists(&uaid).await? => uaid,
-        _ => Uaid::random(),
-    };
-    let now = unix_now();
-    state.store.connect_uaid(&uaid, now).await?;
-    if let Some(binding) = device {
-        state.store.bind_device(&binding.device, &uaid, now).await?;
+    let mut uaid = match requested {
+        Some(uaid) => match state.store.uaid_owner(&uaid).await? {
+            UaidOwner::Unbound => Some(uaid),
+            UaidOwner::Device(owner) if device.is_some_and(|binding| binding.device == owner) => Some(uaid),
+            UaidOwner::Device(_) | UaidOwner::Unknown => None,
+        },
+        None => None,
     }
+    .unwrap_or_else(Uaid::random);
+    let now = unix_now();
+    if let Some(binding) = device {
+        // Bound first: a UAID another device took meanwhile is not touched, not even its node.
+        if !state.store.bind_device(&binding.device, &uaid, now).await? {
+            uaid = Uaid::random();
+            state.store.bind_device(&binding.device, &uaid, now).await?;
+        }
+    }
+    state.store.connect_uaid(&uaid, now).await?;
     Ok(uaid)
 }

@@ -26,6 +26,8 @@ pub struct HttpState {
     pub oidc: Option<Arc<oidc::OidcVerifier>>,
     /// Seals secrets carried to the next page (shown once).
     pub flash_vault: Arc<Vault>,
+    /// Makes the pages' CSRF tokens.
+    pub csrf_key: Arc<web::CsrfKey>,
 }
 
 impl std::ops::Deref for HttpState {

@@ -8,6 +8,7 @@ use url::Url;
 use super::{Core, Error, Result};
 use crate::clock::unix_now;
 use crate::domain::{AccountId, App};
+use crate::egress::{format_allow_list, parse_allow_list, Cidr};
 use crate::secrets::{constant_time_eq, digest, new_secret};
 use crate::store::AppChanges;
 
@@ -52,14 +53,62 @@ pub fn validate_webhook_url(raw: &str) -> Result<Option<String>> {
     }
 }
 
-/// A webhook URL, refused at once when its host is an address webhooks may not reach.
-fn checked_webhook_url(core: &Core, raw: &str) -> Result<Option<String>> {
+/// A webhook URL, refused at once when its host is an address the app's webhooks may not
+/// reach (`allow`: the app's own ranges).
+fn checked_webhook_url(core: &Core, raw: &str, allow: &[Cidr]) -> Result<Option<String>> {
     let url = validate_webhook_url(raw)?;
     if let Some(url) = &url {
         let parsed = Url::parse(url).expect("validated above");
-        core.egress.check_url(&parsed).map_err(|why| Error::invalid("invalid_webhook_url", why))?;
+        core.egress
+            .widened(allow)
+            .check_url(&parsed)
+            .map_err(|why| Error::invalid("invalid_webhook_url", why))?;
     }
     Ok(url)
+}
+
+/// One app's own non-public webhook ranges, as stored (none when unreadable: they are written
+/// only through `allow_webhook_ranges`).
+pub fn webhook_ranges(stored: &str) -> Vec<Cidr> {
+    parse_allow_list(stored).unwrap_or_else(|why| {
+        tracing::error!(%why, "an app's webhook ranges do not parse; none apply");
+        Vec::new()
+    })
+}
+
+/// How the operator changes one app's webhook ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeChange {
+    /// Allow these ranges too.
+    Add(Vec<Cidr>),
+    /// Allow none of its own any more.
+    Clear,
+    /// Change nothing.
+    Show,
+}
+
+/// The operator's verb (never the app's owner's): lets one app's webhooks reach non-public
+/// ranges that `webhook_allow` does not open to every app; returns the app's ranges after the
+/// change.
+pub async fn allow_webhook_ranges(core: &Core, app_id: &str, change: RangeChange) -> Result<Vec<Cidr>> {
+    let stored = core.store.webhook_allow(app_id).await?.ok_or(Error::NotFound("no such app"))?;
+    let mut ranges = webhook_ranges(&stored);
+    match change {
+        RangeChange::Show => return Ok(ranges),
+        RangeChange::Clear => ranges.clear(),
+        RangeChange::Add(added) => {
+            for range in added {
+                if !ranges.contains(&range) {
+                    ranges.push(range);
+                }
+            }
+        }
+    }
+    if !core.store.set_webhook_allow(app_id, &format_allow_list(&ranges)).await? {
+        return Err(Error::NotFound("no such app"));
+    }
+    tracing::info!(app_id = %app_id, ranges = %format_allow_list(&ranges), "webhook ranges of an app set");
+    Ok(ranges)
 }
 
 pub fn validate_name(name: &str) -> Result<String> {
@@ -100,7 +149,7 @@ pub async fn register_app(
 ) -> Result<AppCredentials> {
     let name = validate_name(name)?;
     let redirect_uris = validate_redirect_uris(redirect_uris)?;
-    let webhook_url = checked_webhook_url(core, webhook_url)?;
+    let webhook_url = checked_webhook_url(core, webhook_url, &[])?;
     let app_id = format!("app_{}", hex::encode(rand::random::<[u8; 8]>()));
     let secret = new_secret(APP_SECRET_PREFIX);
     let webhook_secret = format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()));
@@ -138,11 +187,18 @@ pub async fn update(
     redirect_uris: Option<&[String]>,
     webhook_url: Option<Option<&str>>,
 ) -> Result<App> {
+    let allow = match webhook_url {
+        Some(Some(_)) => match core.store.app(app_id).await?.filter(|app| app.owner == owner) {
+            Some(_) => webhook_ranges(&core.store.webhook_allow(app_id).await?.unwrap_or_default()),
+            None => return Err(Error::NotFound("no such app")),
+        },
+        _ => Vec::new(),
+    };
     let changes = AppChanges {
         name: name.map(validate_name).transpose()?,
         redirect_uris: redirect_uris.map(validate_redirect_uris).transpose()?,
         webhook_url: match webhook_url {
-            Some(url) => Some(checked_webhook_url(core, url.unwrap_or(""))?),
+            Some(url) => Some(checked_webhook_url(core, url.unwrap_or(""), &allow)?),
             None => None,
         },
     };

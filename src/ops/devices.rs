@@ -29,7 +29,9 @@ fn device_name(name: &str) -> Result<&str> {
     Ok(name)
 }
 
-/// Registers a device for the account, optionally bound to the UAID it already uses.
+/// Registers a device for the account, optionally bound to the UAID it already uses. A UAID
+/// belongs to one device: one another device holds (of any account, this one's included) is
+/// refused, so that nobody can bind a device to someone else's connection.
 pub async fn register(core: &Core, account: AccountId, name: &str, uaid: Option<&str>) -> Result<Registered> {
     let name = device_name(name)?;
     let uaid = match uaid.filter(|u| !u.is_empty()) {
@@ -51,7 +53,14 @@ pub async fn register(core: &Core, account: AccountId, name: &str, uaid: Option<
     let prid_hash = digest(&prid);
     let device = NewDevice { id: &id, account, name, prid_hash: &prid_hash, uaid };
     let write = core.store.create_device(&device, unix_now());
-    core.presence.write(|_| Touched::account(account), write).await?;
+    if !core.presence.write(|_| Touched::account(account), write).await? {
+        return Err(Error::Conflict {
+            code: "uaid_in_use",
+            detail: "that uaid belongs to another device; register without it, and the device gets \
+                     a fresh one at its next hello"
+                .into(),
+        });
+    }
     tracing::info!(device_id = %id, "device registered");
     Ok(Registered { device_id: id, prid })
 }

@@ -1,12 +1,13 @@
 //! Live notifications from apps to users: delivered at once to every connected device of the
-//! user, or kept until their TTL for the devices' next hello.
+//! user, or kept until their TTL for the devices' next hello. What the app is told of a
+//! delivery never shows more than the user's presence does.
 
 use std::sync::Arc;
 
 use super::{Core, Error, Result};
 use crate::bus::DeviceMessage;
 use crate::clock::unix_now;
-use crate::domain::{App, Delivery, LiveNotification, NotificationState};
+use crate::domain::{App, Delivery, LiveNotification, NotificationState, Status};
 use crate::store::NewNotification;
 
 /// What an app asks to send.
@@ -57,10 +58,11 @@ pub async fn send(core: &Core, app: &App, request: Request) -> Result<(String, O
         });
     }
     // Unknown, paused and revoked uids look the same: not found.
-    let Some(account) = core.store.granted_account(app_id, &request.uid).await? else {
+    let Some(grantee) = core.store.grantee(app_id, &request.uid).await? else {
         core.notify_app_limit.refund(app_id);
         return Err(Error::NotFound("no such user"));
     };
+    let account = grantee.account;
     if let Err(wait) = core.notify_user_limit.take(&format!("{}", account.0)) {
         return Err(Error::RateLimited {
             code: "rate_limited",
@@ -97,7 +99,12 @@ pub async fn send(core: &Core, app: &App, request: Request) -> Result<(String, O
             core.devices.deliver(**uaid, DeviceMessage::Notification(live.clone())) == Delivery::Queued
         })
         .count();
-    let outcome = if delivered_to > 0 {
+    // The answer tells the app no more than presence does: to an app that sees the user
+    // offline (appearing offline, every device unavailable), a user whose devices got it looks
+    // like one with none connected. The devices get it all the same: the user hid their
+    // presence, not their notifications.
+    let hidden = grantee.app_view == Status::Offline;
+    let outcome = if delivered_to > 0 && !hidden {
         Outcome::Delivered { to: delivered_to }
     } else if ttl == 0 {
         Outcome::NotDelivered

@@ -16,9 +16,9 @@ mod types;
 
 pub use sql::{Backend, SqlStore};
 pub use types::{
-    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
-    PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, UidStatus,
-    WebhookTarget,
+    AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
+    NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount,
+    Snapshot, UaidOwner, UidStatus, WebhookTarget,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +43,9 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database can be read; used by `/healthz`.
     async fn check(&self) -> Result<(), StoreError>;
 
-    /// Whether the UAID is known; a known UAID's reconnect keeps its channels.
-    async fn uaid_exists(&self, uaid: &Uaid) -> Result<bool, StoreError>;
+    /// Whether the UAID is known, and which device holds it; a known UAID's reconnect keeps its
+    /// channels.
+    async fn uaid_owner(&self, uaid: &Uaid) -> Result<UaidOwner, StoreError>;
 
     /// Records a new UAID, or notes that a known one connected (to this node).
     async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
@@ -120,7 +121,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Devices and presence.
 
-    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError>;
+    /// Creates the device; `false` (and nothing created) when its UAID belongs to another device.
+    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<bool, StoreError>;
 
     async fn devices(&self, account: AccountId) -> Result<Vec<DeviceInfo>, StoreError>;
 
@@ -136,8 +138,9 @@ pub trait Store: Send + Sync + 'static {
     async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError>;
 
     /// Ties the device to the UAID it connected with (replacing any earlier UAID), on this node:
-    /// from now on only this node sets the device's status.
-    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
+    /// from now on only this node sets the device's status. `false` (and nothing changed) when
+    /// another device holds the UAID.
+    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<bool, StoreError>;
 
     /// Records devices' statuses and recomputes their users', in one transaction (a group
     /// commit); returns, per entry, the change of the user's visible status, if any. A device
@@ -292,6 +295,13 @@ pub trait Store: Send + Sync + 'static {
     /// Re-enables a disabled webhook of this owner; `false` if there is no such app.
     async fn enable_webhook(&self, owner: AccountId, app_id: &str) -> Result<bool, StoreError>;
 
+    /// The non-public ranges the app's webhook may reach besides everyone's (`None`: no such
+    /// app).
+    async fn webhook_allow(&self, app_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets them (the operator's verb); `false` when there is no such app.
+    async fn set_webhook_allow(&self, app_id: &str, ranges: &str) -> Result<bool, StoreError>;
+
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError>;
 
     /// Removes and returns the code: a code works once.
@@ -299,8 +309,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Live notifications.
 
-    /// The account behind an enabled grant's uid.
-    async fn granted_account(&self, app_id: &str, uid: &str) -> Result<Option<AccountId>, StoreError>;
+    /// The account behind an enabled grant's uid, and the status its app was last told.
+    async fn grantee(&self, app_id: &str, uid: &str) -> Result<Option<Grantee>, StoreError>;
 
     /// Stores a notification for every device of its account, keeping at most
     /// `max_per_device` undelivered per device (the oldest go first); returns the devices and

@@ -1,6 +1,6 @@
 //! What the store's verbs take and give back, beyond the domain's own types.
 
-use crate::domain::{AccountId, AppEvent, DeviceId, Event, PresenceChange, Uaid};
+use crate::domain::{AccountId, AppEvent, DeviceId, Event, PresenceChange, Status, Uaid};
 
 /// A new device's record; the PrID itself is never stored.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct WebhookTarget {
     pub cursor: u64,
     pub attempts: u32,
     pub failing_since: Option<i64>,
+    /// The non-public ranges this app's webhook may reach besides everyone's (as stored).
+    pub allow: String,
 }
 
 /// A notification to store.
@@ -130,6 +132,24 @@ pub struct UidStatus {
 pub struct Snapshot {
     pub entries: Vec<UidStatus>,
     pub seq: u64,
+}
+
+/// Whose a UAID is: a UAID belongs to at most one device, of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaidOwner {
+    /// Never seen (or forgotten): a hello gets a fresh one instead.
+    Unknown,
+    /// Known, and no device holds it (a plain SimplePush connection).
+    Unbound,
+    /// The UAID of this device.
+    Device(DeviceId),
+}
+
+/// The user behind an enabled grant, and what the grant's app sees of them now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grantee {
+    pub account: AccountId,
+    pub app_view: Status,
 }
 
 /// A device a notification was queued for, and the UAID it last connected with.

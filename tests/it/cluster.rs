@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::support::cluster::{Cluster, Nats, LEASE};
-use crate::support::{close_code, sign_in, Answer};
+use crate::support::data::postgres;
+use crate::support::{builder, close_code, sign_in, Answer, TestApp};
 
 /// The same endpoint, as the other node serves it.
 fn endpoint_on(endpoint: &str, base: &str) -> String {
@@ -236,4 +237,122 @@ async fn removing_a_device_on_one_node_closes_its_socket_on_another() {
     assert_eq!(removed.status().as_u16(), 204);
     let closed = close_code(&mut phone, "the removed device's socket stayed open").await;
     assert_eq!(closed, Some(4401));
+}
+
+/// Waits (up to 10 s) until the node's `/healthz` says the bus is `bus`.
+async fn bus_of(node: &TestApp, bus: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = node.get("/healthz").await.json();
+        if health["bus"] == bus {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the bus never became {bus}: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node on PostgreSQL (of its own) with these settings; panics on the SQLite run.
+async fn node_with(settings: &[(&'static str, String)]) -> TestApp {
+    assert!(postgres().is_some(), "a node with a bus needs PostgreSQL: TEST_DATABASE_URL=postgres://…");
+    settings.iter().fold(builder(), |builder, (key, value)| builder.set(key, value.clone())).spawn().await
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and NATS: TEST_DATABASE_URL=… cargo test --test it -- --include-ignored"]
+async fn a_nats_server_with_a_token_refuses_a_node_without_it_and_accepts_one_with_it() {
+    let nats = Nats::start_with_options(&["--auth", "s3cret-t0ken"]).await;
+    let url = format!("nats://127.0.0.1:{}", nats.port());
+    let with = node_with(&[("bus_url", url.clone()), ("bus_token", "s3cret-t0ken".into())]).await;
+    let without = node_with(&[("bus_url", url.clone())]).await;
+    let wrong = node_with(&[("bus_url", url), ("bus_token", "guessed".into())]).await;
+    bus_of(&with, "ok").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bus_of(&without, "unavailable").await;
+    bus_of(&wrong, "unavailable").await;
+    assert_eq!(with.metric("presence_bus_connected").await, 1.0);
+    assert_eq!(without.metric("presence_bus_connected").await, 0.0);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and NATS: TEST_DATABASE_URL=… cargo test --test it -- --include-ignored"]
+async fn a_user_and_password_in_the_bus_url_sign_the_node_in() {
+    let nats = Nats::start_with_options(&["--user", "presence", "--pass", "pa55word"]).await;
+    let at = |login: &str| format!("nats://{login}@127.0.0.1:{}", nats.port());
+    let with = node_with(&[("bus_url", at("presence:pa55word"))]).await;
+    let wrong = node_with(&[("bus_url", at("presence:guessed"))]).await;
+    bus_of(&with, "ok").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bus_of(&wrong, "unavailable").await;
+}
+
+/// A certificate authority and a server certificate it signed for 127.0.0.1 and localhost, made
+/// with Debian's `openssl` in `dir`: returns the paths of the CA, the certificate and its key.
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (ca, ca_key, cert, key, csr, ext) = (
+        path("ca.pem"),
+        path("ca.key"),
+        path("server.pem"),
+        path("server.key"),
+        path("server.csr"),
+        path("ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", &ca_key, "-out", &ca, "-days", "1", "-subj", "/CN=test-ca"],
+        ]
+        .concat(),
+        [&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]].concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ],
+    ];
+    for args in steps {
+        let status = std::process::Command::new("openssl")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is installed (Debian's openssl, a dependency of ca-certificates)");
+        assert!(status.success(), "openssl {args:?}");
+    }
+    (ca, cert, key)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and NATS: TEST_DATABASE_URL=… cargo test --test it -- --include-ignored"]
+async fn a_tls_bus_url_connects_over_tls_to_a_server_the_configured_authority_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let nats = Nats::start_with_options(&["--tls", "--tlscert", &cert, "--tlskey", &key]).await;
+    let port = nats.port();
+    let trusted =
+        node_with(&[("bus_url", format!("tls://localhost:{port}")), ("bus_tls_ca_file", ca.clone())]).await;
+    let also =
+        node_with(&[("bus_url", format!("nats+tls://127.0.0.1:{port}")), ("bus_tls_ca_file", ca)]).await;
+    // Without the authority, the server's certificate is not trusted.
+    let untrusting = node_with(&[("bus_url", format!("tls://localhost:{port}"))]).await;
+    bus_of(&trusted, "ok").await;
+    bus_of(&also, "ok").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bus_of(&untrusting, "unavailable").await;
 }

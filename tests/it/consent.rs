@@ -327,9 +327,75 @@ async fn pages_carry_security_headers_and_safe_cookies() {
 }
 
 #[tokio::test]
-async fn a_secure_public_url_makes_cookies_secure() {
+async fn a_secure_public_url_makes_cookies_secure_and_host_only() {
     let app = builder().set("public_url", "https://presence.example").spawn().await;
+    let carol = app.user("carol@example.com").await;
     let mut browser = Browser::new(&app);
     let login = browser.get("/login").await;
-    assert!(login.headers["set-cookie"].to_str().unwrap().contains("Secure"));
+    let csrf_cookie = login.headers["set-cookie"].to_str().unwrap();
+    assert!(csrf_cookie.starts_with("__Host-presence_csrf="), "{csrf_cookie}");
+    browser.get("/login").await;
+    let signed_in =
+        browser.post("/login", &[("email", "carol@example.com"), ("password", "password123")]).await;
+    assert_eq!(signed_in.status, 303);
+    let session = signed_in.headers["set-cookie"].to_str().unwrap();
+    assert!(session.starts_with("__Host-presence_session="), "{session}");
+    for cookie in [csrf_cookie, session] {
+        assert!(cookie.contains("; Secure") && cookie.contains("; Path=/"), "{cookie}");
+        assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+    }
+    assert_eq!(browser.get("/settings").await.status, 200, "signed in with the __Host- cookie");
+    // A cookie without the prefix (as a sibling host could plant it) is not read.
+    let mut planted = Browser::new(&app);
+    planted.plant_cookie("presence_session", &carol.token);
+    assert_eq!(planted.get("/settings").await.status, 303, "sent to sign in");
+}
+
+/// Posts a policy form (appear offline) with this CSRF token; returns the status.
+async fn post(browser: &mut Browser, token: String) -> u16 {
+    let fields = [
+        ("idle_away_minutes", "1"),
+        ("idle_offline_minutes", "2"),
+        ("appear_offline", "on"),
+        ("csrf", token.as_str()),
+    ];
+    browser.post_without_csrf("/settings/policy", &fields).await.status
+}
+
+#[tokio::test]
+async fn a_csrf_token_works_only_in_the_session_it_was_made_for() {
+    let app = spawn_app().await;
+    app.user("carol@example.com").await;
+    let dave = app.user("dave@example.com").await;
+    let mut carol_browser = Browser::new(&app);
+    carol_browser.sign_in("carol@example.com").await;
+    let carols_token = carol_browser.csrf().await;
+    let mut dave_browser = Browser::new(&app);
+    dave_browser.sign_in("dave@example.com").await;
+    assert_eq!(post(&mut dave_browser, carols_token.clone()).await, 403, "another session's token");
+    // A pre-session id planted with a matching form field, as double-submit allowed.
+    let planted = "x".repeat(43);
+    dave_browser.plant_cookie("presence_csrf", &planted);
+    assert_eq!(post(&mut dave_browser, planted.clone()).await, 403, "a planted cookie and field");
+    assert_eq!(app.get_as(&dave.token, "/v1/me/policy").await.json()["appear_offline"], false);
+    // Signed out, the token from before the sign-in works no more.
+    let mut stranger = Browser::new(&app);
+    stranger.get("/login").await;
+    let before = stranger.csrf().await;
+    stranger.sign_in("carol@example.com").await;
+    assert_eq!(post(&mut stranger, before).await, 403, "a token of the pre-session");
+    // The same planted pair on the sign-in page.
+    let mut victim = Browser::new(&app);
+    victim.plant_cookie("presence_csrf", &planted);
+    let login = victim
+        .post_without_csrf(
+            "/login",
+            &[("email", "dave@example.com"), ("password", "password123"), ("csrf", &planted)],
+        )
+        .await;
+    assert_eq!(login.status, 403);
+    // Each browser's own token still works.
+    let own = dave_browser.csrf().await;
+    assert_eq!(post(&mut dave_browser, own).await, 303);
+    assert_eq!(app.get_as(&dave.token, "/v1/me/policy").await.json()["appear_offline"], true);
 }

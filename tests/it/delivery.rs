@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::support::apps::{chat_app_by_cli, deliveries_at, kim_grants_chat_and_adds_a_phone, Kim};
 use crate::support::{
-    builder, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder, DataDir, Device,
-    DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, TestApp, User,
+    builder, cli, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder, DataDir, Device,
+    DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, StubResolver, TestApp, User,
 };
 
 /// A server, an app with a webhook, a user who granted it, and that user's device.
@@ -546,4 +546,130 @@ async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(reached.load(Ordering::SeqCst), 0, "a connection reached the loopback canary");
+}
+
+/// Sets an app's webhook URL as its owner; returns the answer's status.
+async fn point_webhook(app: &TestApp, owner: &User, registered: &RegisteredApp, url: &str) -> u16 {
+    let path = format!("/v1/apps/{}", registered.app_id);
+    app.send_as(Method::PATCH, &owner.token, &path, Some(json!({"webhook_url": url}))).await.status
+}
+
+/// Waits (up to 15 s) until the app's latest webhook attempt failed with an error starting
+/// with `expect`.
+async fn wait_for_refusal(app: &TestApp, registered: &RegisteredApp, expect: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let deliveries = deliveries_at(&app.url(""), registered).await;
+        if deliveries["deliveries"][0]["error"].as_str().is_some_and(|e| e.starts_with(expect)) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {expect:?} attempt in {deliveries}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The runs of the webhook tests below: no range allowed to every app.
+fn delivering_to_public_only() -> Builder {
+    builder().set("webhook_batch_interval", "1s").set("presence_grace", "0s").set("status_min_interval", "0s")
+}
+
+#[tokio::test]
+async fn an_app_the_operator_allowed_a_loopback_range_reaches_it_and_another_app_does_not() {
+    let app = delivering_to_public_only().spawn().await;
+    let receiver = Receiver::start().await;
+    let developer = app.user("dev@example.com").await;
+    let allowed = register_app_with_webhook(&app, &developer, "Allowed", None).await;
+    let other = register_app_with_webhook(&app, &developer, "Other", None).await;
+    // The owner alone cannot point a webhook at loopback; only the operator opens a range.
+    assert_eq!(point_webhook(&app, &developer, &allowed, &receiver.url).await, 400);
+    let args = ["app", "allow-webhook-range", "--app", &allowed.app_id, "--range", "127.0.0.0/8"];
+    let said = cli(&args, app.dir(), "").await;
+    assert!(said.contains("127.0.0.0/8"), "{said}");
+    assert_eq!(point_webhook(&app, &developer, &allowed, &receiver.url).await, 200);
+    assert_eq!(point_webhook(&app, &developer, &other, &receiver.url).await, 400, "the range is one app's");
+    // A name is checked when the request is made: for the other app, refused then.
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    assert_eq!(point_webhook(&app, &developer, &other, &by_name).await, 200);
+
+    let user = app.user("ann@example.com").await;
+    let (_, allowed_uid) = grant(&app.url(""), "ann@example.com", &allowed).await;
+    let (_, other_uid) = grant(&app.url(""), "ann@example.com", &other).await;
+    let phone = app.register_device(&user, "phone").await;
+    let mut socket = app.connect_device(&phone).await;
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &allowed_uid).as_deref() == Some("online")
+        })
+        .await;
+    wait_for_refusal(&app, &other, "refused").await;
+    assert!(receiver.hits().iter().all(|hit| hit.pairs().iter().all(|(uid, _)| *uid != other_uid)));
+
+    // Cleared: the allowed app's next batch is refused when it is sent.
+    let cleared =
+        cli(&["app", "allow-webhook-range", "--app", &allowed.app_id, "--clear"], app.dir(), "").await;
+    assert!(cleared.contains("(none)"), "{cleared}");
+    let before = receiver.hits().len();
+    assert_eq!(socket.status("A").await.unwrap()["status"], 200);
+    wait_for_refusal(&app, &allowed, "refused").await;
+    assert_eq!(receiver.hits().len(), before, "nothing reached loopback after the clear");
+}
+
+#[tokio::test]
+async fn a_webhook_name_rebound_to_loopback_never_reaches_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // The canary, on loopback: any connection to it is a failure.
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = canary.local_addr().unwrap().port();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = canary.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let names = Arc::new(StubResolver::default());
+    let app = delivering_to_public_only().resolver(names.clone()).spawn().await;
+    let developer = app.user("dev@example.com").await;
+    // Registered while the name points at a public address (nothing connects there: no event
+    // is due before the name moves)...
+    names.set("hooks.rebind.test", &["93.184.216.34"]);
+    let url = format!("http://hooks.rebind.test:{port}/hook");
+    let chat = register_app_with_webhook(&app, &developer, "Chat", Some(&url)).await;
+    // ...then rebound to loopback before the first webhook is sent.
+    names.set("hooks.rebind.test", &["127.0.0.1"]);
+    let user = app.user("ann@example.com").await;
+    grant(&app.url(""), "ann@example.com", &chat).await;
+    let phone = app.register_device(&user, "phone").await;
+    let mut socket = app.connect_device(&phone).await;
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    // Refused by the egress rules (an unknown name would fail otherwise: "cannot connect").
+    wait_for_refusal(&app, &chat, "refused").await;
+    assert!(!names.asked().is_empty(), "the stub was asked");
+    assert!(names.asked().iter().all(|name| name == "hooks.rebind.test"), "{:?}", names.asked());
+    // Nor in its IPv6 and IPv4-mapped spellings, looked up again at every attempt.
+    names.set("hooks.rebind.test", &["127.0.0.1", "::1", "::ffff:127.0.0.1"]);
+    app.enable_webhook(&developer, &chat.app_id).await;
+    assert_eq!(socket.status("A").await.unwrap()["status"], 200);
+    let asked = names.asked().len();
+    wait_for_refusal(&app, &chat, "refused").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while names.asked().len() == asked {
+        assert!(tokio::time::Instant::now() < deadline, "the name was not looked up again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "a webhook reached the loopback canary");
+    // The stub is what the webhook client connects by: with loopback allowed for the app, the
+    // same name reaches a receiver there.
+    let receiver = Receiver::start().await;
+    let by_name = receiver.url.replace("127.0.0.1", "hooks.rebind.test");
+    assert_eq!(point_webhook(&app, &developer, &chat, &by_name).await, 200);
+    cli(&["app", "allow-webhook-range", "--app", &chat.app_id, "--range", "127.0.0.1"], app.dir(), "").await;
+    app.enable_webhook(&developer, &chat.app_id).await;
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    receiver.wait_until(Duration::from_secs(10), |hits| !hits.is_empty()).await;
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
 }

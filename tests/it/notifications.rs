@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use crate::support::apps::{as_app_at, notify_at};
 use crate::support::{
-    builder, grant, register_app, Browser, Builder, Device, RegisteredApp, Reply, TestApp, User,
+    builder, close_code, grant, register_app, Browser, Builder, Device, DeviceClient, RegisteredApp, Reply,
+    TestApp, User,
 };
 
 struct Setup {
@@ -50,15 +51,35 @@ async fn state_of(setup: &Setup, id: &str) -> Value {
     read_as(&setup.app, &setup.chat, id).await.json()
 }
 
+/// Waits (up to 5 s) until the notification's state passes `done`; returns it.
+async fn wait_for_state(setup: &Setup, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = state_of(setup, id).await;
+        if done(&state) {
+            return state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the notification stayed {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn calling(uid: &str, ttl: u64) -> Value {
     json!({"uid": uid, "title": "Bob is calling you", "body": "Pick up!", "url": "https://chat.example/call/1", "ttl": ttl})
+}
+
+/// Connects the device and reports it online, as a device does after its hello.
+async fn online(setup: &Setup, device: &Device) -> DeviceClient {
+    let mut client = setup.app.connect_device(device).await;
+    assert_eq!(client.status("O").await.unwrap()["status"], 200);
+    client
 }
 
 #[tokio::test]
 async fn a_notification_reaches_every_connected_device_at_once() {
     let setup = setup(builder()).await;
-    let mut phone = setup.app.connect_device(&setup.phone).await;
-    let mut laptop = setup.app.connect_device(&setup.laptop).await;
+    let mut phone = online(&setup, &setup.phone).await;
+    let mut laptop = online(&setup, &setup.laptop).await;
     let sent = notify(&setup, calling(&setup.uid, 60)).await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     assert_eq!(sent.json()["status"], "delivered");
@@ -74,10 +95,8 @@ async fn a_notification_reaches_every_connected_device_at_once() {
         assert_eq!(xpn[0]["url"], "https://chat.example/call/1");
         assert!(xpn[0]["sent"].as_i64().unwrap() > 0);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let state = state_of(&setup, &id).await;
+    let state = wait_for_state(&setup, &id, |state| state["delivered_to"] == 2).await;
     assert_eq!(state["status"], "delivered");
-    assert_eq!(state["delivered_to"], 2);
 }
 
 #[tokio::test]
@@ -91,9 +110,14 @@ async fn an_offline_device_gets_it_after_its_next_hello_and_again_until_it_acks(
 
     let mut phone = setup.app.connect_device(&setup.phone).await;
     assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
-    phone.close().await.unwrap();
+    // The app is told of the delivery once it can see the user: the device reports online.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(state_of(&setup, &id).await["status"], "delivered");
+    assert_eq!(state_of(&setup, &id).await["status"], "queued");
+    assert_eq!(phone.status("O").await.unwrap()["status"], 200);
+    phone.close().await.unwrap();
+    let state = wait_for_state(&setup, &id, |state| state["status"] == "delivered").await;
+    assert_eq!(state["delivered_to"], 1);
+    assert!(state["delivered_at"].as_i64().unwrap() >= state["sent_at"].as_i64().unwrap());
     // Not acked: sent again.
     let mut phone = setup.app.connect_device(&setup.phone).await;
     assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
@@ -136,6 +160,7 @@ async fn pausing_or_revoking_drops_queued_notifications_and_refuses_new_ones() {
     let paused = notify(&setup, calling(&setup.uid, 60)).await;
     assert_eq!(paused.status, 404);
     setup.browser.post(&format!("/settings/apps/{}", setup.chat.app_id), &[("action", "resume")]).await;
+    assert_eq!(phone.status("O").await.unwrap()["status"], 200);
     assert_eq!(notify(&setup, calling(&setup.uid, 60)).await.status, 200);
     phone.live_notifications().await.unwrap();
     let revoked = setup
@@ -217,4 +242,126 @@ async fn past_the_per_device_cap_the_oldest_queued_notifications_are_dropped() {
     assert_eq!(titles, vec!["n1", "n2"], "the oldest was dropped");
     let page = setup.browser.get("/settings").await;
     assert!(page.body.contains("3 notifications this week"), "the settings page counts them");
+}
+
+/// The answer and the status endpoint for a user the app sees offline, whatever their devices do.
+async fn assert_looks_like_no_device(setup: &Setup, phone: &mut DeviceClient) {
+    let sent = notify(setup, calling(&setup.uid, 60)).await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    assert_eq!(sent.json()["status"], "queued");
+    assert!(sent.json().get("delivered_to").is_none(), "{}", sent.body);
+    let id = sent.json()["id"].as_str().unwrap().to_owned();
+    // The device gets it all the same (the user hid presence, not notifications), and acks.
+    assert_eq!(phone.live_notifications().await.unwrap()[0]["id"], id.as_str());
+    phone.ack_live(&[&id]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = state_of(setup, &id).await;
+    assert_eq!(state["status"], "queued", "{state}");
+    assert_eq!(state["delivered_at"], Value::Null);
+    assert_eq!(state["delivered_to"], 0);
+    let now_only = notify(setup, calling(&setup.uid, 0)).await;
+    assert_eq!(now_only.status, 200);
+    assert_eq!(now_only.json()["status"], "not_delivered");
+    assert_eq!(now_only.json()["delivered_to"], 0);
+    phone.live_notifications().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_who_appears_offline_looks_to_apps_like_one_with_no_device_connected() {
+    let setup = setup(builder()).await;
+    let mut phone = online(&setup, &setup.phone).await;
+    let policy = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": true});
+    let put = setup.app.send_as(Method::PUT, &setup.user.token, "/v1/me/policy", Some(policy)).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_looks_like_no_device(&setup, &mut phone).await;
+    // Once the app sees the user again, an earlier notification still unexpired shows as
+    // delivered then, never at a time the user was hidden.
+    let hidden = notify(&setup, calling(&setup.uid, 60)).await.json()["id"].as_str().unwrap().to_owned();
+    phone.live_notifications().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let shown_from = crate::support::now();
+    let policy = json!({"idle_away_minutes": 5, "idle_offline_minutes": 30, "appear_offline": false});
+    setup.app.send_as(Method::PUT, &setup.user.token, "/v1/me/policy", Some(policy)).await;
+    let state = wait_for_state(&setup, &hidden, |state| state["status"] == "delivered").await;
+    assert!(state["delivered_at"].as_i64().unwrap() >= shown_from, "{state}");
+}
+
+#[tokio::test]
+async fn a_user_whose_devices_say_unavailable_looks_to_apps_like_one_with_no_device_connected() {
+    let setup = setup(builder()).await;
+    let mut phone = online(&setup, &setup.phone).await;
+    // Past `status_min_interval`, so that the report applies at once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(phone.status("U").await.unwrap()["status"], 200);
+    assert_looks_like_no_device(&setup, &mut phone).await;
+}
+
+/// A device's socket, said hello with its PrID and this UAID (or none), reporting online;
+/// returns it with the UAID the server gave.
+async fn hello_as(app: &TestApp, device: &Device, uaid: Option<&str>) -> (DeviceClient, String) {
+    let mut client = app.connect().await;
+    let reply = client.hello_presence(uaid, &device.prid).await.unwrap();
+    assert_eq!(reply["status"], 200, "{reply}");
+    assert_eq!(client.status("O").await.unwrap()["status"], 200);
+    (client, reply["uaid"].as_str().unwrap().to_owned())
+}
+
+/// Bob's phone is connected; Mallory, who granted the same app, knows its UAID.
+async fn victim_and_attacker() -> (Setup, DeviceClient, String, User, String) {
+    let setup = setup(builder().set("presence_grace", "0s")).await;
+    let (phone, uaid) = hello_as(&setup.app, &setup.phone, None).await;
+    let mallory = setup.app.user("mallory@example.com").await;
+    let (_, mallory_uid) = grant(&setup.app.url(""), "mallory@example.com", &setup.chat).await;
+    (setup, phone, uaid, mallory, mallory_uid)
+}
+
+/// The victim's socket is still open and still gets its own user's notifications, and none of
+/// the attacker's.
+async fn assert_untouched(setup: &Setup, phone: &mut DeviceClient, mallory_uid: &str) {
+    let hers = notify(setup, json!({"uid": mallory_uid, "title": "for Mallory", "ttl": 60})).await;
+    assert!(hers.status == 200 || hers.status == 202, "{}", hers.body);
+    let sent = notify(setup, json!({"uid": setup.uid, "title": "for Bob", "ttl": 60})).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let live = phone.live_notifications().await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["title"], "for Bob");
+    assert_eq!(phone.status("O").await.unwrap()["status"], 200, "the socket is open");
+}
+
+#[tokio::test]
+async fn a_device_cannot_be_registered_with_another_devices_uaid() {
+    let (setup, mut phone, uaid, mallory, mallory_uid) = victim_and_attacker().await;
+    let body = json!({"name": "stolen", "uaid": uaid});
+    let refused = setup.app.send_as(Method::POST, &mallory.token, "/v1/devices", Some(body.clone())).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "uaid_in_use");
+    assert_eq!(setup.app.get_as(&mallory.token, "/v1/devices").await.json()["devices"], json!([]));
+    // Not even the owner's own account binds a second device to it.
+    let again = setup.app.send_as(Method::POST, &setup.user.token, "/v1/devices", Some(body)).await;
+    assert_eq!(again.status, 409);
+    assert_untouched(&setup, &mut phone, &mallory_uid).await;
+}
+
+#[tokio::test]
+async fn a_hello_with_ones_own_presence_id_and_another_devices_uaid_gets_a_fresh_uaid() {
+    let (setup, mut phone, uaid, mallory, mallory_uid) = victim_and_attacker().await;
+    let device = setup.app.register_device(&mallory, "mallory's phone").await;
+    let (mut stolen, given) = hello_as(&setup.app, &device, Some(&uaid)).await;
+    assert_ne!(given, uaid, "a UAID another device holds is not handed over");
+    assert_untouched(&setup, &mut phone, &mallory_uid).await;
+    // Mallory's own notifications went to her own socket.
+    assert_eq!(stolen.live_notifications().await.unwrap()[0]["title"], "for Mallory");
+    assert_eq!(phone.recv_within(Duration::from_millis(300)).await.unwrap(), None);
+    // Removing her device closes her socket, not Bob's.
+    let path = format!("/v1/devices/{}", device.device_id);
+    assert_eq!(setup.app.send_as(Method::DELETE, &mallory.token, &path, None).await.status, 204);
+    assert_eq!(close_code(&mut stolen, "the removed device's socket stayed open").await, Some(4401));
+    // A plain SimplePush hello with the UAID does not take it either.
+    let mut plain = setup.app.connect().await;
+    assert_ne!(plain.hello(Some(&uaid), &[]).await.unwrap(), uaid);
+    assert_untouched(&setup, &mut phone, &mallory_uid).await;
+    // Bob's phone itself keeps its UAID when it reconnects.
+    phone.close().await.unwrap();
+    let (_, back) = hello_as(&setup.app, &setup.phone, Some(&uaid)).await;
+    assert_eq!(back, uaid);
 }

@@ -151,7 +151,7 @@ pub async fn logout(
     headers: axum::http::HeaderMap,
     CheckedForm(NoFields {}): CheckedForm<NoFields>,
 ) -> Response {
-    if let Some(token) = super::cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = super::cookie(&state, &headers, SESSION_COOKIE) {
         if let Err(error) = state.store.revoke_token(&digest(token)).await {
             return crate::http::error::ApiError::from(error).into_response();
         }

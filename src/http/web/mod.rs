@@ -2,16 +2,18 @@
 //! and the developers' page. Plain HTML forms (no JavaScript), escaping templates, one
 //! stylesheet.
 //!
-//! Every POST carries a CSRF token that must equal the `presence_csrf` cookie (double submit;
-//! the cookie is HttpOnly and SameSite=Strict) and answers 303. The session is a bearer token
-//! in an HttpOnly, SameSite=Lax cookie, Secure when `public_url` is https. Every response gets
-//! a Content-Security-Policy with `frame-ancestors 'none'` and `X-Frame-Options: DENY`.
+//! Every POST carries a CSRF token bound to the browser's session (`csrf`) and answers 303. The
+//! session is a bearer token in an HttpOnly, SameSite=Lax cookie. When `public_url` is https,
+//! every cookie is Secure and named with the `__Host-` prefix (Path=/, no Domain), so that no
+//! other host, a sibling subdomain included, can plant one. Every response gets a
+//! Content-Security-Policy with `frame-ancestors 'none'` and `X-Frame-Options: DENY`.
 
 // A page's refusal is itself a page (a redirect, an error page): `Result<_, Response>` keeps the
 // handlers flat, and these paths are cold.
 #![allow(clippy::result_large_err)]
 
 mod consent;
+mod csrf;
 mod developers;
 mod login;
 mod oidc_login;
@@ -30,10 +32,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::AccountId;
 use crate::http::HttpState;
-use crate::secrets::{constant_time_eq, digest, new_secret};
+use crate::secrets::digest;
+
+pub use csrf::{Csrf, CsrfKey};
 
 pub const SESSION_COOKIE: &str = "presence_session";
-const CSRF_COOKIE: &str = "presence_csrf";
 const FLASH_COOKIE: &str = "presence_flash";
 /// The policy for every page; the consent page widens `form-action` to the app's redirect origin.
 pub const DEFAULT_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -65,11 +68,10 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-/// Security headers on every response, and the CSRF cookie for browsers that lack one.
+/// Security headers on every response, and the pre-session cookie for browsers that lack one.
 pub async fn security_headers(State(state): State<HttpState>, mut request: Request, next: Next) -> Response {
-    let existing = cookie(request.headers(), CSRF_COOKIE).filter(|c| c.len() >= 32).map(str::to_owned);
-    let csrf = existing.clone().unwrap_or_else(|| new_secret(""));
-    request.extensions_mut().insert(Csrf(csrf.clone()));
+    let (csrf, presession) = Csrf::for_request(&state, request.headers());
+    request.extensions_mut().insert(csrf);
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
@@ -79,42 +81,11 @@ pub async fn security_headers(State(state): State<HttpState>, mut request: Reque
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     let is_page = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
-    if existing.is_none() && is_page {
-        let value = set_cookie(&state, CSRF_COOKIE, &csrf, "Strict", Some(365 * 86400));
+    if let (Some(id), true) = (presession, is_page) {
+        let value = set_cookie(&state, csrf::PRESESSION_COOKIE, &id, "Strict", Some(365 * 86400));
         headers.append(header::SET_COOKIE, value);
     }
     response
-}
-
-/// This browser's CSRF token, to embed in forms.
-#[derive(Clone)]
-pub struct Csrf(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Csrf {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        parts
-            .extensions
-            .get::<Csrf>()
-            .cloned()
-            .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-    }
-}
-
-impl Csrf {
-    /// Whether a submitted form's token is this browser's.
-    pub fn check(&self, submitted: &str) -> Result<(), Response> {
-        if constant_time_eq(&self.0, submitted) {
-            Ok(())
-        } else {
-            Err(message(
-                StatusCode::FORBIDDEN,
-                "This form has expired",
-                "Go back, reload the page and try again.",
-            ))
-        }
-    }
 }
 
 /// The signed-in account of a browser, if any.
@@ -124,7 +95,7 @@ impl FromRequestParts<HttpState> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Response> {
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(token) = cookie(state, &parts.headers, SESSION_COOKIE) else {
             return Ok(Viewer(None));
         };
         match state.store.token_account(&digest(token), crate::clock::unix_now()).await {
@@ -141,18 +112,36 @@ impl Viewer {
     }
 }
 
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Whether cookies are Secure and `__Host-` prefixed: the site is served over https.
+fn secure_cookies(state: &HttpState) -> bool {
+    state.public_url.starts_with("https://")
+}
+
+/// A cookie's name as set and read: `__Host-<name>` over https, so that only this host, over
+/// https, with `Path=/` and no `Domain`, can have set it.
+pub fn cookie_name(state: &HttpState, name: &str) -> String {
+    if secure_cookies(state) {
+        format!("__Host-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The value of the request's cookie `name` (under its `__Host-` name over https).
+pub fn cookie<'a>(state: &HttpState, headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let name = cookie_name(state, name);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
+        .find(|(key, _)| *key == name.as_str())
         .map(|(_, value)| value)
 }
 
-/// A `Set-Cookie` value: HttpOnly, Path=/, Secure when served over https.
+/// A `Set-Cookie` value: HttpOnly, Path=/, no Domain; Secure and `__Host-` named when served
+/// over https.
 pub fn set_cookie(
     state: &HttpState,
     name: &str,
@@ -160,11 +149,12 @@ pub fn set_cookie(
     same_site: &str,
     max_age: Option<u64>,
 ) -> HeaderValue {
+    let name = cookie_name(state, name);
     let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
     if let Some(age) = max_age {
         cookie.push_str(&format!("; Max-Age={age}"));
     }
-    if state.public_url.starts_with("https://") {
+    if secure_cookies(state) {
         cookie.push_str("; Secure");
     }
     HeaderValue::from_str(&cookie).expect("cookie values are base64url")
@@ -285,7 +275,7 @@ impl Flash {
 
     /// The flash sent with this request, if any, and the header that clears it.
     pub fn take(state: &HttpState, headers: &HeaderMap) -> (Flash, Option<HeaderValue>) {
-        match cookie(headers, FLASH_COOKIE) {
+        match cookie(state, headers, FLASH_COOKIE) {
             Some(sealed) => {
                 let flash = state
                     .flash_vault

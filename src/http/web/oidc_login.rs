@@ -95,7 +95,7 @@ pub async fn callback(
     let refused =
         || message(StatusCode::BAD_REQUEST, "Sign-in did not complete", "Start again from the sign-in page.");
     let Some(oidc) = state.oidc.clone() else { return refused() };
-    let pending: Option<Pending> = cookie(&headers, COOKIE)
+    let pending: Option<Pending> = cookie(&state, &headers, COOKIE)
         .and_then(|sealed| state.flash_vault.open(sealed))
         .and_then(|json| serde_json::from_str(&json).ok());
     let (Some(pending), Some(code), Some(returned)) = (pending, query.code, query.state) else {

@@ -6,8 +6,8 @@ use sqlx::Row;
 use super::events::{append_event, tell_app};
 use super::notifications::cancel_notifications;
 use super::{lock_account, SqlStore};
-use crate::domain::{AccountId, App, AppEvent, AuthCode, GrantInfo};
-use crate::store::{AppChanges, Granted, Revoked, StoreError};
+use crate::domain::{AccountId, App, AppEvent, AuthCode, GrantInfo, Status};
+use crate::store::{AppChanges, Granted, Grantee, Revoked, StoreError};
 
 const APP_COLUMNS: &str =
     "app_id, owner_id, name, redirect_uris, webhook_url, secret_hash, webhook_secret, created_at";
@@ -185,7 +185,8 @@ impl SqlStore {
         // Pausing forgets what the app was told: resuming tells it the status again.
         let Some(uid) = sqlx::query_scalar::<_, String>(
             "UPDATE grants SET enabled = COALESCE($3, enabled), coarse = COALESCE($4, coarse),
-                 last_status = CASE WHEN $3 = 0 THEN NULL ELSE last_status END
+                 last_status = CASE WHEN $3 = 0 THEN NULL ELSE last_status END,
+                 visible_since = CASE WHEN $3 = 0 THEN NULL ELSE visible_since END
              WHERE account_id = $1 AND app_id = $2 RETURNING uid",
         )
         .bind(account.0)
@@ -240,19 +241,18 @@ impl SqlStore {
         Ok(Some(Revoked { uid, events: vec![event] }))
     }
 
-    pub(super) async fn granted_account(
-        &self,
-        app_id: &str,
-        uid: &str,
-    ) -> Result<Option<AccountId>, StoreError> {
-        let account: Option<i64> = sqlx::query_scalar(
-            "SELECT account_id FROM grants WHERE app_id = $1 AND uid = $2 AND enabled = 1",
+    pub(super) async fn grantee(&self, app_id: &str, uid: &str) -> Result<Option<Grantee>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_id, last_status FROM grants WHERE app_id = $1 AND uid = $2 AND enabled = 1",
         )
         .bind(app_id)
         .bind(uid)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(account.map(AccountId))
+        Ok(row.map(|row| Grantee {
+            account: AccountId(row.get(0)),
+            app_view: row.get::<Option<&str>, _>(1).and_then(Status::named).unwrap_or(Status::Offline),
+        }))
     }
 
     pub(super) async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError> {

@@ -82,9 +82,13 @@ pub(super) async fn apply_status(
 }
 
 impl SqlStore {
-    pub(super) async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO devices (id, account_id, name, prid_hash, uaid, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+    pub(super) async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<bool, StoreError> {
+        // A UAID belongs to one device: one held by another device is refused (the unique index
+        // on devices.uaid backs this up against a concurrent insert).
+        let created = sqlx::query(
+            "INSERT INTO devices (id, account_id, name, prid_hash, uaid, created_at, last_seen)
+             SELECT $1, $2, $3, $4, $5, $6, NULL
+             WHERE NOT EXISTS (SELECT 1 FROM devices WHERE uaid = $5)",
         )
         .bind(device.id.as_str())
         .bind(device.account.0)
@@ -93,8 +97,9 @@ impl SqlStore {
         .bind(device.uaid.map(|u| u.to_string()))
         .bind(now)
         .execute(&self.writer)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(created == 1)
     }
 
     pub(super) async fn devices(&self, account: AccountId) -> Result<Vec<DeviceInfo>, StoreError> {
@@ -154,15 +159,19 @@ impl SqlStore {
         device: &DeviceId,
         uaid: &Uaid,
         now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET uaid = $1, last_seen = $2, node_id = $4 WHERE id = $3")
-            .bind(uaid.to_string())
-            .bind(now)
-            .bind(device.as_str())
-            .bind(&self.node)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let bound = sqlx::query(
+            "UPDATE devices SET uaid = $1, last_seen = $2, node_id = $4
+             WHERE id = $3 AND NOT EXISTS (SELECT 1 FROM devices other WHERE other.uaid = $1 AND other.id <> $3)",
+        )
+        .bind(uaid.to_string())
+        .bind(now)
+        .bind(device.as_str())
+        .bind(&self.node)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(bound == 1)
     }
 
     pub(super) async fn set_device_statuses(

@@ -29,13 +29,17 @@ pub(super) async fn append_event(
         .bind(now)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE grants SET last_status = $3, last_update_at = $4 WHERE app_id = $1 AND uid = $2")
-        .bind(app_id)
-        .bind(uid)
-        .bind(status)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE grants SET last_status = $3, last_update_at = $4,
+             visible_since = CASE WHEN $3 IN ('online', 'away') THEN COALESCE(visible_since, $4) END
+         WHERE app_id = $1 AND uid = $2",
+    )
+    .bind(app_id)
+    .bind(uid)
+    .bind(status)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     Ok(AppEvent { app_id: app_id.to_owned(), seq: seq as u64 })
 }
 

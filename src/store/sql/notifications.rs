@@ -22,8 +22,8 @@ pub(super) async fn cancel_notifications(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE notifications SET cancelled_at = $1 WHERE app_id = $2 AND account_id = $3 AND delivered_at IS NULL
-             AND cancelled_at IS NULL",
+        "UPDATE notifications SET cancelled_at = $1 WHERE app_id = $2 AND account_id = $3
+             AND shown_delivered_at IS NULL AND cancelled_at IS NULL",
     )
     .bind(now)
     .bind(app_id)
@@ -107,8 +107,14 @@ impl SqlStore {
             .await?
             .rows_affected();
             if first == 1 {
+                // The app is shown the delivery only if it sees the user now; otherwise once it
+                // does (see `notification_state`).
                 sqlx::query(
-                    "UPDATE notifications SET delivered_to = delivered_to + 1, delivered_at = COALESCE(delivered_at, $2)
+                    "UPDATE notifications SET delivered_to = delivered_to + 1, delivered_at = COALESCE(delivered_at, $2),
+                         shown_delivered_at = COALESCE(shown_delivered_at, CASE WHEN EXISTS (
+                             SELECT 1 FROM grants g WHERE g.app_id = notifications.app_id
+                                 AND g.account_id = notifications.account_id AND g.enabled = 1
+                                 AND g.last_status IN ('online', 'away')) THEN $2 END)
                      WHERE id = $1",
                 )
                 .bind(id)
@@ -170,38 +176,66 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Where a notification stands, as its app may know it: a delivery is shown only from a
+    /// time the app could see the user (online or away). A delivery to a user the app sees
+    /// offline (appearing offline, every device unavailable) stays hidden, as if no device had
+    /// been connected, until the app sees the user again before the notification expires; it
+    /// is then shown as delivered at that time, as a device coming back would have had it.
     pub(super) async fn notification_state(
         &self,
         app_id: &str,
         id: &str,
         now: i64,
     ) -> Result<Option<NotificationState>, StoreError> {
-        let row = sqlx::query(
-            "SELECT sent_at, expires_at, delivered_at, delivered_to, cancelled_at FROM notifications
-             WHERE app_id = $1 AND id = $2",
+        let Some(row) = sqlx::query(
+            "SELECT n.sent_at, n.expires_at, n.delivered_at, n.delivered_to, n.cancelled_at,
+                    n.shown_delivered_at, g.last_status, g.visible_since
+             FROM notifications n
+             LEFT JOIN grants g ON g.app_id = n.app_id AND g.account_id = n.account_id AND g.enabled = 1
+             WHERE n.app_id = $1 AND n.id = $2",
         )
         .bind(app_id)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| {
-            let (sent_at, expires_at): (i64, i64) = (row.get(0), row.get(1));
-            let delivered_at: Option<i64> = row.get(2);
-            let cancelled: Option<i64> = row.get(4);
-            let status = match (delivered_at, cancelled) {
-                (Some(_), _) => "delivered",
-                (None, Some(_)) => "cancelled",
-                (None, None) if expires_at <= now => "expired",
-                (None, None) => "queued",
-            };
-            NotificationState {
-                id: id.to_owned(),
-                status,
-                sent_at,
-                expires_at,
-                delivered_at,
-                delivered_to: row.get::<i64, _>(3) as u32,
+        .await?
+        else {
+            return Ok(None);
+        };
+        let (sent_at, expires_at): (i64, i64) = (row.get(0), row.get(1));
+        let delivered_at: Option<i64> = row.get(2);
+        let cancelled: Option<i64> = row.get(4);
+        let mut shown: Option<i64> = row.get(5);
+        let sees_user = matches!(row.get::<Option<&str>, _>(6), Some("online" | "away"));
+        if let (None, Some(delivered), true, Some(since)) =
+            (shown, delivered_at, sees_user, row.get::<Option<i64>, _>(7))
+        {
+            let at = delivered.max(since);
+            if at < expires_at && cancelled.is_none() {
+                sqlx::query(
+                    "UPDATE notifications SET shown_delivered_at = $3
+                     WHERE app_id = $1 AND id = $2 AND shown_delivered_at IS NULL",
+                )
+                .bind(app_id)
+                .bind(id)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                shown = Some(at);
             }
+        }
+        let status = match (shown, cancelled) {
+            (Some(_), _) => "delivered",
+            (None, Some(_)) => "cancelled",
+            (None, None) if expires_at <= now => "expired",
+            (None, None) => "queued",
+        };
+        Ok(Some(NotificationState {
+            id: id.to_owned(),
+            status,
+            sent_at,
+            expires_at,
+            delivered_at: shown,
+            delivered_to: if shown.is_some() { row.get::<i64, _>(3) as u32 } else { 0 },
         }))
     }
 

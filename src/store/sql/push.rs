@@ -3,8 +3,8 @@
 use sqlx::{AnyConnection, Row};
 
 use super::{Backend, SqlStore};
-use crate::domain::{ChannelId, PushUpdate, Uaid};
-use crate::store::{Registration, Saved, StoreError};
+use crate::domain::{ChannelId, DeviceId, PushUpdate, Uaid};
+use crate::store::{Registration, Saved, StoreError, UaidOwner};
 
 fn version_to_db(version: u64) -> i64 {
     i64::try_from(version).expect("versions are validated to fit in 63 bits")
@@ -23,12 +23,19 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn uaid_exists(&self, uaid: &Uaid) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM uaids WHERE uaid = $1")
-            .bind(uaid.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+    pub(super) async fn uaid_owner(&self, uaid: &Uaid) -> Result<UaidOwner, StoreError> {
+        let row =
+            sqlx::query("SELECT d.id FROM uaids u LEFT JOIN devices d ON d.uaid = u.uaid WHERE u.uaid = $1")
+                .bind(uaid.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            None => UaidOwner::Unknown,
+            Some(row) => match row.get::<Option<&str>, _>(0).and_then(DeviceId::parse) {
+                Some(device) => UaidOwner::Device(device),
+                None => UaidOwner::Unbound,
+            },
+        })
     }
 
     pub(super) async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {

@@ -70,7 +70,7 @@ impl SqlStore {
         let mut granted: Vec<String> = apps.to_vec();
         for row in query.fetch_all(&self.pool).await? {
             let app_id: String = row.get(1);
-            let told = row.get::<Option<&str>, _>(5).and_then(status_named);
+            let told = row.get::<Option<&str>, _>(5).and_then(Status::named);
             if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
                 account.grants.push(GrantState {
                     app_id: app_id.as_str().into(),
@@ -189,7 +189,9 @@ fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
         );
         let _ = writeln!(
             sql,
-            ") UPDATE grants SET last_status = v.status, last_update_at = {now} FROM v WHERE grants.uid = v.uid;"
+            ") UPDATE grants SET last_status = v.status, last_update_at = {now}, \
+             visible_since = CASE WHEN v.status IN ('online', 'away') THEN COALESCE(visible_since, {now}) END \
+             FROM v WHERE grants.uid = v.uid;"
         );
         sql.push_str("WITH v(app_id, seq) AS (VALUES ");
         rows(
@@ -205,11 +207,6 @@ fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
         sql.push_str("COMMIT;");
     }
     sql
-}
-
-/// A status as grants record what their app was told.
-fn status_named(name: &str) -> Option<Status> {
-    [Status::Online, Status::Away, Status::Offline].into_iter().find(|status| status.name() == name)
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use crate::domain::{
     Uaid, WebhookHealth, WebhookOutcome,
 };
 use crate::store::{
-    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
-    Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError, UidStatus,
-    WebhookTarget,
+    AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
+    NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
+    UaidOwner, UidStatus, WebhookTarget,
 };
 
 #[async_trait]
@@ -20,8 +20,8 @@ impl Store for SqlStore {
         SqlStore::check(self).await
     }
 
-    async fn uaid_exists(&self, uaid: &Uaid) -> Result<bool, StoreError> {
-        SqlStore::uaid_exists(self, uaid).await
+    async fn uaid_owner(&self, uaid: &Uaid) -> Result<UaidOwner, StoreError> {
+        SqlStore::uaid_owner(self, uaid).await
     }
 
     async fn connect_uaid(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
@@ -111,7 +111,7 @@ impl Store for SqlStore {
         SqlStore::set_policy(self, account, policy, now).await
     }
 
-    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<(), StoreError> {
+    async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<bool, StoreError> {
         SqlStore::create_device(self, device, now).await
     }
 
@@ -132,7 +132,7 @@ impl Store for SqlStore {
         SqlStore::device_by_prid(self, prid_hash).await
     }
 
-    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
+    async fn bind_device(&self, device: &DeviceId, uaid: &Uaid, now: i64) -> Result<bool, StoreError> {
         SqlStore::bind_device(self, device, uaid, now).await
     }
 
@@ -310,6 +310,14 @@ impl Store for SqlStore {
         SqlStore::enable_webhook(self, owner, app_id).await
     }
 
+    async fn webhook_allow(&self, app_id: &str) -> Result<Option<String>, StoreError> {
+        SqlStore::webhook_allow(self, app_id).await
+    }
+
+    async fn set_webhook_allow(&self, app_id: &str, ranges: &str) -> Result<bool, StoreError> {
+        SqlStore::set_webhook_allow(self, app_id, ranges).await
+    }
+
     async fn create_code(&self, hash: &str, code: &AuthCode) -> Result<(), StoreError> {
         SqlStore::create_code(self, hash, code).await
     }
@@ -318,8 +326,8 @@ impl Store for SqlStore {
         SqlStore::take_code(self, hash).await
     }
 
-    async fn granted_account(&self, app_id: &str, uid: &str) -> Result<Option<AccountId>, StoreError> {
-        SqlStore::granted_account(self, app_id, uid).await
+    async fn grantee(&self, app_id: &str, uid: &str) -> Result<Option<Grantee>, StoreError> {
+        SqlStore::grantee(self, app_id, uid).await
     }
 
     async fn create_notification(

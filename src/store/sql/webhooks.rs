@@ -7,6 +7,23 @@ use crate::domain::{AccountId, DeliveryRecord, WebhookHealth, WebhookOutcome};
 use crate::store::{StoreError, WebhookTarget};
 
 impl SqlStore {
+    pub(super) async fn webhook_allow(&self, app_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT webhook_allow FROM apps WHERE app_id = $1")
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn set_webhook_allow(&self, app_id: &str, ranges: &str) -> Result<bool, StoreError> {
+        let changed = sqlx::query("UPDATE apps SET webhook_allow = $2 WHERE app_id = $1")
+            .bind(app_id)
+            .bind(ranges)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(changed == 1)
+    }
+
     pub(super) async fn due_webhooks(
         &self,
         now: i64,
@@ -30,7 +47,8 @@ impl SqlStore {
         }
         let rows = sqlx::query(&format!(
             "UPDATE apps SET webhook_node = $2, webhook_claimed_until = $4 WHERE {DUE}
-             RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since"
+             RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
+                 webhook_allow"
         ))
         .bind(now)
         .bind(&self.node)
@@ -47,6 +65,7 @@ impl SqlStore {
                 cursor: row.get::<i64, _>(3) as u64,
                 attempts: row.get::<i64, _>(4) as u32,
                 failing_since: row.get(5),
+                allow: row.get(6),
             })
             .collect())
     }

@@ -2,6 +2,7 @@
 //! first. `TestApp` speaks to it as devices, users and the bus see it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -10,7 +11,7 @@ use super::data::{database_url, DataDir, POOL};
 use super::http::{
     metric_in, put, register_device_at, reply, sign_in, status_at, Device, Reply, User, PASSWORD,
 };
-use super::service::{self, AccountId, Core, DeviceClient, Signals, Status};
+use super::service::{self, AccountId, Core, DeviceClient, Lookup, Signals, Status};
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
@@ -29,11 +30,18 @@ pub struct TestApp {
 pub struct Builder {
     settings: Vec<(&'static str, String)>,
     dir: Option<PathBuf>,
+    lookup: Option<Arc<dyn Lookup>>,
 }
 
 impl Builder {
     pub fn set(mut self, key: &'static str, value: impl Into<String>) -> Self {
         self.settings.push((key, value.into()));
+        self
+    }
+
+    /// Resolve webhook hosts with this instead of the system resolver.
+    pub fn resolver(mut self, lookup: Arc<dyn Lookup>) -> Self {
+        self.lookup = Some(lookup);
         self
     }
 
@@ -64,7 +72,7 @@ impl Builder {
         }
         settings.extend(self.settings);
         let shutdown = CancellationToken::new();
-        let server = service::serve(settings, shutdown.clone()).await;
+        let server = service::serve(settings, self.lookup, shutdown.clone()).await;
         TestApp {
             addr: server.addr,
             state: server.state,
@@ -93,6 +101,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The data directory (for the CLI to work on, as an operator's would).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub async fn connect(&self) -> DeviceClient {

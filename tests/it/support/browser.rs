@@ -1,5 +1,5 @@
 //! Browsers: `Browser`, a browser without JavaScript over plain HTTP (keeps cookies, follows no
-//! redirects, adds the CSRF token to forms), and `chromium()`, a real headless Chromium driven
+//! redirects, adds the CSRF token of the last page it was shown to forms), and `chromium()`, a real headless Chromium driven
 //! through chromedriver, with the few steps the tests take in it.
 //!
 //! Chromium needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without
@@ -20,6 +20,25 @@ pub struct Browser {
     http: reqwest::Client,
     cookies: HashMap<String, String>,
     base: String,
+    /// The CSRF token of the last page that had a form, and the session and pre-session
+    /// cookies it was shown with (a token is bound to them).
+    csrf: Option<(String, String)>,
+}
+
+/// The session and pre-session cookies, under either name.
+fn binding(cookies: &HashMap<String, String>) -> String {
+    ["presence_session", "__Host-presence_session", "presence_csrf", "__Host-presence_csrf"]
+        .iter()
+        .map(|name| cookies.get(*name).cloned().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The value of the first `csrf` form field of a page.
+pub fn csrf_of(body: &str) -> Option<String> {
+    let start = body.find(r#"name="csrf" value=""#)? + r#"name="csrf" value=""#.len();
+    let token = &body[start..start + body[start..].find('"')?];
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 pub struct Page {
@@ -37,7 +56,7 @@ impl Browser {
     /// A browser for the server at `base` (`http://host:port`).
     pub fn at(base: &str) -> Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { http, cookies: HashMap::new(), base: base.to_owned() }
+        Browser { http, cookies: HashMap::new(), base: base.to_owned(), csrf: None }
     }
 
     fn cookie_header(&self) -> String {
@@ -58,7 +77,31 @@ impl Browser {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let location = headers.get("location").map(|v| v.to_str().unwrap().to_owned());
-        Page { status, location, body: response.text().await.unwrap(), headers }
+        let body = response.text().await.unwrap();
+        if let Some(token) = csrf_of(&body) {
+            self.csrf = Some((token, binding(&self.cookies)));
+        }
+        Page { status, location, body, headers }
+    }
+
+    /// The CSRF token for this browser's cookies: the last page's, or, when the browser signed
+    /// in or out since, that of a page fetched now (as the user would reload it).
+    pub async fn csrf(&mut self) -> String {
+        let current = binding(&self.cookies);
+        if let Some((token, shown_with)) = &self.csrf {
+            if *shown_with == current {
+                return token.clone();
+            }
+        }
+        let signed_in =
+            ["presence_session", "__Host-presence_session"].iter().any(|c| self.cookies.contains_key(*c));
+        self.get(if signed_in { "/settings" } else { "/login" }).await;
+        self.csrf.as_ref().map(|(token, _)| token.clone()).unwrap_or_default()
+    }
+
+    /// Sets a cookie as another site (or an attacker on the network) might plant it.
+    pub fn plant_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(name.to_owned(), value.to_owned());
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
@@ -68,7 +111,7 @@ impl Browser {
 
     /// Submits a form with this browser's CSRF token added.
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.cookies.get("presence_csrf").cloned().unwrap_or_default();
+        let csrf = self.csrf().await;
         let mut form: Vec<(&str, &str)> = fields.to_vec();
         form.push(("csrf", &csrf));
         let request = self.http.post(format!("{}{path}", self.base)).form(&form);

@@ -28,8 +28,14 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start_on(port: u16) -> Nats {
+        Nats::start_with(port, &[]).await
+    }
+
+    /// A server on `port` with these options too (`--auth TOKEN`, `--user U --pass P`, `--tls …`).
+    pub async fn start_with(port: u16, options: &[&str]) -> Nats {
         let child = tokio::process::Command::new("/usr/sbin/nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(options)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -45,8 +51,16 @@ impl Nats {
     }
 
     pub async fn start() -> Nats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Nats::start_on(port).await
+        Nats::start_on(free_port()).await
+    }
+
+    /// A server on a free port with these options too.
+    pub async fn start_with_options(options: &[&str]) -> Nats {
+        Nats::start_with(free_port(), options).await
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Kills the server; returns its port, to start another on the same address.
@@ -54,6 +68,10 @@ impl Nats {
         self.child.kill().await.unwrap();
         self.port
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Two nodes, an app with a webhook and a stream, and a user who granted it access.

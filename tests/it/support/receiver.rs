@@ -123,3 +123,38 @@ impl Receiver {
             .last()
     }
 }
+
+/// A stub resolver for webhook hosts: each name resolves to what the test last said, and every
+/// lookup is recorded, to play DNS tricks (rebinding) without any real DNS.
+#[derive(Default)]
+pub struct StubResolver {
+    names: Mutex<std::collections::HashMap<String, Vec<std::net::IpAddr>>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl StubResolver {
+    /// From now on `name` resolves to `addrs`.
+    pub fn set(&self, name: &str, addrs: &[&str]) {
+        let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        self.names.lock().unwrap().insert(name.to_owned(), addrs);
+    }
+
+    /// The names looked up so far, in order.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl super::service::Lookup for StubResolver {
+    fn lookup(
+        &self,
+        host: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>>
+    {
+        self.asked.lock().unwrap().push(host.to_owned());
+        let found = self.names.lock().unwrap().get(host).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such name"))
+        })
+    }
+}

@@ -38,12 +38,20 @@ pub struct Server {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts a server with these settings (any setting of `presence.sample.toml`); it stops when
-/// `shutdown` is cancelled.
-pub async fn serve(settings: Vec<(&'static str, String)>, shutdown: CancellationToken) -> Server {
+/// What webhook hosts resolve to, as the service asks it.
+pub use presence::egress::Lookup;
+
+/// Starts a server with these settings (any setting of `presence.sample.toml`), resolving
+/// webhook hosts with `lookup` if given; it stops when `shutdown` is cancelled.
+pub async fn serve(
+    settings: Vec<(&'static str, String)>,
+    lookup: Option<std::sync::Arc<dyn Lookup>>,
+    shutdown: CancellationToken,
+) -> Server {
     let config = presence::config::Config::load(None, std::iter::empty(), settings)
         .expect("test configuration is valid");
-    let app = presence::app::build(config).await.expect("the server starts");
+    let options = presence::app::Options { lookup };
+    let app = presence::app::build_with(config, options).await.expect("the server starts");
     let addr = app.local_addr();
     let state = app.parts().core.clone();
     let signals = state.bus.subscribe();
