@@ -7,6 +7,7 @@ pub mod apps;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod me;
 pub mod notifications;
 pub mod oidc;
 pub mod web;
@@ -40,7 +41,13 @@ impl std::ops::Deref for HttpState {
 pub fn routes(state: HttpState) -> Router {
     let json_limit = DefaultBodyLimit::max(state.config.max_json_body);
     Router::new()
-        .merge(api::routes().merge(apps::routes()).merge(notifications::routes()).layer(json_limit))
+        .merge(
+            api::routes()
+                .merge(me::routes())
+                .merge(apps::routes())
+                .merge(notifications::routes())
+                .layer(json_limit),
+        )
         .merge(web::routes())
         .merge(health::routes())
         .with_state(state)

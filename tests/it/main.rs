@@ -9,6 +9,7 @@ mod cluster;
 mod consent;
 mod delivery;
 mod gateway;
+mod lifecycle;
 mod malformed;
 mod notifications;
 mod operations;

@@ -11,6 +11,8 @@
 // handlers flat, and these paths are cold.
 #![allow(clippy::result_large_err)]
 
+mod account;
+mod confirm;
 mod consent;
 mod developers;
 mod login;
@@ -51,6 +53,10 @@ pub fn routes() -> Router<HttpState> {
         .route("/settings/policy", post(settings::save_policy))
         .route("/settings/devices/{device_id}/remove", post(settings::remove_device))
         .route("/settings/apps/{app_id}", post(settings::change_app))
+        .route("/settings/password", post(account::change_password))
+        .route("/settings/sessions/{id}/revoke", post(account::revoke_session))
+        .route("/settings/export", get(account::export))
+        .route("/settings/delete", post(account::delete_account))
         .route("/developers", get(developers::page))
         .route("/developers/apps", post(developers::create))
         .route("/developers/apps/{app_id}/secret", post(developers::rotate))

@@ -91,6 +91,11 @@ impl TestApp {
         format!("ws://{}/", self.addr)
     }
 
+    /// The server's data directory (its database, on the SQLite run).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
