@@ -170,6 +170,8 @@ impl App {
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
         tokio::spawn(purge_old_events(state.clone()));
+        let control = crate::http::control::socket_path(&state.config.data_dir);
+        tokio::spawn(crate::http::control::serve(state.clone(), control, state.shutdown.clone()));
         let stop = shutdown.clone();
         let send_buffer = state.config.socket_send_buffer;
         let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod operator;
 pub mod settings;
 pub mod simulator;
 
@@ -30,10 +31,10 @@ enum Command {
     Serve(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
-    /// Manage local accounts.
+    /// Manage accounts: add a local one, list, disable, enable, delete.
     #[command(subcommand)]
     Account(AccountCommand),
-    /// Register apps.
+    /// Manage apps: register one, list, disable, enable, delete.
     #[command(subcommand)]
     App(AppCommand),
     /// A simulated device: signs in, registers, connects and reports statuses.
@@ -88,6 +89,10 @@ enum AppCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Every app: id, name, owner, when created and disabled, how many users granted it.
+    List(operator::Listing),
+    #[command(flatten)]
+    Change(operator::Verb),
 }
 
 #[derive(Subcommand)]
@@ -99,6 +104,11 @@ enum AccountCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Every account: number, email (or subject), how it signs in, when created and disabled,
+    /// its devices and apps.
+    List(operator::Listing),
+    #[command(flatten)]
+    Change(operator::Verb),
 }
 
 #[derive(Args)]
@@ -141,6 +151,8 @@ enum Job {
     CreateApp { config: Config, owner: String, name: String, redirect_uris: Vec<String>, webhook_url: String },
     Device(simulator::Options),
     Bench(bench::Options),
+    List(Config, operator::Kind, bool),
+    Change(Config, operator::Kind, operator::Verb),
 }
 
 /// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
@@ -158,6 +170,15 @@ pub fn main() -> ExitCode {
             eprintln!("presence: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
+    };
+    let job = match job {
+        Job::List(config, kind, json) => {
+            return runtime.block_on(operator::list(config, kind, json)).exit_code()
+        }
+        Job::Change(config, kind, verb) => {
+            return runtime.block_on(operator::change(config, kind, &verb)).exit_code()
+        }
+        job => job,
     };
     let bench = matches!(job, Job::Bench(_));
     match runtime.block_on(run(job)) {
@@ -178,6 +199,12 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::Serve(settings) | Command::Migrate(settings) => settings,
         Command::Account(AccountCommand::Add { settings, .. }) => settings,
         Command::App(AppCommand::Create { settings, .. }) => settings,
+        Command::Account(AccountCommand::List(listing)) | Command::App(AppCommand::List(listing)) => {
+            &listing.settings
+        }
+        Command::Account(AccountCommand::Change(verb)) | Command::App(AppCommand::Change(verb)) => {
+            verb.settings()
+        }
         Command::Device(args) => return device_options(args).map(Job::Device),
         Command::Bench(args) => return bench_options(args).map(Job::Bench),
     };
@@ -193,6 +220,12 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
             Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
         }
+        Command::Account(AccountCommand::List(listing)) => {
+            Job::List(config, operator::Kind::Account, listing.json)
+        }
+        Command::App(AppCommand::List(listing)) => Job::List(config, operator::Kind::App, listing.json),
+        Command::Account(AccountCommand::Change(verb)) => Job::Change(config, operator::Kind::Account, verb),
+        Command::App(AppCommand::Change(verb)) => Job::Change(config, operator::Kind::App, verb),
         Command::Device(_) | Command::Bench(_) => unreachable!("returned above"),
     })
 }
@@ -206,6 +239,7 @@ async fn run(job: Job) -> Result<(), BoxError> {
             create_app(config, &owner, &name, &redirect_uris, &webhook_url).await
         }
         Job::Device(options) => Ok(simulator::run(options).await?),
+        Job::List(..) | Job::Change(..) => unreachable!("run in main"),
         Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apps;
 pub mod auth;
+pub mod control;
 pub mod error;
 pub mod health;
 pub mod me;

@@ -13,6 +13,7 @@ mod lifecycle;
 mod malformed;
 mod notifications;
 mod operations;
+mod operators;
 mod presence;
 mod restart;
 mod update_endpoint;

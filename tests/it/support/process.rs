@@ -40,6 +40,29 @@ pub async fn cli(args: &[&str], dir: &Path, stdin: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// How a `presence` command ended: its exit code, standard output and standard error.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a `presence` command on a data directory, whatever its outcome.
+pub async fn cli_run(args: &[&str], dir: &Path) -> Ran {
+    let output = presence_command()
+        .args(args)
+        .args(store_flags(dir).await)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
 /// `presence serve` on a data directory, with these extra flags; returns once it listens.
 pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
     let mut child = presence_command()
