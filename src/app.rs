@@ -216,6 +216,10 @@ pub fn router(parts: &Parts) -> Router {
         .merge(crate::fanout::routes(parts.fanout.clone()))
         .merge(crate::http::routes(parts.http.clone()))
         .fallback(any(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            parts.http.clone(),
+            crate::http::web::landing::for_browsers,
+        ))
         .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers))
 }
 

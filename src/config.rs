@@ -153,9 +153,22 @@ pub struct Config {
     pub oidc_audience: String,
     #[serde(default)]
     pub oidc_client_secret: SecretString,
+    pub oidc_provider_name: String,
 }
 
 impl Config {
+    /// What the browser sign-in button calls the identity provider: `oidc_provider_name`, or
+    /// else the issuer's host name.
+    pub fn oidc_provider(&self) -> String {
+        if !self.oidc_provider_name.trim().is_empty() {
+            return self.oidc_provider_name.trim().to_owned();
+        }
+        url::Url::parse(&self.oidc_issuer)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "your identity provider".to_owned())
+    }
+
     /// Merges the layers and validates the result.
     ///
     /// `file` is the path and text of the `--config` file, `env` every environment pair (only

@@ -14,6 +14,7 @@ mod malformed;
 mod notifications;
 mod operations;
 mod operators;
+mod pages;
 mod presence;
 mod restart;
 mod update_endpoint;

@@ -20,6 +20,8 @@ struct LoginPage {
     signup_open: bool,
     /// Offer "sign in with the identity provider".
     oidc: bool,
+    /// What the button calls the provider.
+    provider: String,
     next: String,
     error: Option<&'static str>,
     csrf: String,
@@ -57,6 +59,7 @@ pub async fn page(
         signup: false,
         signup_open: state.config.signup == crate::config::Signup::Open,
         oidc: state.oidc.is_some(),
+        provider: state.config.oidc_provider(),
         next,
         error: login_error(query.error.as_deref()),
         csrf,
@@ -77,6 +80,7 @@ pub async fn signup_page(
         signup: true,
         signup_open: true,
         oidc: false,
+        provider: String::new(),
         next,
         error: login_error(query.error.as_deref()),
         csrf,
