@@ -63,6 +63,8 @@ pub struct App {
     listener: TcpListener,
     parts: Parts,
     addr: SocketAddr,
+    /// The admin listener (`admin_listen`), if configured.
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 /// Opens the store (applying migrations), loads the endpoint key and binds the listener.
@@ -71,8 +73,17 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let admin = match config.admin_addr() {
+        Some(admin_addr) => {
+            let bind_error = |source| StartError::Bind { addr: admin_addr, source };
+            let admin = TcpListener::bind(admin_addr).await.map_err(bind_error)?;
+            let bound = admin.local_addr().map_err(bind_error)?;
+            Some((admin, bound))
+        }
+        None => None,
+    };
     let parts = open(config, addr).await?;
-    Ok(App { listener, parts, addr })
+    Ok(App { listener, parts, addr, admin })
 }
 
 /// Everything but the listener: for commands that use the store and the operations without
@@ -142,6 +153,11 @@ impl App {
         self.addr
     }
 
+    /// Where the admin listener is bound, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
     pub fn parts(&self) -> &Parts {
         &self.parts
     }
@@ -150,7 +166,16 @@ impl App {
     /// ("going away"), waits up to `shutdown_grace` for them and for in-flight requests, and
     /// closes the store so every write has finished.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let App { listener, parts, .. } = self;
+        let App { listener, parts, admin, .. } = self;
+        if let Some((admin, _)) = admin {
+            let router = crate::http::access::layer(crate::http::health::admin(parts.http.clone()));
+            let stop = state_shutdown(&shutdown);
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(admin, router).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %error, "the admin listener failed");
+                }
+            });
+        }
         let state = parts.core.clone();
         // Devices of a previous run (or of dead nodes) are offline until they reconnect.
         if let Err(error) = crate::ops::cluster::join(&state).await {
@@ -209,8 +234,19 @@ impl App {
     }
 }
 
-/// Every route of the node: the gateway's, the streams', the API's and the pages'.
+/// Resolves when the node is told to shut down.
+fn state_shutdown(shutdown: &CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let shutdown = shutdown.clone();
+    async move { shutdown.cancelled().await }
+}
+
+/// Every route of the node: the gateway's, the streams', the API's and the pages', with request
+/// ids and the access log.
 pub fn router(parts: &Parts) -> Router {
+    crate::http::access::layer(routes(parts))
+}
+
+fn routes(parts: &Parts) -> Router {
     Router::new()
         .merge(crate::gateway::routes(parts.gateway.clone()))
         .merge(crate::fanout::routes(parts.fanout.clone()))

@@ -70,6 +70,7 @@ pub struct Config {
     #[serde(skip)]
     pub ignored_env: Vec<String>,
     pub listen: SocketAddr,
+    pub admin_listen: String,
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/presence.db`.
     #[serde(default)]
@@ -157,6 +158,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the admin listener (`/metrics`, `/healthz`, `/livez`) binds, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen.trim().parse().ok()
+    }
+
     /// What the browser sign-in button calls the identity provider: `oidc_provider_name`, or
     /// else the issuer's host name.
     pub fn oidc_provider(&self) -> String {
@@ -321,6 +327,12 @@ impl Config {
             || self.max_notifications_per_device == 0
         {
             return invalid("notification rates and max_notifications_per_device must be at least 1".into());
+        }
+        if !self.admin_listen.trim().is_empty() && self.admin_listen.trim().parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "admin_listen must be an address like 127.0.0.1:9090, not {:?}",
+                self.admin_listen
+            ));
         }
         if self.oidc_issuer.is_empty() != self.oidc_audience.is_empty() {
             return invalid("oidc_issuer and oidc_audience go together: set both or neither".into());

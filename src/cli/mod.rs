@@ -252,6 +252,10 @@ async fn serve(config: Config) -> Result<(), BoxError> {
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("presence listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    if let Some(admin) = app.admin_addr() {
+        println!("presence admin on http://{admin}");
+        tracing::info!(%admin, "admin listener (/metrics, /healthz, /livez)");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     app.run(shutdown).await?;

@@ -2,6 +2,7 @@
 //! consent, settings, developers) and the operator's `/healthz` and `/metrics`. Handlers parse
 //! the request, call an operation (`ops`) and shape the answer; errors become `ApiError`.
 
+pub mod access;
 pub mod api;
 pub mod apps;
 pub mod auth;
@@ -50,6 +51,6 @@ pub fn routes(state: HttpState) -> Router {
                 .layer(json_limit),
         )
         .merge(web::routes())
-        .merge(health::routes())
+        .merge(health::routes(state.config.admin_addr().is_none()))
         .with_state(state)
 }

@@ -14,6 +14,8 @@ use super::service::{self, AccountId, Core, DeviceClient, Signals, Status};
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The admin listener, with `admin_listen` set.
+    pub admin: Option<std::net::SocketAddr>,
     state: Core,
     /// Every bus signal since the server started (subscribed before it ran).
     signals: tokio::sync::Mutex<Signals>,
@@ -67,6 +69,7 @@ impl Builder {
         let server = service::serve(settings, shutdown.clone()).await;
         TestApp {
             addr: server.addr,
+            admin: server.admin,
             state: server.state,
             signals: tokio::sync::Mutex::new(server.signals),
             http: reqwest::Client::new(),

@@ -65,13 +65,18 @@ pub async fn cli_run(args: &[&str], dir: &Path) -> Ran {
 
 /// `presence serve` on a data directory, with these extra flags; returns once it listens.
 pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
+    spawn_process_logging(dir, extra, std::process::Stdio::null()).await
+}
+
+/// `spawn_process` with its standard error (the logs) going to `stderr`.
+pub async fn spawn_process_logging(dir: &Path, extra: &[&str], stderr: std::process::Stdio) -> ServerProcess {
     let mut child = presence_command()
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(store_flags(dir).await)
         .args(extra)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("the binary starts");
