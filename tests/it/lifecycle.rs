@@ -197,3 +197,49 @@ async fn the_settings_page_audits_consent_and_asks_before_revoking_or_deleting()
     assert!(deleted.body.contains("Account deleted"));
     assert_eq!(app.get_as(&user.token, "/v1/me").await.status, 401);
 }
+
+#[tokio::test]
+async fn the_settings_page_changes_the_password_and_signs_out_a_session() {
+    let app = spawn_app().await;
+    let user = app.user("forms@example.com").await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("forms@example.com").await;
+    let page = browser.get("/settings").await;
+    assert!(page.body.contains("id=\"password-form\""));
+    assert!(page.body.contains("This browser"));
+    assert!(page.body.contains("API token"));
+
+    let wrong =
+        browser.post("/settings/password", &[("current", "not it at all"), ("new", "a new secret")]).await;
+    assert_eq!(wrong.status, 303);
+    assert!(browser.get("/settings").await.body.contains("the current password is wrong"));
+    let changed = browser.post("/settings/password", &[("current", PASSWORD), ("new", "a new secret")]).await;
+    assert_eq!(changed.status, 303);
+    let after = browser.get("/settings").await;
+    assert_eq!(after.status, 200, "this browser stays signed in");
+    assert!(after.body.contains("Your one other session was signed out."), "{}", after.body);
+    assert_eq!(app.get_as(&user.token, "/v1/me").await.status, 401, "the API token ended");
+
+    // A second browser appears in the list and is signed out from the first.
+    let second_token = reqwest::Client::new()
+        .post(app.url("/v1/tokens"))
+        .json(&json!({"email": "forms@example.com", "password": "a new secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sessions = app.get_as(&second_token, "/v1/me/sessions").await.json();
+    let id = sessions["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signed_out = browser.post(&format!("/settings/sessions/{id}/revoke"), &[]).await;
+    assert_eq!(signed_out.status, 303);
+    assert_eq!(app.get_as(&second_token, "/v1/me").await.status, 401);
+    assert!(browser.get("/settings").await.body.contains("That session is signed out."));
+}
