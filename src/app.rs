@@ -65,6 +65,8 @@ pub struct App {
     addr: SocketAddr,
     /// The admin listener (`admin_listen`), if configured.
     admin: Option<(TcpListener, SocketAddr)>,
+    /// The operator's control socket in the data directory, if it could be bound.
+    control: Option<tokio::net::UnixListener>,
 }
 
 /// Opens the store (applying migrations), loads the endpoint key and binds the listener.
@@ -83,7 +85,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         None => None,
     };
     let parts = open(config, addr).await?;
-    Ok(App { listener, parts, addr, admin })
+    let control = crate::http::control::bind(&crate::http::control::socket_path(&parts.core.config.data_dir));
+    Ok(App { listener, parts, addr, admin, control })
 }
 
 /// Everything but the listener: for commands that use the store and the operations without
@@ -166,7 +169,7 @@ impl App {
     /// ("going away"), waits up to `shutdown_grace` for them and for in-flight requests, and
     /// closes the store so every write has finished.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let App { listener, parts, admin, .. } = self;
+        let App { listener, parts, admin, control, .. } = self;
         if let Some((admin, _)) = admin {
             let router = crate::http::access::layer(crate::http::health::admin(parts.http.clone()));
             let stop = state_shutdown(&shutdown);
@@ -195,8 +198,10 @@ impl App {
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
         tokio::spawn(purge_old_events(state.clone()));
-        let control = crate::http::control::socket_path(&state.config.data_dir);
-        tokio::spawn(crate::http::control::serve(state.clone(), control, state.shutdown.clone()));
+        if let Some(control) = control {
+            let path = crate::http::control::socket_path(&state.config.data_dir);
+            tokio::spawn(crate::http::control::serve(state.clone(), control, path, state.shutdown.clone()));
+        }
         let stop = shutdown.clone();
         let send_buffer = state.config.socket_send_buffer;
         let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {

@@ -159,7 +159,7 @@ pub async fn change(config: Config, kind: Kind, verb: &Verb) -> Outcome {
     let outcome = match tokio::net::UnixStream::connect(&socket).await {
         Ok(stream) => through_socket(stream, kind, action, &target.name).await,
         // No node runs on this data directory: act on the store here.
-        Err(_) => directly(config, kind, action, &target.name).await,
+        Err(_) => directly(config, kind, action, &target.name, &socket).await,
     };
     if matches!(outcome, Outcome::Done) {
         let past = match action {
@@ -176,11 +176,32 @@ pub async fn change(config: Config, kind: Kind, verb: &Verb) -> Outcome {
     outcome
 }
 
-async fn directly(config: Config, kind: Kind, action: &str, name: &str) -> Outcome {
+async fn directly(config: Config, kind: Kind, action: &str, name: &str, socket: &std::path::Path) -> Outcome {
     let core = match open(config).await {
         Ok(core) => core,
         Err(outcome) => return outcome,
     };
+    // A lone node holds presence in memory: a change written beside it would be overwritten, and
+    // seqs it hands out would collide with ours. Only in a cluster (the store is the truth, the
+    // bus reaches the nodes) may a change be made from outside a node.
+    if !core.is_clustered() {
+        match core.store.live_nodes(crate::clock::unix_now()).await {
+            Ok(0) => {}
+            Ok(_) => {
+                core.store.close().await;
+                return Outcome::Failed(format!(
+                    "a node is running on this database but its control socket {} does not answer; \
+                     run this where that node runs (with its data_dir), or stop it first (a node that \
+                     died holds its lease for node_lease)",
+                    socket.display()
+                ));
+            }
+            Err(error) => {
+                core.store.close().await;
+                return failed(crate::error::chain(&error));
+            }
+        }
+    }
     let result = match kind {
         Kind::Account => match lifecycle::find_account(&core, name).await {
             Ok(account) => match action {

@@ -31,29 +31,39 @@ fn routes(core: Core) -> Router {
         .with_state(core)
 }
 
-/// Serves the control socket until `shutdown`; a socket that cannot be bound is logged and
-/// left out (the verbs then work on the store directly).
-pub async fn serve(core: Core, path: PathBuf, shutdown: CancellationToken) {
+/// Binds the control socket (before the node says it listens, so a verb run right after start
+/// finds it). `None`, logged, when another live node serves it or it cannot be bound; the verbs
+/// then refuse to change a lone node's data behind its back.
+pub fn bind(path: &Path) -> Option<tokio::net::UnixListener> {
     // A socket file left by a process that died is in the way; a live one answers.
-    if tokio::net::UnixStream::connect(&path).await.is_ok() {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
         tracing::warn!(path = %path.display(), "another node serves this control socket; not serving it here");
-        return;
+        return None;
     }
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
+    let _ = std::fs::remove_file(path);
+    let listener = match tokio::net::UnixListener::bind(path) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::warn!(path = %path.display(), error = %error, "cannot serve the control socket");
-            return;
+            return None;
         }
     };
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Err(error) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-            tracing::warn!(path = %path.display(), error = %error, "cannot restrict the control socket");
-            return;
-        }
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), error = %error, "cannot restrict the control socket");
+        let _ = std::fs::remove_file(path);
+        return None;
     }
+    Some(listener)
+}
+
+/// Serves the control socket until `shutdown`, then removes it.
+pub async fn serve(
+    core: Core,
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    shutdown: CancellationToken,
+) {
     let stop = shutdown.clone();
     let served =
         axum::serve(listener, routes(core)).with_graceful_shutdown(async move { stop.cancelled().await });

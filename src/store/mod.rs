@@ -170,6 +170,9 @@ pub trait Store: Send + Sync + 'static {
 
     // Nodes.
 
+    /// How many nodes hold a lease that has not run out (running, or died less than a lease ago).
+    async fn live_nodes(&self, now: i64) -> Result<u64, StoreError>;
+
     /// Takes a lease for this node until `until` (at start, or after losing it).
     async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError>;
 

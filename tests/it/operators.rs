@@ -162,3 +162,18 @@ async fn without_a_running_node_the_verbs_work_on_the_store() {
     let listed = cli_run(&["app", "list", "--json"], app.dir()).await;
     assert_eq!(serde_json::from_str::<serde_json::Value>(&listed.stdout).unwrap()["apps"], json!([]));
 }
+
+#[tokio::test]
+async fn a_lone_node_whose_control_socket_does_not_answer_is_not_changed_behind_its_back() {
+    let data = DataDir::new();
+    chat_app_by_cli(&data.path, "http://127.0.0.1:9/hook").await;
+    let _server = crate::support::spawn_process(&data.path, &[]).await;
+    // The socket file is gone (say, removed by hand): the verb must not write beside the node.
+    std::fs::remove_file(data.path.join("presence.sock")).unwrap();
+    let refused = cli_run(&["account", "disable", "kim@example.com"], &data.path).await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains("control socket"), "{}", refused.stderr);
+    let listed = cli_run(&["account", "list", "--json"], &data.path).await;
+    let accounts: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert!(accounts["accounts"].as_array().unwrap().iter().all(|a| a["disabled_at"].is_null()));
+}

@@ -170,6 +170,10 @@ impl Store for SqlStore {
         SqlStore::expire_stale(self, cutoff, now).await
     }
 
+    async fn live_nodes(&self, now: i64) -> Result<u64, StoreError> {
+        SqlStore::live_nodes(self, now).await
+    }
+
     async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError> {
         SqlStore::take_lease(self, until, now).await
     }
