@@ -217,6 +217,10 @@ async fn directly(config: Config, kind: Kind, action: &str, name: &str, socket: 
             _ => lifecycle::delete_app(&core, name).await,
         },
     };
+    // The nodes hear of it (devices to close, streams to end) before this process exits.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), core.bus.flush()).await.is_err() {
+        tracing::warn!("the bus did not take the signals within 5 s; nodes may not hear of the change until devices reconnect");
+    }
     core.store.close().await;
     match result {
         Ok(()) => Outcome::Done,
