@@ -63,6 +63,10 @@ pub struct App {
     listener: TcpListener,
     parts: Parts,
     addr: SocketAddr,
+    /// The admin listener (`admin_listen`), if configured.
+    admin: Option<(TcpListener, SocketAddr)>,
+    /// The operator's control socket in the data directory, if it could be bound.
+    control: Option<tokio::net::UnixListener>,
 }
 
 /// What a test may put in place of a node's own parts; production uses the defaults.
@@ -83,8 +87,18 @@ pub async fn build_with(config: Config, options: Options) -> Result<App, StartEr
         .await
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let admin = match config.admin_addr() {
+        Some(admin_addr) => {
+            let bind_error = |source| StartError::Bind { addr: admin_addr, source };
+            let admin = TcpListener::bind(admin_addr).await.map_err(bind_error)?;
+            let bound = admin.local_addr().map_err(bind_error)?;
+            Some((admin, bound))
+        }
+        None => None,
+    };
     let parts = open_with(config, addr, options).await?;
-    Ok(App { listener, parts, addr })
+    let control = crate::http::control::bind(&crate::http::control::socket_path(&parts.core.config.data_dir));
+    Ok(App { listener, parts, addr, admin, control })
 }
 
 /// Everything but the listener: for commands that use the store and the operations without
@@ -166,6 +180,11 @@ impl App {
         self.addr
     }
 
+    /// Where the admin listener is bound, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
     pub fn parts(&self) -> &Parts {
         &self.parts
     }
@@ -174,7 +193,16 @@ impl App {
     /// ("going away"), waits up to `shutdown_grace` for them and for in-flight requests, and
     /// closes the store so every write has finished.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let App { listener, parts, .. } = self;
+        let App { listener, parts, admin, control, .. } = self;
+        if let Some((admin, _)) = admin {
+            let router = crate::http::access::layer(crate::http::health::admin(parts.http.clone()));
+            let stop = state_shutdown(&shutdown);
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(admin, router).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %error, "the admin listener failed");
+                }
+            });
+        }
         let state = parts.core.clone();
         // Devices of a previous run (or of dead nodes) are offline until they reconnect.
         if let Err(error) = crate::ops::cluster::join(&state).await {
@@ -194,6 +222,10 @@ impl App {
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
         tokio::spawn(purge_old_events(state.clone()));
+        if let Some(control) = control {
+            let path = crate::http::control::socket_path(&state.config.data_dir);
+            tokio::spawn(crate::http::control::serve(state.clone(), control, path, state.shutdown.clone()));
+        }
         let stop = shutdown.clone();
         let send_buffer = state.config.socket_send_buffer;
         let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
@@ -231,13 +263,28 @@ impl App {
     }
 }
 
-/// Every route of the node: the gateway's, the streams', the API's and the pages'.
+/// Resolves when the node is told to shut down.
+fn state_shutdown(shutdown: &CancellationToken) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let shutdown = shutdown.clone();
+    async move { shutdown.cancelled().await }
+}
+
+/// Every route of the node: the gateway's, the streams', the API's and the pages', with request
+/// ids and the access log.
 pub fn router(parts: &Parts) -> Router {
+    crate::http::access::layer(routes(parts))
+}
+
+fn routes(parts: &Parts) -> Router {
     Router::new()
         .merge(crate::gateway::routes(parts.gateway.clone()))
         .merge(crate::fanout::routes(parts.fanout.clone()))
         .merge(crate::http::routes(parts.http.clone()))
         .fallback(any(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            parts.http.clone(),
+            crate::http::web::landing::for_browsers,
+        ))
         .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers))
 }
 

@@ -70,6 +70,7 @@ pub struct Config {
     #[serde(skip)]
     pub ignored_env: Vec<String>,
     pub listen: SocketAddr,
+    pub admin_listen: String,
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/presence.db`.
     #[serde(default)]
@@ -162,9 +163,27 @@ pub struct Config {
     pub oidc_audience: String,
     #[serde(default)]
     pub oidc_client_secret: SecretString,
+    pub oidc_provider_name: String,
 }
 
 impl Config {
+    /// Where the admin listener (`/metrics`, `/healthz`, `/livez`) binds, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen.trim().parse().ok()
+    }
+
+    /// What the browser sign-in button calls the identity provider: `oidc_provider_name`, or
+    /// else the issuer's host name.
+    pub fn oidc_provider(&self) -> String {
+        if !self.oidc_provider_name.trim().is_empty() {
+            return self.oidc_provider_name.trim().to_owned();
+        }
+        url::Url::parse(&self.oidc_issuer)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "your identity provider".to_owned())
+    }
+
     /// Merges the layers and validates the result.
     ///
     /// `file` is the path and text of the `--config` file, `env` every environment pair (only
@@ -324,6 +343,12 @@ impl Config {
             || self.max_notifications_per_device == 0
         {
             return invalid("notification rates and max_notifications_per_device must be at least 1".into());
+        }
+        if !self.admin_listen.trim().is_empty() && self.admin_listen.trim().parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "admin_listen must be an address like 127.0.0.1:9090, not {:?}",
+                self.admin_listen
+            ));
         }
         if self.oidc_issuer.is_empty() != self.oidc_audience.is_empty() {
             return invalid("oidc_issuer and oidc_audience go together: set both or neither".into());

@@ -47,6 +47,11 @@ pub trait Bus: Send + Sync + 'static {
     fn is_connected(&self) -> bool {
         true
     }
+    /// Resolves once what was published so far has left this process (a command that exits
+    /// right after publishing waits for it).
+    fn flush(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The in-process bus: a broadcast channel. A subscriber that falls more than `capacity`

@@ -42,10 +42,17 @@ pub enum BusError {
 
 pub struct NatsBus {
     local: LocalBus,
-    outbox: mpsc::Sender<Wire>,
+    outbox: mpsc::Sender<Outgoing>,
     connected: Arc<AtomicBool>,
     /// Set while the outbox overflows, so that an overflow is logged once, not per signal.
     overflowing: AtomicBool,
+}
+
+/// What the publishing task takes: a signal to send, or a request to say when everything
+/// before it has reached the server.
+enum Outgoing {
+    Signal(Wire),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A signal as it crosses between nodes.
@@ -179,7 +186,7 @@ impl NatsBus {
         let subject = config.bus_subject.as_str();
         let local = LocalBus::new(4096);
         let connected = Arc::new(AtomicBool::new(false));
-        let (outbox, mut queue) = mpsc::channel::<Wire>(OUTBOX);
+        let (outbox, mut queue) = mpsc::channel::<Outgoing>(OUTBOX);
         let events = (local.sender.clone(), connected.clone(), outbox.clone());
         let client = connect_options(config, tls_urls)
             .await?
@@ -198,7 +205,7 @@ impl NatsBus {
                                 // Signals were dropped while the link was down, here and (for
                                 // what this node published) everywhere else.
                                 let _ = local.send(Signal::Reconnected);
-                                let _ = outbox.try_send(Wire::Reconnected);
+                                let _ = outbox.try_send(Outgoing::Signal(Wire::Reconnected));
                             }
                         }
                         async_nats::Event::Disconnected => {
@@ -233,7 +240,17 @@ impl NatsBus {
         });
         let subject = subject.to_owned();
         tokio::spawn(async move {
-            while let Some(wire) = queue.recv().await {
+            while let Some(outgoing) = queue.recv().await {
+                let wire = match outgoing {
+                    Outgoing::Signal(wire) => wire,
+                    Outgoing::Flush(done) => {
+                        if let Err(error) = client.flush().await {
+                            tracing::warn!(%error, "signals not flushed");
+                        }
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
                 let payload = serde_json::to_vec(&wire).expect("signals serialize");
                 if let Err(error) = client.publish(subject.clone(), payload.into()).await {
                     tracing::warn!(%error, "signal not published");
@@ -250,7 +267,7 @@ impl Bus for NatsBus {
         // that, signals are dropped and the other nodes catch up from the store when the link
         // returns (`Wire::Reconnected`).
         if let Some(wire) = Wire::from_signal(&signal) {
-            match self.outbox.try_send(wire) {
+            match self.outbox.try_send(Outgoing::Signal(wire)) {
                 Ok(()) => self.overflowing.store(false, Ordering::Relaxed),
                 Err(_) => {
                     if !self.overflowing.swap(true, Ordering::Relaxed) {
@@ -270,6 +287,15 @@ impl Bus for NatsBus {
 
     fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
+    }
+
+    fn flush(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            if self.outbox.send(Outgoing::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        })
     }
 }
 

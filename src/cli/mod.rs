@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod client;
 pub mod fuzz;
+pub mod operator;
 pub mod settings;
 pub mod simulator;
 mod webhook_ranges;
@@ -32,10 +33,10 @@ enum Command {
     Serve(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
-    /// Manage local accounts.
+    /// Manage accounts: add a local one, list, disable, enable, delete.
     #[command(subcommand)]
     Account(AccountCommand),
-    /// Register apps.
+    /// Manage apps: register one, list, disable, enable, delete.
     #[command(subcommand)]
     App(AppCommand),
     /// A simulated device: signs in, registers, connects and reports statuses.
@@ -108,6 +109,10 @@ enum AppCommand {
     },
     /// Let one app's webhooks reach non-public ranges (the operator's choice; see webhook_allow).
     AllowWebhookRange(webhook_ranges::AllowWebhookRange),
+    /// Every app: id, name, owner, when created and disabled, how many users granted it.
+    List(operator::Listing),
+    #[command(flatten)]
+    Change(operator::Verb),
 }
 
 #[derive(Subcommand)]
@@ -119,6 +124,11 @@ enum AccountCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Every account: number, email (or subject), how it signs in, when created and disabled,
+    /// its devices and apps.
+    List(operator::Listing),
+    #[command(flatten)]
+    Change(operator::Verb),
 }
 
 #[derive(Args)]
@@ -163,6 +173,8 @@ enum Job {
     Device(simulator::Options),
     Bench(bench::Options),
     Fuzz(fuzz::Options),
+    List(Config, operator::Kind, bool),
+    Change(Config, operator::Kind, operator::Verb),
 }
 
 /// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
@@ -180,6 +192,15 @@ pub fn main() -> ExitCode {
             eprintln!("presence: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
+    };
+    let job = match job {
+        Job::List(config, kind, json) => {
+            return runtime.block_on(operator::list(config, kind, json)).exit_code()
+        }
+        Job::Change(config, kind, verb) => {
+            return runtime.block_on(operator::change(config, kind, &verb)).exit_code()
+        }
+        job => job,
     };
     let bench = matches!(job, Job::Bench(_));
     match runtime.block_on(run(job)) {
@@ -201,6 +222,12 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::Account(AccountCommand::Add { settings, .. }) => settings,
         Command::App(AppCommand::Create { settings, .. }) => settings,
         Command::App(AppCommand::AllowWebhookRange(args)) => &args.settings,
+        Command::Account(AccountCommand::List(listing)) | Command::App(AppCommand::List(listing)) => {
+            &listing.settings
+        }
+        Command::Account(AccountCommand::Change(verb)) | Command::App(AppCommand::Change(verb)) => {
+            verb.settings()
+        }
         Command::Device(args) => return device_options(args).map(Job::Device),
         Command::Bench(args) => return bench_options(args).map(Job::Bench),
         Command::Fuzz(args) => {
@@ -221,6 +248,12 @@ fn prepare(cli: Cli) -> Result<Job, String> {
             Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
         }
         Command::App(AppCommand::AllowWebhookRange(args)) => Job::AllowWebhookRange(config, args),
+        Command::Account(AccountCommand::List(listing)) => {
+            Job::List(config, operator::Kind::Account, listing.json)
+        }
+        Command::App(AppCommand::List(listing)) => Job::List(config, operator::Kind::App, listing.json),
+        Command::Account(AccountCommand::Change(verb)) => Job::Change(config, operator::Kind::Account, verb),
+        Command::App(AppCommand::Change(verb)) => Job::Change(config, operator::Kind::App, verb),
         Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) => unreachable!("returned above"),
     })
 }
@@ -235,6 +268,7 @@ async fn run(job: Job) -> Result<(), BoxError> {
         }
         Job::AllowWebhookRange(config, args) => webhook_ranges::run(config, args).await,
         Job::Device(options) => Ok(simulator::run(options).await?),
+        Job::List(..) | Job::Change(..) => unreachable!("run in main"),
         Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
         Job::Fuzz(options) => fuzz::run(options).await,
     }
@@ -248,6 +282,10 @@ async fn serve(config: Config) -> Result<(), BoxError> {
     // Scripts and tests read this line to learn the port when listening on port 0.
     println!("presence listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    if let Some(admin) = app.admin_addr() {
+        println!("presence admin on http://{admin}");
+        tracing::info!(%admin, "admin listener (/metrics, /healthz, /livez)");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     app.run(shutdown).await?;

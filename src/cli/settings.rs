@@ -15,28 +15,47 @@ pub struct Settings {
     flags: Vec<(&'static str, String)>,
 }
 
-/// The configuration keys with their flags, in the sample's order; made once and kept for
-/// the life of the process, so clap can borrow them.
-fn setting_keys() -> &'static [(&'static str, &'static str)] {
-    static KEYS: std::sync::OnceLock<Vec<(&'static str, &'static str)>> = std::sync::OnceLock::new();
-    KEYS.get_or_init(|| {
-        crate::config::DEFAULTS
-            .lines()
-            .filter_map(|line| line.split_once('=').map(|(key, _)| key.trim()))
-            .filter(|key| !key.is_empty() && !key.starts_with('#'))
-            .map(|key| {
-                let flag: &'static str = Box::leak(key.replace('_', "-").into_boxed_str());
-                (&*Box::leak(key.to_owned().into_boxed_str()), flag)
-            })
-            .collect()
-    })
+/// A setting as the sample documents it: its key, its flag, and its meaning (the comment line
+/// right above the key), which is the flag's help.
+#[derive(Debug)]
+struct Key {
+    key: &'static str,
+    flag: &'static str,
+    help: &'static str,
+}
+
+/// The configuration keys with their flags and meanings, in the sample's order.
+fn keys_of(sample: &'static str) -> Vec<Key> {
+    let mut keys = Vec::new();
+    let mut comment: Option<&'static str> = None;
+    for line in sample.lines() {
+        let line = line.trim();
+        if let Some(text) = line.strip_prefix('#') {
+            comment = Some(text.trim());
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            let flag: &'static str = Box::leak(key.replace('_', "-").into_boxed_str());
+            keys.push(Key { key, flag, help: comment.unwrap_or("") });
+        }
+        comment = None;
+    }
+    keys
+}
+
+/// The keys of the embedded sample, made once and kept for the life of the process, so clap
+/// can borrow them.
+fn setting_keys() -> &'static [Key] {
+    static KEYS: std::sync::OnceLock<Vec<Key>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| keys_of(crate::config::DEFAULTS))
 }
 
 impl clap::FromArgMatches for Settings {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         let mut flags: Vec<(&'static str, String)> = setting_keys()
             .iter()
-            .filter_map(|(key, _)| Some((*key, matches.get_one::<String>(key)?.clone())))
+            .filter_map(|setting| Some((setting.key, matches.get_one::<String>(setting.key)?.clone())))
             .collect();
         if matches.get_flag("log_json") {
             flags.push(("log_format", "json".to_owned()));
@@ -65,13 +84,8 @@ impl Args for Settings {
                     .action(clap::ArgAction::SetTrue)
                     .help("Log as JSON lines (log_format = \"json\")"),
             );
-        setting_keys().iter().fold(command, |command, (key, flag)| {
-            command.arg(
-                clap::Arg::new(*key)
-                    .long(*flag)
-                    .value_name("VALUE")
-                    .help(format!("Setting {key} (see presence.sample.toml)")),
-            )
+        setting_keys().iter().fold(command, |command, setting| {
+            command.arg(clap::Arg::new(setting.key).long(setting.flag).value_name("VALUE").help(setting.help))
         })
     }
 
@@ -91,5 +105,34 @@ impl Settings {
         };
         let file = self.config.as_deref().zip(text.as_deref());
         Config::load(file, std::env::vars(), self.flags.clone()).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_has_the_meaning_the_readme_gives_its_setting() {
+        let readme = include_str!("../../README.md");
+        let keys = setting_keys();
+        assert!(keys.len() > 40, "{keys:?}");
+        for setting in keys {
+            assert!(!setting.help.is_empty(), "{} has no comment above it in the sample", setting.key);
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", setting.key)))
+                .unwrap_or_else(|| panic!("{} is not in the README's configuration table", setting.key));
+            let meaning = row.trim_end_matches('|').rsplit(" | ").next().unwrap_or_default().trim();
+            assert_eq!(meaning, setting.help, "{}: README and sample disagree", setting.key);
+        }
+    }
+
+    #[test]
+    fn the_help_is_the_comment_line_right_above_the_key() {
+        let keys =
+            keys_of("# A section.\n\n# the first\na = 1\nb = 2\n# ignored\n\n# the third\nc = \"x\"\n");
+        let helps: Vec<(&str, &str)> = keys.iter().map(|k| (k.key, k.help)).collect();
+        assert_eq!(helps, [("a", "the first"), ("b", ""), ("c", "the third")]);
     }
 }

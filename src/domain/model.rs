@@ -42,6 +42,8 @@ pub struct AccountSummary {
     /// What apps see (offline while appearing offline).
     pub visible: Status,
     pub policy: Policy,
+    /// An operator disabled the account: it cannot sign in.
+    pub disabled: bool,
 }
 
 /// A registered app.
@@ -72,6 +74,8 @@ pub struct GrantInfo {
     pub created_at: i64,
     /// When the app last received an update about this user.
     pub last_update_at: Option<i64>,
+    /// The last status the app was told (`online`, `away`, `offline`), if any.
+    pub last_status: Option<String>,
 }
 
 /// What a consent code was issued for.

@@ -12,7 +12,6 @@ use base64::Engine as _;
 
 use super::error::ApiError;
 use super::HttpState;
-use crate::clock::unix_now;
 use crate::domain::{AccountId, App};
 use crate::ops::accounts::{self, TOKEN_PREFIX};
 
@@ -69,7 +68,7 @@ pub async fn authenticate(state: &HttpState, token: &str) -> Result<AccountId, A
         return Err(unauthorized("the token is unknown, expired or revoked"));
     };
     match oidc.verify(token).await {
-        Ok(subject) => Ok(state.store.oidc_account(&subject.iss, &subject.sub, unix_now()).await?),
+        Ok(subject) => Ok(accounts::oidc_account(state, &subject.iss, &subject.sub).await?),
         Err(super::oidc::OidcError::Provider(error)) => {
             tracing::warn!(error = %error, "identity provider unavailable");
             Err(ApiError::new(

@@ -1,5 +1,6 @@
-//! The operator's endpoints: `/healthz` (readiness: 503 when the store does not answer) and
-//! `/metrics` (Prometheus text).
+//! The operator's endpoints: `/livez` (liveness: the process serves), `/healthz` (readiness: 503
+//! when the store does not answer) and `/metrics` (Prometheus text). With `admin_listen` set,
+//! `/metrics` moves to the admin listener, which serves these three only.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -9,8 +10,25 @@ use axum::{Json, Router};
 
 use super::HttpState;
 
-pub fn routes() -> Router<HttpState> {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+/// The health endpoints, and `/metrics` unless an admin listener serves it.
+pub fn routes(with_metrics: bool) -> Router<HttpState> {
+    let routes = Router::new().route("/livez", get(livez)).route("/healthz", get(healthz));
+    if with_metrics {
+        routes.route("/metrics", get(metrics))
+    } else {
+        routes
+    }
+}
+
+/// What the admin listener serves.
+pub fn admin(state: HttpState) -> Router {
+    routes(true).with_state(state)
+}
+
+/// 200 while the process answers at all: restart it when this fails, not when the store is
+/// down (that is `/healthz`, readiness).
+async fn livez() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 /// 503 when the store does not answer. A bus that is down is reported but not fatal: the node

@@ -2,11 +2,14 @@
 //! consent, settings, developers) and the operator's `/healthz` and `/metrics`. Handlers parse
 //! the request, call an operation (`ops`) and shape the answer; errors become `ApiError`.
 
+pub mod access;
 pub mod api;
 pub mod apps;
 pub mod auth;
+pub mod control;
 pub mod error;
 pub mod health;
+pub mod me;
 pub mod notifications;
 pub mod oidc;
 pub mod web;
@@ -42,8 +45,14 @@ impl std::ops::Deref for HttpState {
 pub fn routes(state: HttpState) -> Router {
     let json_limit = DefaultBodyLimit::max(state.config.max_json_body);
     Router::new()
-        .merge(api::routes().merge(apps::routes()).merge(notifications::routes()).layer(json_limit))
+        .merge(
+            api::routes()
+                .merge(me::routes())
+                .merge(apps::routes())
+                .merge(notifications::routes())
+                .layer(json_limit),
+        )
         .merge(web::routes())
-        .merge(health::routes())
+        .merge(health::routes(state.config.admin_addr().is_none()))
         .with_state(state)
 }

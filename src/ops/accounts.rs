@@ -5,6 +5,7 @@ use super::{Core, Error, Result};
 use crate::clock::unix_now;
 use crate::domain::{AccountId, Policy};
 use crate::secrets::{digest, new_secret};
+use crate::store::{SessionRecord, TokenKind};
 
 /// Prefix of bearer tokens handed out by `issue_token` (`POST /v1/tokens`, browser sessions).
 pub const TOKEN_PREFIX: &str = "pt_";
@@ -85,6 +86,7 @@ pub async fn check_password(core: &Core, email: &str, password: String) -> Resul
         Some(email) => core.store.local_credentials(&email).await?,
         None => None,
     };
+    let disabled = found.as_ref().is_some_and(|found| found.disabled);
     let (account, hash) = match found {
         Some(found) => (Some(found.account), found.password_hash),
         None => (None, crate::secrets::decoy_hash().to_owned()),
@@ -93,7 +95,15 @@ pub async fn check_password(core: &Core, email: &str, password: String) -> Resul
     let matches = tokio::task::spawn_blocking(move || crate::secrets::verify_password(&password, &hash))
         .await
         .map_err(|_| Error::Unavailable("password hashing stopped"))?;
+    // Only someone who knows the password learns that the account is disabled.
+    if matches && disabled {
+        return Err(account_disabled());
+    }
     Ok(account.filter(|_| matches))
+}
+
+fn account_disabled() -> Error {
+    Error::Forbidden { code: "account_disabled", detail: "this account is disabled; ask the operator".into() }
 }
 
 /// The local account of an email, if any.
@@ -104,11 +114,34 @@ pub async fn local_account(core: &Core, email: &str) -> Result<Option<AccountId>
 
 /// A new bearer token for the account, and when it expires (Unix seconds).
 pub async fn issue_token(core: &Core, account: AccountId) -> Result<(String, i64)> {
+    issue(core, account, TokenKind::Api).await
+}
+
+/// A browser's session for the account (the token its cookie carries), unless an operator
+/// disabled the account.
+pub async fn start_session(core: &Core, account: AccountId) -> Result<(String, i64)> {
+    let summary = core.store.account(account).await?.ok_or(Error::NotFound("no such account"))?;
+    if summary.disabled {
+        return Err(account_disabled());
+    }
+    issue(core, account, TokenKind::Browser).await
+}
+
+async fn issue(core: &Core, account: AccountId, kind: TokenKind) -> Result<(String, i64)> {
     let token = new_secret(TOKEN_PREFIX);
     let now = unix_now();
     let expires_at = now.saturating_add(core.config.token_ttl.as_secs() as i64);
-    core.store.create_token(&digest(&token), account, now, expires_at).await?;
+    core.store.create_token(&digest(&token), account, kind, now, expires_at).await?;
     Ok((token, expires_at))
+}
+
+/// The account of an OpenID Connect subject (created on first use), unless disabled.
+pub async fn oidc_account(core: &Core, issuer: &str, subject: &str) -> Result<AccountId> {
+    let account = core.store.oidc_account(issuer, subject, unix_now()).await?;
+    match core.store.account(account).await? {
+        Some(summary) if !summary.disabled => Ok(account),
+        _ => Err(account_disabled()),
+    }
 }
 
 /// Ends a token issued by `issue_token`.
@@ -129,4 +162,78 @@ pub async fn set_policy(core: &Core, account: AccountId, policy: &Policy) -> Res
     let change = core.presence.write(|_| Touched::account(account), write).await?;
     core.presence.announce(change);
     Ok(())
+}
+
+/// A signed-in session or token as its owner sees it: an id to revoke it by (derived from the
+/// stored digest, so neither the token nor its digest is shown), and whether it is the one
+/// asking.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Session {
+    pub id: String,
+    pub kind: TokenKind,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub current: bool,
+}
+
+fn session_id(record: &SessionRecord) -> String {
+    format!("s_{}", &digest(&format!("session:{}", record.hash))[..16])
+}
+
+/// The account's signed-in sessions and tokens; `current` is the token of the caller, if local.
+pub async fn sessions(core: &Core, account: AccountId, current: Option<&str>) -> Result<Vec<Session>> {
+    let current = current.map(digest);
+    Ok(core
+        .store
+        .sessions(account, unix_now())
+        .await?
+        .into_iter()
+        .map(|record| Session {
+            id: session_id(&record),
+            kind: record.kind,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            current: current.as_deref() == Some(record.hash.as_str()),
+        })
+        .collect())
+}
+
+/// Ends one of the account's sessions or tokens, by the id `sessions` shows.
+pub async fn revoke_session(core: &Core, account: AccountId, id: &str) -> Result<()> {
+    let records = core.store.sessions(account, unix_now()).await?;
+    let record =
+        records.iter().find(|record| session_id(record) == id).ok_or(Error::NotFound("no such session"))?;
+    if !core.store.revoke_account_token(account, &record.hash).await? {
+        return Err(Error::NotFound("no such session"));
+    }
+    Ok(())
+}
+
+/// Changes a local account's password after checking the current one; every other session and
+/// token is signed out (`keep` is the caller's own token, which stays). Returns how many ended.
+pub async fn change_password(
+    core: &Core,
+    account: AccountId,
+    current: String,
+    new: String,
+    keep: Option<&str>,
+) -> Result<u64> {
+    let summary = core.store.account(account).await?.ok_or(Error::NotFound("no such account"))?;
+    let Some(email) = summary.email.filter(|_| summary.issuer.is_none()) else {
+        return Err(Error::Conflict {
+            code: "no_password",
+            detail: "this account signs in with its identity provider; change the password there".into(),
+        });
+    };
+    check_new_password(&new)?;
+    if check_password(core, &email, current).await? != Some(account) {
+        return Err(Error::Unauthorized {
+            code: "invalid_credentials",
+            detail: "the current password is wrong".into(),
+        });
+    }
+    let hash = hash_password(core, new).await?;
+    let revoked = core.store.set_password(account, &hash, keep.map(digest).as_deref()).await?;
+    tracing::info!(account = account.0, revoked, "password changed");
+    Ok(revoked)
 }

@@ -220,12 +220,24 @@ pub async fn reenable_webhook(core: &Core, owner: AccountId, app_id: &str) -> Re
 
 /// The app whose id and secret these are (HTTP Basic).
 pub async fn authenticate(core: &Core, app_id: &str, secret: &str) -> Result<Option<App>> {
-    Ok(core.store.app(app_id).await?.filter(|app| constant_time_eq(&digest(secret), &app.secret_hash)))
+    let app = core.store.app(app_id).await?.filter(|app| constant_time_eq(&digest(secret), &app.secret_hash));
+    refuse_disabled(core, app).await
 }
 
 /// The app whose secret this is (a bearer secret).
 pub async fn authenticate_secret(core: &Core, secret: &str) -> Result<Option<App>> {
-    Ok(core.store.app_by_secret(&digest(secret)).await?)
+    let app = core.store.app_by_secret(&digest(secret)).await?;
+    refuse_disabled(core, app).await
+}
+
+/// An app the operator disabled is known but refused (403 `app_disabled`).
+async fn refuse_disabled(core: &Core, app: Option<App>) -> Result<Option<App>> {
+    match app {
+        Some(app) if core.store.app_disabled(&app.app_id).await? => {
+            Err(Error::Forbidden { code: "app_disabled", detail: "the operator disabled this app".into() })
+        }
+        app => Ok(app),
+    }
 }
 
 #[cfg(test)]

@@ -72,8 +72,18 @@ pub async fn list(core: &Core, account: AccountId) -> Result<Vec<DeviceInfo>> {
 /// Removes one of the account's devices: its PrID stops working, its socket closes (4401), and
 /// the user's status is recomputed without it.
 pub async fn remove(core: &Core, account: AccountId, device_id: &str) -> Result<()> {
+    let device = DeviceId::parse(device_id).ok_or(Error::NotFound("no such device"))?;
+    remove_device(core, account, &device).await.map(drop)
+}
+
+/// `remove` by id; returns the UAID the device was bound to.
+pub(super) async fn remove_device(
+    core: &Core,
+    account: AccountId,
+    device: &DeviceId,
+) -> Result<Option<Uaid>> {
     let not_found = || Error::NotFound("no such device");
-    let device = DeviceId::parse(device_id).ok_or_else(not_found)?;
+    let device = device.clone();
     let write = core.store.delete_device(account, &device, unix_now());
     let removed = core.presence.write(|_| Touched::account(account), write).await?.ok_or_else(not_found)?;
     core.presence.forget(&device);
@@ -82,5 +92,5 @@ pub async fn remove(core: &Core, account: AccountId, device_id: &str) -> Result<
     }
     core.presence.announce(removed.change);
     tracing::info!(device_id = %device, "device removed");
-    Ok(())
+    Ok(removed.uaid)
 }

@@ -9,6 +9,7 @@ pub mod apps;
 pub mod cluster;
 pub mod devices;
 pub mod grants;
+pub mod lifecycle;
 pub mod notifications;
 pub mod presence;
 

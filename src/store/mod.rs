@@ -15,6 +15,7 @@ mod sql;
 mod types;
 
 pub use sql::{Backend, SqlStore};
+pub use types::{AccountRecord, AppRecord, DisabledAccount, NotificationRecord, SessionRecord, TokenKind};
 pub use types::{
     AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
     NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount,
@@ -100,11 +101,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hash: &str,
         account: AccountId,
+        kind: TokenKind,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError>;
 
-    /// The account of an unexpired token.
+    /// The account of an unexpired token (none for a disabled account).
     async fn token_account(&self, hash: &str, now: i64) -> Result<Option<AccountId>, StoreError>;
 
     async fn revoke_token(&self, hash: &str) -> Result<(), StoreError>;
@@ -170,6 +172,9 @@ pub trait Store: Send + Sync + 'static {
     async fn reset_presence(&self, now: i64) -> Result<Vec<PresenceChange>, StoreError>;
 
     // Nodes.
+
+    /// How many nodes hold a lease that has not run out (running, or died less than a lease ago).
+    async fn live_nodes(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Takes a lease for this node until `until` (at start, or after losing it).
     async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError>;
@@ -356,6 +361,55 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a batch the roster applied, in one transaction.
     async fn record_presence(&self, batch: &PresenceBatch, now: i64) -> Result<(), StoreError>;
+
+    // The life of accounts and apps: sessions, passwords, export, disabling, deleting.
+
+    /// The account's unexpired sessions and tokens.
+    async fn sessions(&self, account: AccountId, now: i64) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Ends one of the account's tokens; `false` if it has no such token.
+    async fn revoke_account_token(&self, account: AccountId, hash: &str) -> Result<bool, StoreError>;
+
+    /// Replaces the password hash and ends every token but `keep_token` (by digest); returns
+    /// how many ended.
+    async fn set_password(
+        &self,
+        account: AccountId,
+        password_hash: &str,
+        keep_token: Option<&str>,
+    ) -> Result<u64, StoreError>;
+
+    /// Every notification apps sent the account that is still kept.
+    async fn notifications_for(&self, account: AccountId) -> Result<Vec<NotificationRecord>, StoreError>;
+
+    /// Every account (`None`) or one, for the operator and the user's export.
+    async fn account_records(&self, account: Option<AccountId>) -> Result<Vec<AccountRecord>, StoreError>;
+
+    /// Disables (signing it out everywhere, its devices offline) or re-enables an account;
+    /// `None` if there is no such account.
+    async fn set_account_disabled(
+        &self,
+        account: AccountId,
+        disabled: bool,
+        now: i64,
+    ) -> Result<Option<DisabledAccount>, StoreError>;
+
+    /// Deletes the account and everything that hangs from it, and these UAIDs' records;
+    /// `false` if there was no such account.
+    async fn delete_account(&self, account: AccountId, uaids: &[Uaid]) -> Result<bool, StoreError>;
+
+    /// Every app (`None`) or one, for the operator.
+    async fn app_records(&self, app_id: Option<&str>) -> Result<Vec<AppRecord>, StoreError>;
+
+    /// `false` if there is no such app.
+    async fn set_app_disabled(&self, app_id: &str, disabled: bool, now: i64) -> Result<bool, StoreError>;
+
+    /// Whether an operator disabled the app.
+    async fn app_disabled(&self, app_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes the app with its grants and logs; returns the accounts that had granted it, or
+    /// `None` if there was no such app.
+    async fn delete_app(&self, app_id: &str) -> Result<Option<Vec<AccountId>>, StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);

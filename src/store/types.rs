@@ -92,6 +92,8 @@ pub enum Saved {
 pub struct Credentials {
     pub account: AccountId,
     pub password_hash: String,
+    /// An operator disabled the account: it cannot sign in.
+    pub disabled: bool,
 }
 
 /// A device that was removed.
@@ -182,4 +184,85 @@ pub struct PresenceBatch {
     pub accounts: Vec<(crate::domain::AccountId, crate::domain::Status, crate::domain::Status)>,
     /// Events appended, in seq order per app; each also records what its grant's app was told.
     pub events: Vec<crate::domain::roster::NewEvent>,
+}
+
+/// Whether a bearer token is a browser's session (the cookie) or a token from `POST /v1/tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Browser,
+    Api,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Browser => "browser",
+            TokenKind::Api => "api",
+        }
+    }
+
+    pub fn parse(text: &str) -> TokenKind {
+        if text == "browser" {
+            TokenKind::Browser
+        } else {
+            TokenKind::Api
+        }
+    }
+}
+
+/// A signed-in session or token of an account, by the digest it is stored under.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub hash: String,
+    pub kind: TokenKind,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An account as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountRecord {
+    pub id: AccountId,
+    pub email: Option<String>,
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+    pub devices: u64,
+    pub apps: u64,
+}
+
+/// An app as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppRecord {
+    pub app_id: String,
+    pub name: String,
+    pub owner: AccountId,
+    pub owner_email: Option<String>,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+    /// Users who granted it (enabled or paused).
+    pub grants: u64,
+}
+
+/// What disabling an account ended: its devices' connections, and the change of status.
+#[derive(Debug, Clone, Default)]
+pub struct DisabledAccount {
+    pub devices: Vec<(DeviceId, Option<Uaid>)>,
+    pub change: Option<PresenceChange>,
+}
+
+/// A notification sent to a user, as their data export shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub app_id: String,
+    pub title: String,
+    pub body: String,
+    pub url: Option<String>,
+    pub sent_at: i64,
+    pub expires_at: i64,
+    pub delivered_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
 }

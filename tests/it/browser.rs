@@ -148,7 +148,18 @@ async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it(
     click(&client, &format!("#resume-{app_id}")).await;
     wait_for(&client, &format!("#pause-{app_id}")).await;
     assert_eq!(enabled(app.get_as(&carol.token, "/v1/me/grants").await.json()), Some(true));
+    // Revoking asks first; Cancel keeps the app, Confirm revokes it.
     click(&client, &format!("#revoke-{app_id}")).await;
+    let asked = wait_for(&client, "#confirm-step h1").await.text().await.unwrap();
+    assert_eq!(asked, "Revoke Chat?");
+    screenshot(&client, "revoke-confirm").await;
+    assert_eq!(enabled(app.get_as(&carol.token, "/v1/me/grants").await.json()), Some(true));
+    click(&client, "#cancel").await;
+    wait_for(&client, &format!("#revoke-{app_id}")).await;
+    assert_eq!(enabled(app.get_as(&carol.token, "/v1/me/grants").await.json()), Some(true));
+    click(&client, &format!("#revoke-{app_id}")).await;
+    wait_for(&client, "#confirm-step").await;
+    click(&client, "#confirm").await;
     let mut notice = String::new();
     for _ in 0..100 {
         notice = wait_for(&client, ".alert.notice").await.text().await.unwrap_or_default();
@@ -163,5 +174,33 @@ async fn a_person_allows_an_app_in_a_browser_then_pauses_resumes_and_revokes_it(
 
     client.goto(&format!("{presence}/developers")).await.unwrap();
     screenshot(&client, "developers").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_landing_page_leads_a_browser_to_sign_in_and_to_its_settings() {
+    let Some((_driver, client)) = chromium().await else { return };
+    let app = spawn_app().await;
+    let presence = app.url("");
+    app.user("lena@example.com").await;
+
+    client.goto(&format!("{presence}/")).await.unwrap();
+    wait_for(&client, "#landing").await;
+    assert!(client.find(Locator::Css("#to-developers")).await.is_ok());
+    screenshot(&client, "landing").await;
+    click(&client, "#to-login").await;
+    wait_for_url(&client, &format!("{presence}/login")).await;
+    wait_for(&client, "#email").await.send_keys("lena@example.com").await.unwrap();
+    client.find(Locator::Css("#password")).await.unwrap().send_keys("password123").await.unwrap();
+    click(&client, "#submit").await;
+    wait_for_url(&client, &format!("{presence}/settings")).await;
+
+    client.goto(&format!("{presence}/")).await.unwrap();
+    click(&client, "#to-settings").await;
+    wait_for_url(&client, &format!("{presence}/settings")).await;
+    wait_for(&client, "#my-status").await;
+    // The device endpoint at the same path still upgrades.
+    let (_device, uaid) = app.device().await;
+    assert_eq!(uaid.len(), 32);
     client.close().await.unwrap();
 }

@@ -356,3 +356,32 @@ async fn a_tls_bus_url_connects_over_tls_to_a_server_the_configured_authority_si
     tokio::time::sleep(Duration::from_secs(1)).await;
     bus_of(&untrusting, "unavailable").await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and NATS: TEST_DATABASE_URL=… cargo test --test it -- --include-ignored"]
+async fn an_operator_on_another_machine_disables_an_account_and_the_nodes_close_its_devices() {
+    let cluster = Cluster::start().await;
+    let mut stream = cluster.stream_on(1).await;
+    let (mut phone, _) = cluster.phone_on(0, None, "O").await;
+    stream.wait_for(&cluster.uid, "online").await;
+
+    // Another machine: its own data directory on the same database, no node beside it, the
+    // cluster's bus.
+    let elsewhere = crate::support::DataDir::new();
+    std::fs::copy(cluster.data.path.join("schema"), elsewhere.path.join("schema")).unwrap();
+    let bus = crate::support::cluster::bus_flags(cluster.nats.as_ref().unwrap(), &cluster.registered);
+    let mut args = vec!["account", "disable", "kim@example.com"];
+    args.extend(bus.iter().map(String::as_str));
+    let ran = crate::support::process::cli_run(&args, &elsewhere.path).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+
+    assert_eq!(close_code(&mut phone, "the disabled account's device stayed open").await, Some(4401));
+    stream.wait_for(&cluster.uid, "offline").await;
+    let me = reqwest::Client::new()
+        .get(format!("{}/v1/me", cluster.base(1)))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 401);
+}

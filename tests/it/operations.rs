@@ -56,3 +56,68 @@ async fn shutdown_closes_devices_with_going_away_and_keeps_their_data() {
     assert_eq!(app.put(&app.url(&format!("/update/{token}")), "version=9").await.status, 200);
     assert_eq!(device.notification().await.unwrap(), vec![(chid, 9)]);
 }
+
+#[tokio::test]
+async fn livez_says_the_process_serves_apart_from_readiness() {
+    let app = spawn_app().await;
+    let live = app.get("/livez").await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.json()["status"], "ok");
+    assert_eq!(app.get("/healthz").await.json()["store"], "ok");
+}
+
+#[tokio::test]
+async fn an_admin_listener_serves_metrics_and_health_and_the_main_one_no_longer_serves_metrics() {
+    let app = builder().set("admin_listen", "127.0.0.1:0").spawn().await;
+    let admin = app.admin.expect("an admin listener");
+    assert_ne!(admin, app.addr);
+    let get = |path: &str| reqwest::get(format!("http://{admin}{path}"));
+    let metrics = get("/metrics").await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("presence_ws_connections"));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/livez").await.unwrap().status(), 200);
+    assert_eq!(get("/v1/me").await.unwrap().status(), 404, "only the operator's endpoints");
+    let public = app.get("/metrics").await;
+    assert_eq!(public.status, 404);
+    assert_eq!(public.json()["code"], "not_found");
+    assert_eq!(app.get("/livez").await.status, 200);
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_the_access_log_names_it_without_endpoint_tokens() {
+    use tokio::io::AsyncReadExt as _;
+    let data = crate::support::DataDir::new();
+    let mut server = crate::support::process::spawn_process_logging(
+        &data.path,
+        &["--log-json"],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let base = server.base();
+    let http = reqwest::Client::new();
+    let answered = http.get(format!("{base}/healthz")).send().await.unwrap();
+    let id = answered.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let given = http.get(format!("{base}/livez")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+    let token = "dGhpcy1pcy1hbi1lbmRwb2ludC10b2tlbi1zZWNyZXQ";
+    http.put(format!("{base}/update/{token}?secret=shh")).body("version=1").send().await.unwrap();
+
+    let mut stderr = server.child.stderr.take().unwrap();
+    server.kill9().await;
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).await.unwrap();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "presence::access")
+        .collect();
+    let healthz = access.iter().find(|line| line["span"]["path"] == "/healthz").expect("healthz logged");
+    assert_eq!(healthz["span"]["request_id"], id.as_str());
+    assert_eq!(healthz["fields"]["status"], 200);
+    assert!(healthz["fields"]["latency_ms"].is_number());
+    assert!(access.iter().any(|line| line["span"]["request_id"] == "trace-me-42"));
+    assert!(access.iter().any(|line| line["span"]["path"] == "/update/…"), "{logs}");
+    assert!(!logs.contains(token) && !logs.contains("shh"), "a token reached the logs:\n{logs}");
+}

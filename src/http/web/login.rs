@@ -7,12 +7,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{render, safe_next, set_cookie, urlencode, CheckedForm, Csrf, NoFields, Viewer, SESSION_COOKIE};
-use crate::clock::unix_now;
 use crate::domain::AccountId;
 use crate::http::error::ApiError;
 use crate::http::HttpState;
-use crate::ops::accounts::TOKEN_PREFIX;
-use crate::secrets::{digest, new_secret};
+use crate::secrets::digest;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -22,6 +20,8 @@ struct LoginPage {
     signup_open: bool,
     /// Offer "sign in with the identity provider".
     oidc: bool,
+    /// What the button calls the provider.
+    provider: String,
     next: String,
     error: Option<&'static str>,
     csrf: String,
@@ -59,6 +59,7 @@ pub async fn page(
         signup: false,
         signup_open: state.config.signup == crate::config::Signup::Open,
         oidc: state.oidc.is_some(),
+        provider: state.config.oidc_provider(),
         next,
         error: login_error(query.error.as_deref()),
         csrf,
@@ -79,6 +80,7 @@ pub async fn signup_page(
         signup: true,
         signup_open: true,
         oidc: false,
+        provider: String::new(),
         next,
         error: login_error(query.error.as_deref()),
         csrf,
@@ -96,14 +98,14 @@ pub struct Credentials {
 
 /// Starts a browser session: a bearer token in the session cookie, then 303 to `next`.
 pub(super) async fn start_session(state: &HttpState, account: AccountId, next: &str) -> Response {
-    let token = new_secret(TOKEN_PREFIX);
-    let now = unix_now();
+    let token = match crate::ops::accounts::start_session(state, account).await {
+        Ok((token, _)) => token,
+        Err(crate::ops::Error::Forbidden { detail, .. }) => {
+            return super::message(axum::http::StatusCode::FORBIDDEN, "Account disabled", &detail)
+        }
+        Err(error) => return ApiError::from(error).into_response(),
+    };
     let ttl = state.config.token_ttl.as_secs();
-    if let Err(error) =
-        state.store.create_token(&digest(&token), account, now, now.saturating_add(ttl as i64)).await
-    {
-        return crate::http::error::ApiError::from(error).into_response();
-    }
     let mut response = Redirect::to(next).into_response();
     response
         .headers_mut()

@@ -12,9 +12,12 @@
 // handlers flat, and these paths are cold.
 #![allow(clippy::result_large_err)]
 
+mod account;
+mod confirm;
 mod consent;
 mod csrf;
 mod developers;
+pub mod landing;
 mod login;
 mod oidc_login;
 mod settings;
@@ -54,6 +57,10 @@ pub fn routes() -> Router<HttpState> {
         .route("/settings/policy", post(settings::save_policy))
         .route("/settings/devices/{device_id}/remove", post(settings::remove_device))
         .route("/settings/apps/{app_id}", post(settings::change_app))
+        .route("/settings/password", post(account::change_password))
+        .route("/settings/sessions/{id}/revoke", post(account::revoke_session))
+        .route("/settings/export", get(account::export))
+        .route("/settings/delete", post(account::delete_account))
         .route("/developers", get(developers::page))
         .route("/developers/apps", post(developers::create))
         .route("/developers/apps/{app_id}/secret", post(developers::rotate))
@@ -376,6 +383,70 @@ mod tests {
         assert_eq!(ago(0, 60), "1 minute ago");
         assert_eq!(ago(0, 7200), "2 hours ago");
         assert_eq!(ago(0, 86400 * 3), "3 days ago");
+    }
+
+    /// The `--name: #rrggbb` colours of the stylesheet's light (`dark = false`) or dark block.
+    fn colours(dark: bool) -> std::collections::HashMap<String, String> {
+        let css = include_str!("../../../assets/presence.css");
+        let (light, rest) = css.split_once("@media (prefers-color-scheme: dark)").expect("a dark block");
+        let mut found = std::collections::HashMap::new();
+        let blocks = if dark { vec![light, rest.split('}').next().unwrap_or_default()] } else { vec![light] };
+        for block in blocks {
+            for declaration in block.split(';') {
+                if let Some((name, value)) = declaration.trim().rsplit_once(':') {
+                    let name = name.rsplit(['{', ' ', '\n', '/']).next().unwrap_or_default();
+                    if name.starts_with("--") && value.trim().starts_with('#') {
+                        found.insert(name.to_owned(), value.trim().to_owned());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn luminance(hex: &str) -> f64 {
+        let channel = |i: usize| {
+            let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+            if c <= 0.03928 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+    }
+
+    fn contrast(a: &str, b: &str) -> f64 {
+        let (a, b) = (luminance(a), luminance(b));
+        (a.max(b) + 0.05) / (a.min(b) + 0.05)
+    }
+
+    #[test]
+    fn status_colours_meet_wcag_aa_contrast_in_light_and_dark() {
+        for dark in [false, true] {
+            let colours = colours(dark);
+            let colour = |name: &str| colours.get(name).unwrap_or_else(|| panic!("{name} missing")).as_str();
+            for background in ["--card", "--bg"] {
+                for text in [
+                    "--online-text",
+                    "--away-text",
+                    "--offline-text",
+                    "--danger",
+                    "--muted",
+                    "--accent",
+                    "--text",
+                ] {
+                    let ratio = contrast(colour(text), colour(background));
+                    assert!(ratio >= 4.5, "{text} on {background} (dark: {dark}) is {ratio:.2}:1");
+                }
+                for dot in ["--online", "--away", "--offline"] {
+                    let ratio = contrast(colour(dot), colour(background));
+                    assert!(ratio >= 3.0, "{dot} on {background} (dark: {dark}) is {ratio:.2}:1");
+                }
+            }
+            let ratio = contrast(colour("--accent-text"), colour("--accent"));
+            assert!(ratio >= 4.5, "button text (dark: {dark}) is {ratio:.2}:1");
+        }
     }
 
     #[test]

@@ -148,8 +148,11 @@ pub async fn callback(
             return refused();
         }
     };
-    let account = match state.store.oidc_account(&subject.iss, &subject.sub, crate::clock::unix_now()).await {
+    let account = match crate::ops::accounts::oidc_account(&state, &subject.iss, &subject.sub).await {
         Ok(account) => account,
+        Err(crate::ops::Error::Forbidden { detail, .. }) => {
+            return super::message(axum::http::StatusCode::FORBIDDEN, "Account disabled", &detail)
+        }
         Err(error) => return crate::http::error::ApiError::from(error).into_response(),
     };
     let mut response = super::login::start_session(&state, account, &pending.next).await;

@@ -7,7 +7,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{after, ago, format_time, render_with, Csrf, Flash, NoFields, SignedForm, Viewer};
+use super::confirm::{ask, Ask, Confirmation};
+use super::{after, ago, cookie, format_time, render_with, Csrf, Flash, SignedForm, Viewer, SESSION_COOKIE};
 use crate::clock::unix_now;
 use crate::domain::Policy;
 use crate::domain::Status;
@@ -30,6 +31,16 @@ struct AppRow {
     coarse: bool,
     /// Notifications this app sent in the last seven days.
     notifications: u32,
+    /// The last status the app was told, or that it was told nothing yet.
+    last_status: String,
+}
+
+struct SessionRow {
+    id: String,
+    kind: &'static str,
+    since: String,
+    expires: String,
+    current: bool,
 }
 
 #[derive(Template)]
@@ -41,6 +52,9 @@ struct SettingsPage {
     devices: Vec<DeviceRow>,
     apps: Vec<AppRow>,
     policy: Policy,
+    sessions: Vec<SessionRow>,
+    /// A local account (it has a password to change).
+    local: bool,
     flash: Flash,
     csrf: String,
     signed_in: bool,
@@ -71,6 +85,12 @@ pub async fn page(
         Ok(sent) => sent,
         Err(error) => return crate::http::error::ApiError::from(error).into_response(),
     };
+    let sessions =
+        match crate::ops::accounts::sessions(&state, account, cookie(&state, &headers, SESSION_COOKIE)).await
+        {
+            Ok(sessions) => sessions,
+            Err(error) => return crate::http::error::ApiError::from(error).into_response(),
+        };
     let (flash, clear) = Flash::take(&state, &headers);
     let page = SettingsPage {
         email: summary.email.clone().or(summary.issuer.clone()).unwrap_or_default(),
@@ -94,11 +114,26 @@ pub async fn page(
                 name: g.app_name,
                 since: format_time(g.created_at),
                 last_update: g.last_update_at.map_or_else(|| "no update yet".to_owned(), |t| ago(t, now)),
+                last_status: g.last_status.unwrap_or_else(|| "nothing yet".to_owned()),
                 enabled: g.enabled,
                 coarse: g.coarse,
             })
             .collect(),
         policy: summary.policy,
+        local: summary.email.is_some() && summary.issuer.is_none(),
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionRow {
+                id: s.id,
+                kind: match s.kind {
+                    crate::store::TokenKind::Browser => "Browser session",
+                    crate::store::TokenKind::Api => "API token",
+                },
+                since: ago(s.created_at, now),
+                expires: format_time(s.expires_at),
+                current: s.current,
+            })
+            .collect(),
         flash,
         csrf,
         signed_in: true,
@@ -140,8 +175,32 @@ pub async fn save_policy(
 pub async fn remove_device(
     State(state): State<HttpState>,
     Path(device_id): Path<String>,
-    SignedForm { account, .. }: SignedForm<NoFields>,
+    Csrf(csrf): Csrf,
+    SignedForm { account, form }: SignedForm<Confirmation>,
 ) -> Response {
+    if !form.confirmed() {
+        let name = match state.store.devices(account).await {
+            Ok(devices) => devices.into_iter().find(|d| d.device_id.as_str() == device_id).map(|d| d.name),
+            Err(error) => return crate::http::error::ApiError::from(error).into_response(),
+        };
+        let Some(name) = name else {
+            return Flash::error("no such device").redirect(&state, "/settings");
+        };
+        let title = format!("Remove {name}?");
+        let action = format!("/settings/devices/{device_id}/remove");
+        return ask(
+            Ask {
+                title: &title,
+                text: "It is signed out at once and can no longer report your presence. To use it \
+                       again, sign in on it anew.",
+                action: &action,
+                fields: &[],
+                button: "Remove device",
+                back: "/settings",
+            },
+            &csrf,
+        );
+    }
     after(
         &state,
         "/settings",
@@ -154,13 +213,39 @@ pub async fn remove_device(
 #[derive(Deserialize)]
 pub struct AppAction {
     action: String,
+    #[serde(default)]
+    confirm: Option<String>,
 }
 
 pub async fn change_app(
     State(state): State<HttpState>,
     Path(app_id): Path<String>,
+    Csrf(csrf): Csrf,
     SignedForm { account, form }: SignedForm<AppAction>,
 ) -> Response {
+    if form.action == "revoke" && form.confirm.as_deref() != Some("yes") {
+        let name = match state.store.grants_of(account).await {
+            Ok(grants) => grants.into_iter().find(|g| g.app_id == app_id).map(|g| g.app_name),
+            Err(error) => return crate::http::error::ApiError::from(error).into_response(),
+        };
+        let Some(name) = name else {
+            return Flash::error("no grant for that app").redirect(&state, "/settings");
+        };
+        let title = format!("Revoke {name}?");
+        let action = format!("/settings/apps/{app_id}");
+        return ask(
+            Ask {
+                title: &title,
+                text: "The app is told you revoked it and never hears about you again. If you allow \
+                       it later, it starts anew.",
+                action: &action,
+                fields: &[("action", "revoke")],
+                button: "Revoke access",
+                back: "/settings",
+            },
+            &csrf,
+        );
+    }
     let (result, notice) = match form.action.as_str() {
         "pause" => (
             crate::ops::grants::set(&state, account, &app_id, Some(false), None).await,

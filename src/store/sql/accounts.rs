@@ -5,7 +5,7 @@ use sqlx::Row;
 use super::devices::recompute;
 use super::SqlStore;
 use crate::domain::{AccountId, AccountSummary, Policy, PresenceChange, Status};
-use crate::store::{Credentials, StoreError};
+use crate::store::{Credentials, StoreError, TokenKind};
 
 impl SqlStore {
     pub(super) async fn create_local_account(
@@ -28,12 +28,16 @@ impl SqlStore {
 
     pub(super) async fn local_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, password_hash FROM accounts WHERE email = $1 AND password_hash IS NOT NULL",
+            "SELECT id, password_hash, disabled_at FROM accounts WHERE email = $1 AND password_hash IS NOT NULL",
         )
         .bind(email)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| Credentials { account: AccountId(row.get(0)), password_hash: row.get(1) }))
+        Ok(row.map(|row| Credentials {
+            account: AccountId(row.get(0)),
+            password_hash: row.get(1),
+            disabled: row.get::<Option<i64>, _>(2).is_some(),
+        }))
     }
 
     pub(super) async fn oidc_account(
@@ -58,26 +62,32 @@ impl SqlStore {
         &self,
         hash: &str,
         account: AccountId,
+        kind: TokenKind,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tokens (hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(hash)
-            .bind(account.0)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "INSERT INTO tokens (hash, account_id, created_at, expires_at, kind) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(account.0)
+        .bind(now)
+        .bind(expires_at)
+        .bind(kind.as_str())
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
     pub(super) async fn token_account(&self, hash: &str, now: i64) -> Result<Option<AccountId>, StoreError> {
-        let id: Option<i64> =
-            sqlx::query_scalar("SELECT account_id FROM tokens WHERE hash = $1 AND expires_at > $2")
-                .bind(hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT t.account_id FROM tokens t JOIN accounts a ON a.id = t.account_id
+                 WHERE t.hash = $1 AND t.expires_at > $2 AND a.disabled_at IS NULL",
+        )
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(id.map(AccountId))
     }
 
@@ -88,7 +98,8 @@ impl SqlStore {
 
     pub(super) async fn account(&self, account: AccountId) -> Result<Option<AccountSummary>, StoreError> {
         let row = sqlx::query(
-            "SELECT email, issuer, status, visible, idle_away_minutes, idle_offline_minutes, appear_offline
+            "SELECT email, issuer, status, visible, idle_away_minutes, idle_offline_minutes, appear_offline,
+                    disabled_at
              FROM accounts WHERE id = $1",
         )
         .bind(account.0)
@@ -105,6 +116,7 @@ impl SqlStore {
                 idle_offline_minutes: row.get::<i64, _>(5).try_into().unwrap_or(u32::MAX),
                 appear_offline: row.get::<i64, _>(6) != 0,
             },
+            disabled: row.get::<Option<i64>, _>(7).is_some(),
         }))
     }
 

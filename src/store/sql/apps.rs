@@ -139,7 +139,7 @@ impl SqlStore {
 
     pub(super) async fn grants_of(&self, account: AccountId) -> Result<Vec<GrantInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT g.app_id, a.name, g.uid, g.enabled, g.coarse, g.created_at, g.last_update_at
+            "SELECT g.app_id, a.name, g.uid, g.enabled, g.coarse, g.created_at, g.last_update_at, g.last_status
              FROM grants g JOIN apps a ON a.app_id = g.app_id
              WHERE g.account_id = $1 ORDER BY a.name, g.app_id",
         )
@@ -156,6 +156,7 @@ impl SqlStore {
                 coarse: row.get::<i64, _>(4) != 0,
                 created_at: row.get(5),
                 last_update_at: row.get(6),
+                last_status: row.get(7),
             })
             .collect())
     }

@@ -145,10 +145,14 @@ impl SqlStore {
     }
 
     pub(super) async fn device_by_prid(&self, prid_hash: &str) -> Result<Option<DeviceBinding>, StoreError> {
-        let row = sqlx::query("SELECT id, account_id FROM devices WHERE prid_hash = $1")
-            .bind(prid_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        // A disabled account's devices are refused, as if their PrIDs were revoked.
+        let row = sqlx::query(
+            "SELECT d.id, d.account_id FROM devices d JOIN accounts a ON a.id = d.account_id
+             WHERE d.prid_hash = $1 AND a.disabled_at IS NULL",
+        )
+        .bind(prid_hash)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.and_then(|row| {
             Some(DeviceBinding { device: DeviceId::parse(row.get(0))?, account: AccountId(row.get(1)) })
         }))

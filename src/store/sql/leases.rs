@@ -101,6 +101,14 @@ async fn offline_before(
 }
 
 impl SqlStore {
+    pub(super) async fn live_nodes(&self, now: i64) -> Result<u64, StoreError> {
+        let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE expires_at > $1")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(live.max(0) as u64)
+    }
+
     pub(super) async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO nodes (id, started_at, expires_at) VALUES ($1, $2, $3)

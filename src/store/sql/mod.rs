@@ -27,6 +27,7 @@ mod apps;
 mod devices;
 mod events;
 mod leases;
+mod lifecycle;
 mod notifications;
 mod push;
 mod roster;

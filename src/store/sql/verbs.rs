@@ -8,6 +8,7 @@ use crate::domain::{
     DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate, Status,
     Uaid, WebhookHealth, WebhookOutcome,
 };
+use crate::store::{AccountRecord, AppRecord, DisabledAccount, NotificationRecord, SessionRecord, TokenKind};
 use crate::store::{
     AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
     NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
@@ -84,10 +85,11 @@ impl Store for SqlStore {
         &self,
         hash: &str,
         account: AccountId,
+        kind: TokenKind,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        SqlStore::create_token(self, hash, account, now, expires_at).await
+        SqlStore::create_token(self, hash, account, kind, now, expires_at).await
     }
 
     async fn token_account(&self, hash: &str, now: i64) -> Result<Option<AccountId>, StoreError> {
@@ -166,6 +168,10 @@ impl Store for SqlStore {
 
     async fn expire_stale(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceChange>, StoreError> {
         SqlStore::expire_stale(self, cutoff, now).await
+    }
+
+    async fn live_nodes(&self, now: i64) -> Result<u64, StoreError> {
+        SqlStore::live_nodes(self, now).await
     }
 
     async fn take_lease(&self, until: i64, now: i64) -> Result<(), StoreError> {
@@ -365,6 +371,60 @@ impl Store for SqlStore {
 
     async fn notifications_sent(&self, account: AccountId, since: i64) -> Result<Vec<SentCount>, StoreError> {
         SqlStore::notifications_sent(self, account, since).await
+    }
+
+    async fn sessions(&self, account: AccountId, now: i64) -> Result<Vec<SessionRecord>, StoreError> {
+        SqlStore::sessions(self, account, now).await
+    }
+
+    async fn revoke_account_token(&self, account: AccountId, hash: &str) -> Result<bool, StoreError> {
+        SqlStore::revoke_account_token(self, account, hash).await
+    }
+
+    async fn set_password(
+        &self,
+        account: AccountId,
+        password_hash: &str,
+        keep_token: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        SqlStore::set_password(self, account, password_hash, keep_token).await
+    }
+
+    async fn notifications_for(&self, account: AccountId) -> Result<Vec<NotificationRecord>, StoreError> {
+        SqlStore::notifications_for(self, account).await
+    }
+
+    async fn account_records(&self, account: Option<AccountId>) -> Result<Vec<AccountRecord>, StoreError> {
+        SqlStore::account_records(self, account).await
+    }
+
+    async fn set_account_disabled(
+        &self,
+        account: AccountId,
+        disabled: bool,
+        now: i64,
+    ) -> Result<Option<DisabledAccount>, StoreError> {
+        SqlStore::set_account_disabled(self, account, disabled, now).await
+    }
+
+    async fn delete_account(&self, account: AccountId, uaids: &[Uaid]) -> Result<bool, StoreError> {
+        SqlStore::delete_account(self, account, uaids).await
+    }
+
+    async fn app_records(&self, app_id: Option<&str>) -> Result<Vec<AppRecord>, StoreError> {
+        SqlStore::app_records(self, app_id).await
+    }
+
+    async fn set_app_disabled(&self, app_id: &str, disabled: bool, now: i64) -> Result<bool, StoreError> {
+        SqlStore::set_app_disabled(self, app_id, disabled, now).await
+    }
+
+    async fn app_disabled(&self, app_id: &str) -> Result<bool, StoreError> {
+        SqlStore::app_disabled(self, app_id).await
+    }
+
+    async fn delete_app(&self, app_id: &str) -> Result<Option<Vec<AccountId>>, StoreError> {
+        SqlStore::delete_app(self, app_id).await
     }
 
     async fn close(&self) {

@@ -30,7 +30,7 @@ impl SqlStore {
         sent_before: i64,
         claim_until: i64,
     ) -> Result<Vec<WebhookTarget>, StoreError> {
-        const DUE: &str = "webhook_url IS NOT NULL AND webhook_disabled_at IS NULL
+        const DUE: &str = "webhook_url IS NOT NULL AND webhook_disabled_at IS NULL AND disabled_at IS NULL
                AND last_seq > webhook_cursor AND webhook_next_attempt_at <= $1
                AND (webhook_last_sent_at IS NULL OR webhook_last_sent_at <= $3)
                AND (webhook_node IS NULL OR webhook_node = $2 OR webhook_claimed_until < $1

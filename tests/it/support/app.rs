@@ -15,6 +15,8 @@ use super::service::{self, AccountId, Core, DeviceClient, Lookup, Signals, Statu
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The admin listener, with `admin_listen` set.
+    pub admin: Option<std::net::SocketAddr>,
     state: Core,
     /// Every bus signal since the server started (subscribed before it ran).
     signals: tokio::sync::Mutex<Signals>,
@@ -75,6 +77,7 @@ impl Builder {
         let server = service::serve(settings, self.lookup, shutdown.clone()).await;
         TestApp {
             addr: server.addr,
+            admin: server.admin,
             state: server.state,
             signals: tokio::sync::Mutex::new(server.signals),
             http: reqwest::Client::new(),
@@ -99,13 +102,13 @@ impl TestApp {
         format!("ws://{}/", self.addr)
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// The data directory (for the CLI to work on, as an operator's would).
+    /// The server's data directory (its database, on the SQLite run).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
     }
 
     pub async fn connect(&self) -> DeviceClient {

@@ -64,6 +64,8 @@ impl Browser {
     }
 
     async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        // As browsers do: pages are asked for as HTML.
+        let request = request.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
         let response = request.header("cookie", self.cookie_header()).send().await.unwrap();
         for value in response.headers().get_all("set-cookie") {
             let pair = value.to_str().unwrap().split(';').next().unwrap();

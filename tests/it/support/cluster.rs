@@ -189,6 +189,16 @@ impl Cluster {
     }
 }
 
+/// The bus flags of the cluster's nodes: its NATS server and the app's subject.
+pub fn bus_flags(nats: &Nats, registered: &RegisteredApp) -> [String; 4] {
+    [
+        "--bus-url".to_owned(),
+        format!("nats://127.0.0.1:{}", nats.port),
+        "--bus-subject".to_owned(),
+        format!("presence.test.{}", registered.app_id),
+    ]
+}
+
 /// A node of the cluster on its data, its bus and the app's subject.
 async fn spawn_node(data: &DataDir, nats: &Nats, registered: &RegisteredApp) -> ServerProcess {
     let bus = format!("nats://127.0.0.1:{}", nats.port);

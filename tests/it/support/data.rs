@@ -58,6 +58,37 @@ impl DataDir {
     }
 }
 
+/// The tables of the database of `dir` that have a column named `column`.
+pub async fn tables_with_column(dir: &Path, column: &str) -> Vec<String> {
+    let sql = if postgres().is_some() {
+        "SELECT table_name::text FROM information_schema.columns
+         WHERE table_schema = current_schema() AND column_name = $1 ORDER BY 1"
+    } else {
+        "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c
+         WHERE m.type = 'table' AND c.name = $1 ORDER BY 1"
+    };
+    let mut conn = connect(dir).await;
+    sqlx::query_scalar(sql).bind(column).fetch_all(&mut conn).await.unwrap()
+}
+
+/// How many rows of `table` in the database of `dir` have `column = value`.
+pub async fn rows_where(dir: &Path, table: &str, column: &str, value: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE CAST({column} AS TEXT) = $1");
+    let mut conn = connect(dir).await;
+    sqlx::query_scalar(&sql).bind(value).fetch_one(&mut conn).await.unwrap()
+}
+
+/// A connection to the database of `dir`, whichever the run uses.
+async fn connect(dir: &Path) -> sqlx::AnyConnection {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let url = match database_url(dir).await {
+        Some(url) => url,
+        None => format!("sqlite://{}?mode=ro", dir.join("presence.db").display()),
+    };
+    sqlx::AnyConnection::connect(&url).await.unwrap()
+}
+
 /// Connections each test server keeps to PostgreSQL at most: tests run in parallel, and the
 /// server's `max_connections` (100 by default) must hold them all.
 pub const POOL: u32 = 4;

@@ -40,15 +40,43 @@ pub async fn cli(args: &[&str], dir: &Path, stdin: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// How a `presence` command ended: its exit code, standard output and standard error.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a `presence` command on a data directory, whatever its outcome.
+pub async fn cli_run(args: &[&str], dir: &Path) -> Ran {
+    let output = presence_command()
+        .args(args)
+        .args(store_flags(dir).await)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
 /// `presence serve` on a data directory, with these extra flags; returns once it listens.
 pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
+    spawn_process_logging(dir, extra, std::process::Stdio::null()).await
+}
+
+/// `spawn_process` with its standard error (the logs) going to `stderr`.
+pub async fn spawn_process_logging(dir: &Path, extra: &[&str], stderr: std::process::Stdio) -> ServerProcess {
     let mut child = presence_command()
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(store_flags(dir).await)
         .args(extra)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("the binary starts");

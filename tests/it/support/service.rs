@@ -32,6 +32,8 @@ pub type Signals = broadcast::Receiver<presence::bus::Signal>;
 /// A server of the library, running in this process.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The admin listener, with `admin_listen` set.
+    pub admin: Option<SocketAddr>,
     pub state: Core,
     /// Every bus signal since the server started (subscribed before it ran).
     pub signals: Signals,
@@ -53,10 +55,11 @@ pub async fn serve(
     let options = presence::app::Options { lookup };
     let app = presence::app::build_with(config, options).await.expect("the server starts");
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let state = app.parts().core.clone();
     let signals = state.bus.subscribe();
     let task = tokio::spawn(app.run(shutdown));
-    Server { addr, state, signals, task }
+    Server { addr, admin, state, signals, task }
 }
 
 /// The account and visible status of a presence change signalled on the bus, if it is one.
