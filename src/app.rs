@@ -2,7 +2,6 @@
 //! layers (store and bus, then operations, then the gateway, fan-out and HTTP interfaces);
 //! `App::run` serves until the shutdown token fires, then drains within `shutdown_grace`.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -170,26 +169,14 @@ impl App {
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
         tokio::spawn(purge_old_events(state.clone()));
-        let stop = shutdown.clone();
-        let send_buffer = state.config.socket_send_buffer;
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
-            // Presence messages are small and latency matters: no Nagle delay.
-            let _ = tcp.set_nodelay(true);
-            if send_buffer > 0 {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-            }
-        });
-        let server = tokio::spawn(
-            axum::serve(listener, router(&parts))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .into_future(),
-        );
+        let limits = crate::server::Limits::from_config(&state.config);
+        let server = tokio::spawn(crate::server::serve(listener, router(&parts), limits, shutdown.clone()));
         shutdown.cancelled().await;
         // Device sockets are upgraded connections, which the HTTP server no longer tracks.
         state.shutdown.cancel();
         let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
         let served = match tokio::time::timeout_at(deadline, server).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(())) => Ok(()),
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Err(_) => {
                 tracing::warn!("http requests did not finish within the shutdown grace");

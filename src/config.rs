@@ -103,6 +103,11 @@ pub struct Config {
     pub device_writes_per_second: u32,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    pub max_connections: u32,
 
     pub max_message_size: usize,
     pub socket_send_buffer: usize,
@@ -259,10 +264,15 @@ impl Config {
             ("hello_timeout", self.hello_timeout),
             ("ws_ping_interval", self.ws_ping_interval),
             ("ws_pong_timeout", self.ws_pong_timeout),
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
         ] {
             if value.is_zero() {
                 return invalid(format!("{name} must be longer than zero"));
             }
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".into());
         }
         if self.max_message_size < 1024 {
             return invalid("max_message_size must be at least 1024 bytes".into());

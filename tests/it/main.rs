@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod browser;
 mod cluster;
+mod connections;
 mod consent;
 mod delivery;
 mod gateway;
