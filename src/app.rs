@@ -168,7 +168,7 @@ impl App {
         tokio::spawn(
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
-        tokio::spawn(purge_old_events(state.clone()));
+        tokio::spawn(crate::ops::expiry::sweep(state.clone()));
         let limits = crate::server::Limits::from_config(&state.config);
         let server = tokio::spawn(crate::server::serve(listener, router(&parts), limits, shutdown.clone()));
         shutdown.cancelled().await;
@@ -202,25 +202,6 @@ pub fn router(parts: &Parts) -> Router {
         .merge(crate::http::routes(parts.http.clone()))
         .fallback(any(not_found))
         .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers))
-}
-
-/// Removes events older than `event_retention`, every tenth of it (at most every 10 minutes).
-async fn purge_old_events(state: Core) {
-    let retention = state.config.event_retention;
-    let period =
-        (retention / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let cutoff = crate::clock::unix_now() - retention.as_secs() as i64;
-        match state.store.purge_events(cutoff).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::debug!(removed, "old events removed"),
-            Err(error) => tracing::error!(error = %crate::error::chain(&error), "cannot remove old events"),
-        }
-    }
 }
 
 async fn not_found() -> ApiError {

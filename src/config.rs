@@ -138,6 +138,10 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub event_retention: Duration,
     #[serde(with = "humantime_serde")]
+    pub uaid_expiry: Duration,
+    #[serde(with = "humantime_serde")]
+    pub notification_retention: Duration,
+    #[serde(with = "humantime_serde")]
     pub stream_heartbeat: Duration,
     pub stream_buffer: usize,
     #[serde(with = "humantime_serde")]
@@ -288,6 +292,9 @@ impl Config {
         }
         if self.max_channels_per_uaid == 0 || self.max_stored_per_uaid == 0 {
             return invalid("max_channels_per_uaid and max_stored_per_uaid must be at least 1".into());
+        }
+        if self.uaid_expiry < Duration::from_secs(1) {
+            return invalid("uaid_expiry must be at least one second".into());
         }
         if self.token_ttl < Duration::from_secs(1) || self.stale_after < Duration::from_secs(1) {
             return invalid("token_ttl and stale_after must be at least one second".into());

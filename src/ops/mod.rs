@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod apps;
 pub mod cluster;
 pub mod devices;
+pub mod expiry;
 pub mod grants;
 pub mod notifications;
 pub mod presence;

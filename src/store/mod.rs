@@ -16,9 +16,9 @@ mod types;
 
 pub use sql::{Backend, SqlStore};
 pub use types::{
-    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
-    PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, UidStatus,
-    WebhookTarget,
+    AppChanges, Credentials, EventPage, Expired, Granted, LogBounds, NewDevice, NewNotification,
+    NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount,
+    Snapshot, UidStatus, WebhookTarget,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +346,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a batch the roster applied, in one transaction.
     async fn record_presence(&self, batch: &PresenceBatch, now: i64) -> Result<(), StoreError>;
+
+    // Expiry.
+
+    /// The UAID's connection on this node closed (it counts as seen now).
+    async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
+
+    /// Removes UAIDs (with their channels) that no device is bound to, that are connected
+    /// nowhere and were last seen before `uaids_seen_before`; tokens and consent codes expired
+    /// by `now`; notifications that expired before `notifications_expired_before`.
+    async fn purge_expired(
+        &self,
+        now: i64,
+        uaids_seen_before: i64,
+        notifications_expired_before: i64,
+    ) -> Result<Expired, StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);

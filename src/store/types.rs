@@ -163,3 +163,12 @@ pub struct PresenceBatch {
     /// Events appended, in seq order per app; each also records what its grant's app was told.
     pub events: Vec<crate::domain::roster::NewEvent>,
 }
+
+/// What one expiry sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub uaids: u64,
+    pub tokens: u64,
+    pub codes: u64,
+    pub notifications: u64,
+}

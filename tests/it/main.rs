@@ -9,6 +9,7 @@ mod cluster;
 mod connections;
 mod consent;
 mod delivery;
+mod expiry;
 mod gateway;
 mod malformed;
 mod notifications;

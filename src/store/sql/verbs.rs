@@ -9,9 +9,9 @@ use crate::domain::{
     Uaid, WebhookHealth, WebhookOutcome,
 };
 use crate::store::{
-    AppChanges, Credentials, EventPage, Granted, LogBounds, NewDevice, NewNotification, NotifiedDevice,
-    Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError, UidStatus,
-    WebhookTarget,
+    AppChanges, Credentials, EventPage, Expired, Granted, LogBounds, NewDevice, NewNotification,
+    NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
+    UidStatus, WebhookTarget,
 };
 
 #[async_trait]
@@ -357,6 +357,19 @@ impl Store for SqlStore {
 
     async fn notifications_sent(&self, account: AccountId, since: i64) -> Result<Vec<SentCount>, StoreError> {
         SqlStore::notifications_sent(self, account, since).await
+    }
+
+    async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
+        SqlStore::uaid_closed(self, uaid, now).await
+    }
+
+    async fn purge_expired(
+        &self,
+        now: i64,
+        uaids_seen_before: i64,
+        notifications_expired_before: i64,
+    ) -> Result<Expired, StoreError> {
+        SqlStore::purge_expired(self, now, uaids_seen_before, notifications_expired_before).await
     }
 
     async fn close(&self) {
