@@ -108,6 +108,8 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     let egress = crate::egress::Egress::new(
         crate::egress::parse_allow_list(&config.webhook_allow).expect("validated with the configuration"),
     );
+    let trusted_proxies =
+        crate::egress::parse_allow_list(&config.trusted_proxies).expect("validated with the configuration");
     let registry = Arc::new(Registry::default());
     let relay = Arc::new(Relay::new(registry.clone(), bus.clone(), node.clone(), !config.bus_url.is_empty()));
     let core = Core {
@@ -120,6 +122,7 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
         notify_app_limit: Arc::new(RateLimiter::new(config.notify_app_per_minute)),
         notify_user_limit: Arc::new(RateLimiter::new(config.notify_user_per_minute)),
         login_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute)),
+        address_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute_per_address)),
         hashing: Arc::new(tokio::sync::Semaphore::new(config.password_hashes_at_once as usize)),
         metrics: Arc::new(Metrics::default()),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
@@ -131,7 +134,12 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
     Ok(Parts {
         gateway: Gateway { core: core.clone(), registry, relay, keys: Arc::new(EndpointKeys::new(&secret)) },
         fanout: Fanout { core: core.clone(), streams: Arc::default() },
-        http: HttpState { core: core.clone(), oidc, flash_vault: Arc::new(Vault::new(&secret, "flash")) },
+        http: HttpState {
+            core: core.clone(),
+            oidc,
+            flash_vault: Arc::new(Vault::new(&secret, "flash")),
+            trusted_proxies: Arc::new(trusted_proxies),
+        },
         core,
     })
 }

@@ -131,6 +131,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub grant_code_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    pub login_attempts_per_minute_per_address: u32,
+    pub trusted_proxies: String,
     pub signup: Signup,
     pub password_hashes_at_once: u32,
     pub max_devices_per_account: u32,
@@ -317,8 +319,14 @@ impl Config {
         if let Err(why) = crate::egress::parse_allow_list(&self.webhook_allow) {
             return invalid(format!("webhook_allow: {why}"));
         }
-        if self.login_attempts_per_minute == 0 {
-            return invalid("login_attempts_per_minute must be at least 1".into());
+        if self.login_attempts_per_minute == 0 || self.login_attempts_per_minute_per_address == 0 {
+            return invalid(
+                "login_attempts_per_minute and login_attempts_per_minute_per_address must be at least 1"
+                    .into(),
+            );
+        }
+        if let Err(why) = crate::egress::parse_allow_list(&self.trusted_proxies) {
+            return invalid(format!("trusted_proxies: {why}"));
         }
         if self.notify_app_per_minute == 0
             || self.notify_user_per_minute == 0

@@ -26,6 +26,8 @@ pub struct HttpState {
     pub oidc: Option<Arc<oidc::OidcVerifier>>,
     /// Seals secrets carried to the next page (shown once).
     pub flash_vault: Arc<Vault>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub trusted_proxies: Arc<Vec<crate::egress::Cidr>>,
 }
 
 impl std::ops::Deref for HttpState {

@@ -191,6 +191,67 @@ async fn password_guessing_is_slowed_per_email() {
     assert!(page.location.unwrap().starts_with("/login?error=throttled"));
 }
 
+/// `POST /v1/tokens` for a new email each time, with this `X-Forwarded-For` if any.
+async fn token_attempt(app: &crate::support::TestApp, forwarded_for: Option<&str>) -> crate::support::Reply {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4());
+    let mut request =
+        app.http.post(app.url("/v1/tokens")).json(&json!({"email": email, "password": "guess-one"}));
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    reply(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn password_attempts_are_limited_per_address_whatever_the_email() {
+    let app = builder().set("login_attempts_per_minute_per_address", "3").spawn().await;
+    for _ in 0..3 {
+        assert_eq!(token_attempt(&app, None).await.status, 401);
+    }
+    let throttled = token_attempt(&app, None).await;
+    assert_eq!(throttled.status, 429, "a fourth email from the same address waits");
+    assert_eq!(throttled.json()["code"], "too_many_attempts");
+    // No proxy is trusted: a forwarded address from the client is not believed.
+    assert_eq!(token_attempt(&app, Some("203.0.113.7")).await.status, 429);
+    // The sign-in page counts against the same address.
+    let mut browser = Browser::new(&app);
+    browser.get("/login").await;
+    let page = browser.post("/login", &[("email", "kim@example.com"), ("password", "password123")]).await;
+    assert!(page.location.unwrap().starts_with("/login?error=throttled"));
+}
+
+#[tokio::test]
+async fn sign_ups_are_limited_per_address() {
+    let app = builder().set("login_attempts_per_minute_per_address", "2").spawn().await;
+    let mut browser = Browser::new(&app);
+    browser.get("/signup").await;
+    for email in ["one@example.com", "two@example.com"] {
+        let page = browser.post("/signup", &[("email", email), ("password", PASSWORD)]).await;
+        assert_eq!(page.status, 303, "{email} signs up");
+    }
+    let page = browser.post("/signup", &[("email", "three@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(page.status, 429);
+    assert_eq!(token_attempt(&app, None).await.status, 429, "tokens count against the same address");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
+    let app = builder()
+        .set("login_attempts_per_minute_per_address", "2")
+        .set("trusted_proxies", "127.0.0.1")
+        .spawn()
+        .await;
+    // The proxy appends the address it saw to what the client sent.
+    let client = Some("198.51.100.1, 203.0.113.7");
+    assert_eq!(token_attempt(&app, client).await.status, 401);
+    assert_eq!(token_attempt(&app, client).await.status, 401);
+    assert_eq!(token_attempt(&app, client).await.status, 429);
+    // A forged first entry does not make another client of the same address.
+    assert_eq!(token_attempt(&app, Some("198.51.100.2, 203.0.113.7")).await.status, 429);
+    // Another client behind the proxy is not affected.
+    assert_eq!(token_attempt(&app, Some("203.0.113.8")).await.status, 401);
+}
+
 #[tokio::test]
 async fn signing_in_never_redirects_to_another_site() {
     let app = spawn_app().await;
