@@ -103,8 +103,13 @@ pub async fn open(config: Config, addr: SocketAddr) -> Result<Parts, StartError>
         },
         config.bus_url.is_empty(),
     ));
-    let oidc = (!config.oidc_issuer.is_empty())
-        .then(|| Arc::new(crate::http::oidc::OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
+    let oidc = (!config.oidc_issuer.is_empty()).then(|| {
+        Arc::new(crate::http::oidc::OidcVerifier::new(
+            &config.oidc_issuer,
+            &config.oidc_audience,
+            config.oidc_keys_refresh,
+        ))
+    });
     let egress = crate::egress::Egress::new(
         crate::egress::parse_allow_list(&config.webhook_allow).expect("validated with the configuration"),
     );

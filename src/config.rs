@@ -162,6 +162,8 @@ pub struct Config {
     pub max_notifications_per_device: u32,
     pub oidc_issuer: String,
     pub oidc_audience: String,
+    #[serde(with = "humantime_serde")]
+    pub oidc_keys_refresh: Duration,
     #[serde(default)]
     pub oidc_client_secret: SecretString,
 }
@@ -272,6 +274,7 @@ impl Config {
             ("ws_pong_timeout", self.ws_pong_timeout),
             ("http_header_timeout", self.http_header_timeout),
             ("http_idle_timeout", self.http_idle_timeout),
+            ("oidc_keys_refresh", self.oidc_keys_refresh),
         ] {
             if value.is_zero() {
                 return invalid(format!("{name} must be longer than zero"));

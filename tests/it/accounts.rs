@@ -132,6 +132,28 @@ async fn oidc_tokens_sign_in_and_bad_ones_are_refused() {
 }
 
 #[tokio::test]
+async fn cached_oidc_keys_keep_working_while_the_provider_is_down() {
+    let issuer = Issuer::start().await;
+    let app = builder()
+        .set("oidc_issuer", issuer.url.clone())
+        .set("oidc_audience", "presence-test")
+        .set("oidc_keys_refresh", "1s")
+        .spawn()
+        .await;
+    let token = issuer.token("user-1", "presence-test", 300);
+    assert_eq!(app.get_as(&token, "/v1/me").await.status, 200, "the keys are fetched");
+
+    issuer.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The keys are now older than oidc_keys_refresh, and the provider answers 503.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        let me = app.get_as(&token, "/v1/me").await;
+        assert_eq!(me.status, 200, "a token signed with a cached key still signs in: {}", me.body);
+    }
+    assert_eq!(app.get_as(&issuer.token("user-2", "presence-test", 300), "/v1/me").await.status, 200);
+}
+
+#[tokio::test]
 async fn the_browser_signs_in_through_the_identity_provider() {
     let issuer = Issuer::start().await;
     let app =
