@@ -2,7 +2,6 @@
 //! layers (store and bus, then operations, then the gateway, fan-out and HTTP interfaces);
 //! `App::run` serves until the shutdown token fires, then drains within `shutdown_grace`.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -134,14 +133,21 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
         },
         config.bus_url.is_empty(),
     ));
-    let oidc = (!config.oidc_issuer.is_empty())
-        .then(|| Arc::new(crate::http::oidc::OidcVerifier::new(&config.oidc_issuer, &config.oidc_audience)));
+    let oidc = (!config.oidc_issuer.is_empty()).then(|| {
+        Arc::new(crate::http::oidc::OidcVerifier::new(
+            &config.oidc_issuer,
+            &config.oidc_audience,
+            config.oidc_keys_refresh,
+        ))
+    });
     let mut egress = crate::egress::Egress::new(
         crate::egress::parse_allow_list(&config.webhook_allow).expect("validated with the configuration"),
     );
     if let Some(lookup) = options.lookup {
         egress = egress.resolving_with(lookup);
     }
+    let trusted_proxies =
+        crate::egress::parse_allow_list(&config.trusted_proxies).expect("validated with the configuration");
     let registry = Arc::new(Registry::default());
     let relay = Arc::new(Relay::new(registry.clone(), bus.clone(), node.clone(), !config.bus_url.is_empty()));
     let core = Core {
@@ -154,6 +160,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
         notify_app_limit: Arc::new(RateLimiter::new(config.notify_app_per_minute)),
         notify_user_limit: Arc::new(RateLimiter::new(config.notify_user_per_minute)),
         login_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute)),
+        address_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute_per_address)),
         hashing: Arc::new(tokio::sync::Semaphore::new(config.password_hashes_at_once as usize)),
         metrics: Arc::new(Metrics::default()),
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
@@ -170,6 +177,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
             oidc,
             flash_vault: Arc::new(Vault::new(&secret, "flash")),
             csrf_key: Arc::new(crate::http::web::CsrfKey::new(&secret)),
+            trusted_proxies: Arc::new(trusted_proxies),
         },
         core,
     })
@@ -221,31 +229,19 @@ impl App {
         tokio::spawn(
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
-        tokio::spawn(purge_old_events(state.clone()));
+        tokio::spawn(crate::ops::expiry::sweep(state.clone()));
         if let Some(control) = control {
             let path = crate::http::control::socket_path(&state.config.data_dir);
             tokio::spawn(crate::http::control::serve(state.clone(), control, path, state.shutdown.clone()));
         }
-        let stop = shutdown.clone();
-        let send_buffer = state.config.socket_send_buffer;
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
-            // Presence messages are small and latency matters: no Nagle delay.
-            let _ = tcp.set_nodelay(true);
-            if send_buffer > 0 {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-            }
-        });
-        let server = tokio::spawn(
-            axum::serve(listener, router(&parts))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .into_future(),
-        );
+        let limits = crate::server::Limits::from_config(&state.config);
+        let server = tokio::spawn(crate::server::serve(listener, router(&parts), limits, shutdown.clone()));
         shutdown.cancelled().await;
         // Device sockets are upgraded connections, which the HTTP server no longer tracks.
         state.shutdown.cancel();
         let deadline = tokio::time::Instant::now() + state.config.shutdown_grace;
         let served = match tokio::time::timeout_at(deadline, server).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(())) => Ok(()),
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Err(_) => {
                 tracing::warn!("http requests did not finish within the shutdown grace");
@@ -286,25 +282,6 @@ fn routes(parts: &Parts) -> Router {
             crate::http::web::landing::for_browsers,
         ))
         .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers))
-}
-
-/// Removes events older than `event_retention`, every tenth of it (at most every 10 minutes).
-async fn purge_old_events(state: Core) {
-    let retention = state.config.event_retention;
-    let period =
-        (retention / 10).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let cutoff = crate::clock::unix_now() - retention.as_secs() as i64;
-        match state.store.purge_events(cutoff).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::debug!(removed, "old events removed"),
-            Err(error) => tracing::error!(error = %crate::error::chain(&error), "cannot remove old events"),
-        }
-    }
 }
 
 async fn not_found() -> ApiError {

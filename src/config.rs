@@ -113,6 +113,11 @@ pub struct Config {
     pub device_writes_per_second: u32,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    pub max_connections: u32,
 
     pub max_message_size: usize,
     pub socket_send_buffer: usize,
@@ -136,12 +141,18 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub grant_code_ttl: Duration,
     pub login_attempts_per_minute: u32,
+    pub login_attempts_per_minute_per_address: u32,
+    pub trusted_proxies: String,
     pub signup: Signup,
     pub password_hashes_at_once: u32,
     pub max_devices_per_account: u32,
     pub max_json_body: usize,
     #[serde(with = "humantime_serde")]
     pub event_retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub uaid_expiry: Duration,
+    #[serde(with = "humantime_serde")]
+    pub notification_retention: Duration,
     #[serde(with = "humantime_serde")]
     pub stream_heartbeat: Duration,
     pub stream_buffer: usize,
@@ -161,6 +172,8 @@ pub struct Config {
     pub max_notifications_per_device: u32,
     pub oidc_issuer: String,
     pub oidc_audience: String,
+    #[serde(with = "humantime_serde")]
+    pub oidc_keys_refresh: Duration,
     #[serde(default)]
     pub oidc_client_secret: SecretString,
     pub oidc_provider_name: String,
@@ -294,10 +307,16 @@ impl Config {
             ("hello_timeout", self.hello_timeout),
             ("ws_ping_interval", self.ws_ping_interval),
             ("ws_pong_timeout", self.ws_pong_timeout),
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
+            ("oidc_keys_refresh", self.oidc_keys_refresh),
         ] {
             if value.is_zero() {
                 return invalid(format!("{name} must be longer than zero"));
             }
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".into());
         }
         if self.max_message_size < 1024 {
             return invalid("max_message_size must be at least 1024 bytes".into());
@@ -313,6 +332,9 @@ impl Config {
         }
         if self.max_channels_per_uaid == 0 || self.max_stored_per_uaid == 0 {
             return invalid("max_channels_per_uaid and max_stored_per_uaid must be at least 1".into());
+        }
+        if self.uaid_expiry < Duration::from_secs(1) {
+            return invalid("uaid_expiry must be at least one second".into());
         }
         if self.token_ttl < Duration::from_secs(1) || self.stale_after < Duration::from_secs(1) {
             return invalid("token_ttl and stale_after must be at least one second".into());
@@ -335,8 +357,14 @@ impl Config {
         if let Err(why) = crate::egress::parse_allow_list(&self.webhook_allow) {
             return invalid(format!("webhook_allow: {why}"));
         }
-        if self.login_attempts_per_minute == 0 {
-            return invalid("login_attempts_per_minute must be at least 1".into());
+        if self.login_attempts_per_minute == 0 || self.login_attempts_per_minute_per_address == 0 {
+            return invalid(
+                "login_attempts_per_minute and login_attempts_per_minute_per_address must be at least 1"
+                    .into(),
+            );
+        }
+        if let Err(why) = crate::egress::parse_allow_list(&self.trusted_proxies) {
+            return invalid(format!("trusted_proxies: {why}"));
         }
         if self.notify_app_per_minute == 0
             || self.notify_user_per_minute == 0

@@ -2,7 +2,8 @@
 //!
 //! The layers, each importing only from those below it (see `docs/architecture.md`):
 //! - interfaces: `gateway` (devices' WebSockets, `/update`), `fanout` (app streams, webhooks),
-//!   `http` (JSON API, web pages, health), `cli` (commands, simulator, bench); `app` wires them.
+//!   `http` (JSON API, web pages, health), `cli` (commands, simulator, bench); `app` wires them, `server` serves
+//!   HTTP under them (timeouts, connection cap, lingering close).
 //! - `ops`: the operations users, devices and apps perform, and the presence engine.
 //! - `store` and `bus`: what is remembered, and signals between parts and nodes.
 //! - `domain`: ids, statuses, the presence rules and the plain model types; no I/O.
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod ops;
 pub mod ratelimit;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod vault;

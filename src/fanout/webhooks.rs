@@ -7,6 +7,12 @@
 //! hour) or as `Retry-After` says; `410 Gone` disables the endpoint at once, and so does
 //! continuous failure for `webhook_disable_after`. One request per endpoint is in flight at a
 //! time. Paused and revoked grants are re-checked when the batch is read, just before sending.
+//!
+//! Events are kept for `event_retention` only. A webhook whose cursor fell behind what is kept
+//! (it failed, or was disabled, for longer) would miss the purged changes: its next POST is a
+//! resync instead, the current status of every enabled grant (same body), its `webhook-id`
+//! starting `msg_resync_` and with the header `presence-resync: true`; the cursor then moves to
+//! the end of the log.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -160,11 +166,22 @@ impl Dispatcher {
     async fn attempt(&self, target: WebhookTarget) -> Result<(), crate::store::StoreError> {
         let config = &self.state.config;
         let store = &self.state.store;
-        let page = store.events_after(&target.app_id, target.cursor, config.webhook_max_batch).await?;
-        let batch = latest_per_uid(&page.events);
+        let behind =
+            store.log_bounds(&target.app_id).await?.is_some_and(|bounds| target.cursor < bounds.purged_seq);
+        let (batch, cursor, message_id) = if behind {
+            // Events the webhook never got are gone: send everyone's current status instead.
+            let snapshot = store.snapshot(&target.app_id).await?;
+            let batch: Vec<(String, String)> =
+                snapshot.entries.into_iter().map(|entry| (entry.uid, entry.status)).collect();
+            tracing::info!(app_id = %target.app_id, users = batch.len(), "webhook behind the event log: resync");
+            (batch, snapshot.seq, format!("msg_resync_{}_{}_{}", target.app_id, target.cursor, snapshot.seq))
+        } else {
+            let page = store.events_after(&target.app_id, target.cursor, config.webhook_max_batch).await?;
+            let id = format!("msg_{}_{}_{}", target.app_id, target.cursor, page.scanned_to);
+            (latest_per_uid(&page.events), page.scanned_to, id)
+        };
         let started = Instant::now();
         let now = unix_now();
-        let message_id = format!("msg_{}_{}_{}", target.app_id, target.cursor, page.scanned_to);
         let mut record = DeliveryRecord {
             at: now,
             message_id: message_id.clone(),
@@ -175,18 +192,18 @@ impl Dispatcher {
         };
         if batch.is_empty() {
             // Everything read was withheld (paused or revoked users): nothing to send.
-            let outcome = WebhookOutcome::Delivered { cursor: page.scanned_to };
+            let outcome = WebhookOutcome::Delivered { cursor };
             return store.record_attempt(&target.app_id, &record, &outcome).await;
         }
         let body = serde_json::to_string(&batch).expect("pairs serialize");
-        let sent = self.send(&target, &message_id, now, body).await;
+        let sent = self.send(&target, &message_id, behind, now, body).await;
         record.duration_ms = started.elapsed().as_millis() as u64;
         let failing_for = target.failing_since.map_or(0, |since| now - since);
         let give_up = failing_for >= config.webhook_disable_after.as_secs() as i64;
         let outcome = match sent {
             Ok((status, _)) if (200..300).contains(&status) => {
                 record.status_code = Some(status);
-                WebhookOutcome::Delivered { cursor: page.scanned_to }
+                WebhookOutcome::Delivered { cursor }
             }
             Ok((410, _)) => {
                 record.status_code = Some(410);
@@ -251,6 +268,7 @@ impl Dispatcher {
         &self,
         target: &WebhookTarget,
         id: &str,
+        resync: bool,
         timestamp: i64,
         body: String,
     ) -> Result<(u16, Option<u64>), String> {
@@ -263,8 +281,11 @@ impl Dispatcher {
             })?;
         let signature = sign(&secret, id, timestamp, &body)
             .ok_or_else(|| "the webhook secret is malformed".to_owned())?;
-        let response = client
-            .post(url)
+        let mut request = client.post(url);
+        if resync {
+            request = request.header("presence-resync", "true");
+        }
+        let response = request
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{AuthedAccount, BearerToken};
+use super::auth::{AuthedAccount, BearerToken, ClientAddr};
 use super::error::{ApiError, ApiJson};
 use super::HttpState;
 use crate::domain::Policy;
@@ -33,8 +33,10 @@ struct Credentials {
 
 async fn create_token(
     State(state): State<HttpState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
+    accounts::limit_address(&state, client)?;
     let Some(account) = accounts::check_password(&state, &body.email, body.password).await? else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

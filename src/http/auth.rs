@@ -128,3 +128,45 @@ impl AuthedApp {
         }
     }
 }
+
+/// The client's address: the socket's peer, or, when the peer is a trusted proxy
+/// (`trusted_proxies`), the nearest address in `X-Forwarded-For` that is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl FromRequestParts<HttpState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip())
+            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        Ok(ClientAddr(client_addr(peer, &parts.headers, &state.trusted_proxies)))
+    }
+}
+
+/// Walks `X-Forwarded-For` from the nearest hop while the hop is a trusted proxy; an
+/// unparsable entry ends the walk at the last trusted hop's word.
+pub fn client_addr(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[crate::egress::Cidr],
+) -> std::net::IpAddr {
+    let trusted_hop = |ip: std::net::IpAddr| trusted.iter().any(|range| range.contains(ip));
+    if !trusted_hop(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
+    let hops: Vec<&str> = hops.flat_map(|value| value.split(',')).collect();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else { break };
+        client = ip;
+        if !trusted_hop(ip) {
+            break;
+        }
+    }
+    client
+}

@@ -31,6 +31,8 @@ pub struct HttpState {
     pub flash_vault: Arc<Vault>,
     /// Makes the pages' CSRF tokens.
     pub csrf_key: Arc<web::CsrfKey>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub trusted_proxies: Arc<Vec<crate::egress::Cidr>>,
 }
 
 impl std::ops::Deref for HttpState {

@@ -2,7 +2,10 @@
 //! its signature verifies against the issuer's published keys (discovery, then JWKS), and its
 //! issuer, audience and expiry are right. Discovery happens on first use, not at start, so a
 //! node starts even while the provider is down; keys are fetched again when a token names a key
-//! we do not have (at most every 30 s) and at least hourly.
+//! we do not have (at most every 30 s) and once they are `oidc_keys_refresh` old. A failed fetch
+//! never discards keys: cached keys keep verifying tokens while the provider is down, and the
+//! fetch is tried again after a backoff (5 s, doubling up to 5 minutes). One fetch runs at a
+//! time, without holding the keys' lock, so requests go on with the cached keys meanwhile.
 
 use std::time::Duration;
 
@@ -12,7 +15,8 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 use tokio::time::Instant;
 
-const REFRESH_AFTER: Duration = Duration::from_secs(3600);
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const MISS_COOLDOWN: Duration = Duration::from_secs(30);
 const MAX_DOCUMENT: usize = 1 << 20;
 
@@ -54,17 +58,24 @@ struct Keys {
     discovery: Option<Discovery>,
     set: JwkSet,
     fetched: Option<Instant>,
+    /// After failed fetches: not before this, and the wait after the next failure.
+    retry_at: Option<Instant>,
+    backoff: Duration,
 }
 
 pub struct OidcVerifier {
     issuer: String,
     audience: String,
     http: reqwest::Client,
+    refresh_after: Duration,
     keys: RwLock<Keys>,
+    /// Held by the one fetch in flight.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl OidcVerifier {
-    pub fn new(issuer: &str, audience: &str) -> OidcVerifier {
+    /// Keys are fetched again once `refresh_after` old (`oidc_keys_refresh`).
+    pub fn new(issuer: &str, audience: &str, refresh_after: Duration) -> OidcVerifier {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
@@ -74,7 +85,15 @@ impl OidcVerifier {
             issuer: issuer.trim_end_matches('/').to_owned(),
             audience: audience.to_owned(),
             http,
-            keys: RwLock::new(Keys { discovery: None, set: JwkSet { keys: Vec::new() }, fetched: None }),
+            refresh_after,
+            keys: RwLock::new(Keys {
+                discovery: None,
+                set: JwkSet { keys: Vec::new() },
+                fetched: None,
+                retry_at: None,
+                backoff: FIRST_BACKOFF,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -135,9 +154,17 @@ impl OidcVerifier {
     }
 
     async fn key(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, OidcError> {
-        let stale = self.keys.read().await.fetched.is_none_or(|at| at.elapsed() > REFRESH_AFTER);
+        let (stale, cached) = {
+            let keys = self.keys.read().await;
+            (keys.fetched.is_none_or(|at| at.elapsed() > self.refresh_after), keys.fetched.is_some())
+        };
         if stale {
-            self.refresh(false).await?;
+            match self.refresh(false).await {
+                Ok(()) => {}
+                // Logged by `refresh`; the cached keys still verify tokens.
+                Err(_) if cached => {}
+                Err(error) => return Err(error),
+            }
         }
         let keys = self.keys.read().await;
         let jwk = match kid {
@@ -148,15 +175,65 @@ impl OidcVerifier {
         Ok(jwk.and_then(|jwk| DecodingKey::from_jwk(jwk).ok()))
     }
 
-    /// Fetches discovery and keys; with `on_miss`, not more often than every 30 s.
+    /// Fetches discovery and keys, one fetch at a time; with `on_miss`, not more often than
+    /// every 30 s. With keys cached, a refresh already in flight is not waited for. After a
+    /// failure, no fetch is tried before the backoff has passed.
     async fn refresh(&self, on_miss: bool) -> Result<(), OidcError> {
-        let mut keys = self.keys.write().await;
-        if let Some(at) = keys.fetched {
-            let recent = at.elapsed() < if on_miss { MISS_COOLDOWN } else { REFRESH_AFTER };
-            if recent {
-                return Ok(());
+        let cached = self.keys.read().await.fetched.is_some();
+        let _turn = if cached && !on_miss {
+            match self.fetching.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            self.fetching.lock().await
+        };
+        {
+            let keys = self.keys.read().await;
+            if let Some(at) = keys.fetched {
+                if at.elapsed() < if on_miss { MISS_COOLDOWN } else { self.refresh_after } {
+                    return Ok(());
+                }
+            }
+            if keys.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(OidcError::Provider(
+                    "the identity provider failed recently; retrying later".into(),
+                ));
             }
         }
+        let fetched = self.fetch().await;
+        let mut keys = self.keys.write().await;
+        match fetched {
+            Ok((discovery, set)) => {
+                if keys.retry_at.is_some() {
+                    tracing::info!(issuer = %self.issuer, "the identity provider's keys are fetched again");
+                }
+                *keys = Keys {
+                    discovery: Some(discovery),
+                    set,
+                    fetched: Some(Instant::now()),
+                    retry_at: None,
+                    backoff: FIRST_BACKOFF,
+                };
+                Ok(())
+            }
+            Err(error) => {
+                if keys.retry_at.is_none() {
+                    tracing::warn!(
+                        issuer = %self.issuer,
+                        error = %crate::error::chain(&error),
+                        cached = keys.fetched.is_some(),
+                        "cannot fetch the identity provider's keys; cached keys stay in use, retrying with backoff"
+                    );
+                }
+                keys.retry_at = Some(Instant::now() + keys.backoff);
+                keys.backoff = (keys.backoff * 2).min(MAX_BACKOFF);
+                Err(error)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<(Discovery, JwkSet), OidcError> {
         let discovery: Discovery =
             self.fetch_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
         if discovery.issuer.trim_end_matches('/') != self.issuer {
@@ -165,8 +242,7 @@ impl OidcVerifier {
             ));
         }
         let set: JwkSet = self.fetch_json(&discovery.jwks_uri).await?;
-        *keys = Keys { discovery: Some(discovery), set, fetched: Some(Instant::now()) };
-        Ok(())
+        Ok((discovery, set))
     }
 
     async fn fetch_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {

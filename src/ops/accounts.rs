@@ -68,6 +68,26 @@ pub fn check_new_password(password: &str) -> Result<()> {
     Ok(())
 }
 
+/// Counts a password attempt or a sign-up from this client address: guessing (and creating
+/// accounts) is slowed per address, whichever emails it tries. An IPv6 client counts by its /64.
+pub fn limit_address(core: &Core, address: std::net::IpAddr) -> Result<()> {
+    let key = match address {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(ip) => ip.to_string(),
+            None => {
+                let s = ip.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    };
+    core.address_limit.take(&key).map_err(|wait| Error::RateLimited {
+        code: "too_many_attempts",
+        detail: format!("too many attempts from this address; try again in {} s", wait.as_secs().max(1)),
+        retry_after: wait,
+    })
+}
+
 /// Checks an email and password against local accounts (argon2 on a blocking thread; unknown
 /// emails cost the same as wrong passwords).
 pub async fn check_password(core: &Core, email: &str, password: String) -> Result<Option<AccountId>> {

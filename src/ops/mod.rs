@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod apps;
 pub mod cluster;
 pub mod devices;
+pub mod expiry;
 pub mod grants;
 pub mod lifecycle;
 pub mod notifications;
@@ -59,6 +60,8 @@ pub struct Core {
     pub notify_user_limit: Arc<RateLimiter>,
     /// Password attempts, per email.
     pub login_limit: Arc<RateLimiter>,
+    /// Password attempts and sign-ups, per client address.
+    pub address_limit: Arc<RateLimiter>,
     /// Password hashes computed at once (`password_hashes_at_once`).
     pub hashing: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,

@@ -17,7 +17,7 @@ mod types;
 pub use sql::{Backend, SqlStore};
 pub use types::{AccountRecord, AppRecord, DisabledAccount, NotificationRecord, SessionRecord, TokenKind};
 pub use types::{
-    AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
+    AppChanges, Credentials, EventPage, Expired, Granted, Grantee, LogBounds, NewDevice, NewNotification,
     NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount,
     Snapshot, UaidOwner, UidStatus, WebhookTarget,
 };
@@ -410,6 +410,21 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the app with its grants and logs; returns the accounts that had granted it, or
     /// `None` if there was no such app.
     async fn delete_app(&self, app_id: &str) -> Result<Option<Vec<AccountId>>, StoreError>;
+
+    // Expiry.
+
+    /// The UAID's connection on this node closed (it counts as seen now).
+    async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
+
+    /// Removes UAIDs (with their channels) that no device is bound to, that are connected
+    /// nowhere and were last seen before `uaids_seen_before`; tokens and consent codes expired
+    /// by `now`; notifications that expired before `notifications_expired_before`.
+    async fn purge_expired(
+        &self,
+        now: i64,
+        uaids_seen_before: i64,
+        notifications_expired_before: i64,
+    ) -> Result<Expired, StoreError>;
 
     /// Waits for in-flight writes and closes the database.
     async fn close(&self);

@@ -266,3 +266,12 @@ pub struct NotificationRecord {
     pub delivered_at: Option<i64>,
     pub cancelled_at: Option<i64>,
 }
+
+/// What one expiry sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub uaids: u64,
+    pub tokens: u64,
+    pub codes: u64,
+    pub notifications: u64,
+}

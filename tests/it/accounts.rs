@@ -132,6 +132,28 @@ async fn oidc_tokens_sign_in_and_bad_ones_are_refused() {
 }
 
 #[tokio::test]
+async fn cached_oidc_keys_keep_working_while_the_provider_is_down() {
+    let issuer = Issuer::start().await;
+    let app = builder()
+        .set("oidc_issuer", issuer.url.clone())
+        .set("oidc_audience", "presence-test")
+        .set("oidc_keys_refresh", "1s")
+        .spawn()
+        .await;
+    let token = issuer.token("user-1", "presence-test", 300);
+    assert_eq!(app.get_as(&token, "/v1/me").await.status, 200, "the keys are fetched");
+
+    issuer.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The keys are now older than oidc_keys_refresh, and the provider answers 503.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        let me = app.get_as(&token, "/v1/me").await;
+        assert_eq!(me.status, 200, "a token signed with a cached key still signs in: {}", me.body);
+    }
+    assert_eq!(app.get_as(&issuer.token("user-2", "presence-test", 300), "/v1/me").await.status, 200);
+}
+
+#[tokio::test]
 async fn the_browser_signs_in_through_the_identity_provider() {
     let issuer = Issuer::start().await;
     let app =
@@ -189,6 +211,67 @@ async fn password_guessing_is_slowed_per_email() {
     browser.get("/login").await;
     let page = browser.post("/login", &[("email", "target@example.com"), ("password", "password123")]).await;
     assert!(page.location.unwrap().starts_with("/login?error=throttled"));
+}
+
+/// `POST /v1/tokens` for a new email each time, with this `X-Forwarded-For` if any.
+async fn token_attempt(app: &crate::support::TestApp, forwarded_for: Option<&str>) -> crate::support::Reply {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4());
+    let mut request =
+        app.http.post(app.url("/v1/tokens")).json(&json!({"email": email, "password": "guess-one"}));
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    reply(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn password_attempts_are_limited_per_address_whatever_the_email() {
+    let app = builder().set("login_attempts_per_minute_per_address", "3").spawn().await;
+    for _ in 0..3 {
+        assert_eq!(token_attempt(&app, None).await.status, 401);
+    }
+    let throttled = token_attempt(&app, None).await;
+    assert_eq!(throttled.status, 429, "a fourth email from the same address waits");
+    assert_eq!(throttled.json()["code"], "too_many_attempts");
+    // No proxy is trusted: a forwarded address from the client is not believed.
+    assert_eq!(token_attempt(&app, Some("203.0.113.7")).await.status, 429);
+    // The sign-in page counts against the same address.
+    let mut browser = Browser::new(&app);
+    browser.get("/login").await;
+    let page = browser.post("/login", &[("email", "kim@example.com"), ("password", "password123")]).await;
+    assert!(page.location.unwrap().starts_with("/login?error=throttled"));
+}
+
+#[tokio::test]
+async fn sign_ups_are_limited_per_address() {
+    let app = builder().set("login_attempts_per_minute_per_address", "2").spawn().await;
+    let mut browser = Browser::new(&app);
+    browser.get("/signup").await;
+    for email in ["one@example.com", "two@example.com"] {
+        let page = browser.post("/signup", &[("email", email), ("password", PASSWORD)]).await;
+        assert_eq!(page.status, 303, "{email} signs up");
+    }
+    let page = browser.post("/signup", &[("email", "three@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(page.status, 429);
+    assert_eq!(token_attempt(&app, None).await.status, 429, "tokens count against the same address");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_counts() {
+    let app = builder()
+        .set("login_attempts_per_minute_per_address", "2")
+        .set("trusted_proxies", "127.0.0.1")
+        .spawn()
+        .await;
+    // The proxy appends the address it saw to what the client sent.
+    let client = Some("198.51.100.1, 203.0.113.7");
+    assert_eq!(token_attempt(&app, client).await.status, 401);
+    assert_eq!(token_attempt(&app, client).await.status, 401);
+    assert_eq!(token_attempt(&app, client).await.status, 429);
+    // A forged first entry does not make another client of the same address.
+    assert_eq!(token_attempt(&app, Some("198.51.100.2, 203.0.113.7")).await.status, 429);
+    // Another client behind the proxy is not affected.
+    assert_eq!(token_attempt(&app, Some("203.0.113.8")).await.status, 401);
 }
 
 #[tokio::test]

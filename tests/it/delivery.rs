@@ -343,6 +343,33 @@ async fn snapshots_and_resyncs_past_retention() {
 }
 
 #[tokio::test]
+async fn a_webhook_back_after_retention_gets_every_granted_users_latest_status() {
+    let world = world(delivering().set("event_retention", "1s")).await;
+    let bob = world.app.user("bob@example.com").await;
+    let bobs_phone = world.app.register_device(&bob, "phone").await;
+    let (_, bob_uid) = grant(&world.app.url(""), "bob@example.com", &world.registered).await;
+    // The webhook is disabled at its first POST, and the changes meanwhile outlive retention.
+    world.receiver.answer_next(&[Answer::status(410)]);
+    let _ann = connect_and_report(&world, "O").await;
+    world.receiver.wait_until(Duration::from_secs(10), |hits| hits.iter().any(|h| h.answered == 410)).await;
+    let mut bobs_socket = world.app.connect_device(&bobs_phone).await;
+    assert_eq!(bobs_socket.status("A").await.unwrap()["status"], 200);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+
+    world.app.enable_webhook(&world.developer, &world.registered.app_id).await;
+    let hits = world
+        .receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &world.uid).as_deref() == Some("online")
+                && Receiver::last_status_of(hits, &bob_uid).as_deref() == Some("away")
+        })
+        .await;
+    let resync = hits.last().unwrap();
+    assert!(resync.headers["webhook-id"].to_str().unwrap().starts_with("msg_resync_"));
+    assert_eq!(resync.headers["presence-resync"], "true");
+}
+
+#[tokio::test]
 async fn a_newer_stream_replaces_the_older_and_shutdown_closes_with_a_reason() {
     let world = world(delivering()).await;
     let (_, first, _) = world.open_stream("", &[]).await;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{render, safe_next, set_cookie, urlencode, CheckedForm, Csrf, NoFields, Viewer, SESSION_COOKIE};
 use crate::domain::AccountId;
+use crate::http::auth::ClientAddr;
 use crate::http::error::ApiError;
 use crate::http::HttpState;
 use crate::secrets::digest;
@@ -40,7 +41,7 @@ fn login_error(code: Option<&str>) -> Option<&'static str> {
         "taken" => "There is already an account with that email. Sign in instead.",
         "email" => "That does not look like an email address.",
         "weak" => "Choose a password of at least 8 characters.",
-        "throttled" => "Too many attempts for this email. Wait a minute and try again.",
+        "throttled" => "Too many attempts. Wait a minute and try again.",
         _ => "Something went wrong. Try again.",
     })
 }
@@ -117,8 +118,15 @@ fn back_to(page: &str, error: &str, next: &str) -> Response {
     Redirect::to(&format!("/{page}?error={error}&next={}", urlencode(next))).into_response()
 }
 
-pub async fn submit(State(state): State<HttpState>, CheckedForm(form): CheckedForm<Credentials>) -> Response {
+pub async fn submit(
+    State(state): State<HttpState>,
+    ClientAddr(client): ClientAddr,
+    CheckedForm(form): CheckedForm<Credentials>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
+    if crate::ops::accounts::limit_address(&state, client).is_err() {
+        return back_to("login", "throttled", &next);
+    }
     match crate::ops::accounts::check_password(&state, &form.email, form.password).await {
         Ok(Some(account)) => start_session(&state, account, &next).await,
         Ok(None) => back_to("login", "credentials", &next),
@@ -127,8 +135,19 @@ pub async fn submit(State(state): State<HttpState>, CheckedForm(form): CheckedFo
     }
 }
 
-pub async fn signup(State(state): State<HttpState>, CheckedForm(form): CheckedForm<Credentials>) -> Response {
+pub async fn signup(
+    State(state): State<HttpState>,
+    ClientAddr(client): ClientAddr,
+    CheckedForm(form): CheckedForm<Credentials>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
+    if crate::ops::accounts::limit_address(&state, client).is_err() {
+        return super::message(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many sign-ups and sign-ins came from your address. Wait a minute and try again.",
+        );
+    }
     match crate::ops::accounts::register(&state, &form.email, form.password).await {
         Ok(account) => start_session(&state, account, &next).await,
         Err(crate::ops::Error::Invalid { code: "invalid_email", .. }) => back_to("signup", "email", &next),

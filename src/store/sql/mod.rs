@@ -26,6 +26,7 @@ mod accounts;
 mod apps;
 mod devices;
 mod events;
+mod expiry;
 mod leases;
 mod lifecycle;
 mod notifications;

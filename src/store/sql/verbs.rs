@@ -10,7 +10,7 @@ use crate::domain::{
 };
 use crate::store::{AccountRecord, AppRecord, DisabledAccount, NotificationRecord, SessionRecord, TokenKind};
 use crate::store::{
-    AppChanges, Credentials, EventPage, Granted, Grantee, LogBounds, NewDevice, NewNotification,
+    AppChanges, Credentials, EventPage, Expired, Granted, Grantee, LogBounds, NewDevice, NewNotification,
     NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
     UaidOwner, UidStatus, WebhookTarget,
 };
@@ -425,6 +425,19 @@ impl Store for SqlStore {
 
     async fn delete_app(&self, app_id: &str) -> Result<Option<Vec<AccountId>>, StoreError> {
         SqlStore::delete_app(self, app_id).await
+    }
+
+    async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
+        SqlStore::uaid_closed(self, uaid, now).await
+    }
+
+    async fn purge_expired(
+        &self,
+        now: i64,
+        uaids_seen_before: i64,
+        notifications_expired_before: i64,
+    ) -> Result<Expired, StoreError> {
+        SqlStore::purge_expired(self, now, uaids_seen_before, notifications_expired_before).await
     }
 
     async fn close(&self) {

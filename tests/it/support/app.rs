@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::data::{database_url, DataDir, POOL};
+use super::data::{count_rows, database_url, DataDir, POOL};
 use super::http::{
     metric_in, put, register_device_at, reply, sign_in, status_at, Device, Reply, User, PASSWORD,
 };
@@ -133,6 +133,11 @@ impl TestApp {
     /// A figure from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         metric_in(&self.get("/metrics").await.body, name)
+    }
+
+    /// How many rows a table of the server's database holds.
+    pub async fn rows(&self, table: &str) -> i64 {
+        count_rows(&self.dir, table).await
     }
 
     /// Stops the server as SIGTERM would and waits for it; the data stays for a restart.

@@ -89,6 +89,23 @@ async fn connect(dir: &Path) -> sqlx::AnyConnection {
     sqlx::AnyConnection::connect(&url).await.unwrap()
 }
 
+/// How many rows a table of the database in `dir` holds (SQLite or this run's PostgreSQL schema).
+pub async fn count_rows(dir: &Path, table: &str) -> i64 {
+    use sqlx::Connection as _;
+    let query = format!("SELECT COUNT(*) FROM {table}");
+    match database_url(dir).await {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(&query).fetch_one(&mut conn).await.unwrap()
+        }
+        None => {
+            let url = format!("sqlite://{}?mode=ro", dir.join("presence.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(&query).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+}
+
 /// Connections each test server keeps to PostgreSQL at most: tests run in parallel, and the
 /// server's `max_connections` (100 by default) must hold them all.
 pub const POOL: u32 = 4;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::Query;
+use axum::response::IntoResponse as _;
 use axum::routing::get;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +19,8 @@ use super::service::now;
 pub struct Issuer {
     pub url: String,
     pub key: std::sync::Arc<EcdsaKeyPair>,
+    /// While set, every request to the provider answers 503 (an outage).
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Issuer {
@@ -75,8 +78,21 @@ impl Issuer {
             .route("/jwks", get(move || async move { Json(jwk) }))
             .route("/authorize", get(authorize))
             .route("/token", axum::routing::post(token));
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outage = down.clone();
+        let router = router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let outage = outage.clone();
+                async move {
+                    if outage.load(std::sync::atomic::Ordering::Relaxed) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
         tokio::spawn(async move { axum::serve(listener, router).await });
-        Issuer { url, key }
+        Issuer { url, key, down }
     }
 
     /// A compact ES256 JWT with these claims, signed by `key`.
