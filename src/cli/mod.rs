@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod fuzz;
 pub mod settings;
 pub mod simulator;
@@ -44,6 +45,9 @@ enum Command {
     /// Send structured random frames through the session and over real sockets to a node
     /// started for the purpose; fail if any is answered otherwise than documented.
     Fuzz(FuzzArgs),
+    /// Presence, the example app appmaker and simulated users on a temporary directory: prints
+    /// the URL to open in a browser.
+    Demo(demo::Options),
 }
 
 #[derive(Args)]
@@ -159,6 +163,7 @@ enum Job {
     Device(simulator::Options),
     Bench(bench::Options),
     Fuzz(fuzz::Options),
+    Demo(demo::Options),
 }
 
 /// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
@@ -198,6 +203,7 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::Create { settings, .. }) => settings,
         Command::Device(args) => return device_options(args).map(Job::Device),
         Command::Bench(args) => return bench_options(args).map(Job::Bench),
+        Command::Demo(options) => return Ok(Job::Demo(options.clone())),
         Command::Fuzz(args) => {
             let seed = args.seed.unwrap_or_else(rand::random);
             return Ok(Job::Fuzz(fuzz::Options { frames: args.frames, wire: args.wire, seed }));
@@ -215,7 +221,9 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
             Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
         }
-        Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) => unreachable!("returned above"),
+        Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) | Command::Demo(_) => {
+            unreachable!("returned above")
+        }
     })
 }
 
@@ -230,6 +238,7 @@ async fn run(job: Job) -> Result<(), BoxError> {
         Job::Device(options) => Ok(simulator::run(options).await?),
         Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
         Job::Fuzz(options) => fuzz::run(options).await,
+        Job::Demo(options) => demo::run(options).await,
     }
 }
 
