@@ -8,6 +8,7 @@ mod browser;
 mod cluster;
 mod consent;
 mod delivery;
+mod demo;
 mod gateway;
 mod malformed;
 mod notifications;
