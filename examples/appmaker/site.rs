@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::presence_client::{Batch, Presence};
 
@@ -67,6 +67,8 @@ struct Site {
     people: Mutex<Vec<Person>>,
     /// Each change of a person, for the live pages open now.
     changes: broadcast::Sender<Person>,
+    /// Becomes true on shutdown, ending the live pages' event streams (which never end alone).
+    closing: watch::Sender<bool>,
 }
 
 type Shared = Arc<Site>;
@@ -142,12 +144,18 @@ pub async fn serve(
         attempts: Mutex::default(),
         people: Mutex::default(),
         changes: broadcast::channel(256).0,
+        closing: watch::channel(false).0,
     });
     let following = site.clone();
     let stream = tokio::spawn(async move {
         let presence = following.settings.presence.clone();
         presence.follow(|batch| following.apply(batch)).await;
     });
+    let closing = site.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.closing.send_replace(true);
+    };
     let router = Router::new()
         .route("/", get(home))
         .route("/connect", get(connect))
@@ -289,6 +297,10 @@ async fn events(
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     // Subscribe before reading the list, so no change falls in between.
     let changes = site.changes.subscribe();
+    let mut closing = site.closing.subscribe();
+    let closed = async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
     let now: Vec<Person> = site.people.lock().expect("people lock").clone();
     let first = futures_util::stream::iter(now.into_iter().map(|person| Ok(to_event(&person))));
     let rest = futures_util::stream::unfold(changes, |mut changes| async move {
@@ -300,7 +312,8 @@ async fn events(
             }
         }
     });
-    Sse::new(futures_util::StreamExt::chain(first, rest)).keep_alive(KeepAlive::default())
+    let events = futures_util::StreamExt::take_until(futures_util::StreamExt::chain(first, rest), closed);
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 fn to_event(person: &Person) -> Event {

@@ -129,6 +129,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         let _ = device.await;
     }
     served??;
+    println!("demo: stopped");
     Ok(())
 }
 

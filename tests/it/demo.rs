@@ -15,7 +15,7 @@ use crate::support::process::presence_command;
 
 /// `presence demo` running, with every line it printed so far.
 struct Demo {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -36,7 +36,7 @@ impl Demo {
                 kept.lock().unwrap().push(line);
             }
         });
-        Demo { _child: child, lines }
+        Demo { child, lines }
     }
 
     /// The first line printed (waiting up to 60 s) that starts with `prefix`, without it.
@@ -130,4 +130,50 @@ async fn the_demo_walks_a_browser_through_consent_to_live_statuses_and_a_deliver
     assert!(received.contains("from appmaker"), "{received}");
     screenshot(&client, "demo-notified").await;
     client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn appmaker_asks_for_consent_with_state_and_pkce_refuses_callbacks_it_did_not_start_and_the_demo_stops_on_ctrl_c(
+) {
+    let mut demo = Demo::start().await;
+    let presence = demo.line("demo: presence ").await;
+    let site = demo.line("demo: open ").await.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // Connecting goes to Presence's consent page with a fresh state and an S256 challenge.
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        let response = http.get(format!("{site}/connect?name=Dana")).send().await.unwrap();
+        assert_eq!(response.status(), 303);
+        let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+        assert!(location.as_str().starts_with(&format!("{presence}/grant?")), "{location}");
+        let query: std::collections::HashMap<String, String> = location.query_pairs().into_owned().collect();
+        assert_eq!(query["redirect_uri"], format!("{site}/callback"));
+        assert_eq!(query["code_challenge_method"], "S256");
+        assert_eq!(query["code_challenge"].len(), 43, "base64url of a SHA-256");
+        assert!(query["state"].len() >= 32, "{:?}", query["state"]);
+        asked.push((query["state"].clone(), query["code_challenge"].clone()));
+    }
+    assert_ne!(asked[0], asked[1], "each attempt has its own state and verifier");
+
+    // A callback with a state appmaker never handed out is not taken, code or no code.
+    for query in ["code=pc_forged&state=forged", "error=access_denied&state=forged", "code=pc_forged"] {
+        let response = http.get(format!("{site}/callback?{query}")).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+    }
+
+    // The live page's event stream starts with the users who connected earlier.
+    let mut events = http.get(format!("{site}/events")).send().await.unwrap();
+    let mut seen = String::new();
+    while !(seen.contains("\"name\":\"Sarah\"") && seen.contains("\"name\":\"Carol\"")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), events.chunk()).await.unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+    }
+
+    // Ctrl-C stops everything, even with a live page still open.
+    let pid = demo.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), demo.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    demo.line("demo: stopped").await;
 }
