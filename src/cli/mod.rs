@@ -1,6 +1,6 @@
 //! The `presence` command line: `serve`, `migrate`, the operator's `account` and `app` verbs, a
-//! simulated `device`, the `bench` load generator, and the `demo`. Every verb runs on one runtime, started
-//! once, and calls the same operations as the HTTP API.
+//! simulated `device`, the `bench` load generator, and the `demo`. Every verb runs on one runtime,
+//! started once, and calls the same operations as the HTTP API.
 
 pub mod bench;
 pub mod client;
