@@ -275,3 +275,77 @@ async fn receive(client: &mut DeviceClient, name: &str, message: &Value) -> Resu
     let ids: Vec<&Value> = live.iter().map(|n| &n["id"]).collect();
     client.send_json(&json!({"messageType": "ack", "xpn": ids})).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::RawQuery;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+
+    use super::presence_client::{Batch, Presence};
+
+    /// A batch as the consumer handed it over: whether it was the snapshot, and its entries.
+    type Seen = (bool, Vec<(String, String, u64)>);
+
+    /// appmaker's stream consumer against a stand-in for Presence's stream: each connection's
+    /// query is recorded; the answers are a snapshot, a change and a closing line, then a 410.
+    #[tokio::test]
+    async fn the_stream_consumer_resumes_after_the_last_seq_and_starts_again_from_a_snapshot_when_told() {
+        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = queries.clone();
+        let router = axum::Router::new().route(
+            "/app_1/presence.json",
+            axum::routing::get(move |RawQuery(query): RawQuery| async move {
+                let mut queries = recorded.lock().unwrap();
+                queries.push(query.unwrap_or_default());
+                match queries.len() {
+                    1 => "[[\"u_a\",\"online\",5],[\"u_b\",\"away\",5]]\n".into_response(),
+                    2 => "[]\n[[\"u_a\",\"away\",6]]\n{\"error\":\"replaced\",\"resume_since\":7}\n"
+                        .into_response(),
+                    3 => (StatusCode::GONE, "{\"code\":\"resync_required\",\"detail\":\"too old\"}")
+                        .into_response(),
+                    _ => "[]\n".into_response(),
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let batches: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let seen = batches.clone();
+        let presence = Presence::new(&url, "app_1", "ps_secret");
+        let follower = tokio::spawn(async move {
+            presence
+                .follow(|batch| {
+                    let (snapshot, changes) = match batch {
+                        Batch::Snapshot(changes) => (true, changes),
+                        Batch::Changes(changes) => (false, changes),
+                    };
+                    let changes = changes.into_iter().map(|c| (c.uid, c.status, c.seq)).collect();
+                    seen.lock().unwrap().push((snapshot, changes));
+                })
+                .await
+        });
+        for _ in 0..200 {
+            if queries.lock().unwrap().len() >= 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        follower.abort();
+        let queries = queries.lock().unwrap().clone();
+        assert_eq!(queries[..4], ["snapshot=true", "since=5", "since=7", "snapshot=true"]);
+        let batches = batches.lock().unwrap().clone();
+        let entry = |uid: &str, status: &str, seq| (uid.to_owned(), status.to_owned(), seq);
+        assert_eq!(
+            batches[..2],
+            [
+                (true, vec![entry("u_a", "online", 5), entry("u_b", "away", 5)]),
+                (false, vec![entry("u_a", "away", 6)])
+            ]
+        );
+    }
+}
