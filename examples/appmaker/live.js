@@ -29,6 +29,7 @@ function show(person) {
   row.dataset.status = person.status;
   row.querySelector('.name').textContent = person.name;
   row.querySelector('.status').textContent = person.status;
+  row.querySelector('.notify').setAttribute('aria-label', `Send ${person.name} a notification`);
 }
 
 async function notify(uid) {
@@ -41,7 +42,8 @@ async function notify(uid) {
     });
     const answer = await response.json();
     const to = answer.delivered_to ? ` to ${answer.delivered_to} device(s)` : '';
-    sent.textContent = `Notification for ${answer.name || 'them'}: ${answer.status}${to}`;
+    const why = answer.detail ? ` (${answer.detail})` : '';
+    sent.textContent = `Notification for ${answer.name || 'them'}: ${answer.status}${to}${why}`;
     sent.dataset.status = answer.status;
   } catch (error) {
     sent.textContent = `Notification not sent: ${error}`;
