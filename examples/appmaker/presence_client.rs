@@ -163,7 +163,10 @@ impl Presence {
         let mut pause = Duration::from_secs(1);
         loop {
             match self.read_stream(&mut since, &mut on_batch).await {
-                Ok(()) => pause = Duration::from_secs(1),
+                // Another consumer of this app's stream took over (one stream per app): leave
+                // it be for a while rather than take the stream back and forth.
+                Ok(Ended::Replaced) => pause = Duration::from_secs(30),
+                Ok(Ended::Other) => pause = Duration::from_secs(1),
                 Err(PresenceError::Refused { status: 410 | 400, code, .. }) => {
                     eprintln!("appmaker: stream {code}: starting again from a snapshot");
                     since = None;
@@ -182,7 +185,7 @@ impl Presence {
         &self,
         since: &mut Option<u64>,
         on_batch: &mut impl FnMut(Batch),
-    ) -> Result<(), PresenceError> {
+    ) -> Result<Ended, PresenceError> {
         let query = match since {
             Some(seq) => format!("since={seq}"),
             None => "snapshot=true".to_owned(),
@@ -190,8 +193,9 @@ impl Presence {
         let url = format!("{}/{}/presence.json?{query}", self.url, encode(&self.app_id));
         let response = self.http.get(url).basic_auth(&self.app_id, Some(&self.secret)).send().await?;
         if !response.status().is_success() {
-            return answer(response).await.map(drop);
+            return answer(response).await.map(|_| Ended::Other);
         }
+        let mut ended = Ended::Other;
         let mut snapshot = since.is_none();
         let mut bytes = response.bytes_stream();
         let mut pending: Vec<u8> = Vec::new();
@@ -219,13 +223,24 @@ impl Presence {
                         if let Some(seq) = closing["resume_since"].as_u64() {
                             *since = Some(seq);
                         }
+                        if closing["error"] == "replaced" {
+                            ended = Ended::Replaced;
+                        }
                     }
                     Err(_) => eprintln!("appmaker: stream: a line that is not JSON"),
                 }
             }
         }
-        Ok(())
+        Ok(ended)
     }
+}
+
+/// How a stream that Presence answered ended.
+enum Ended {
+    /// A newer stream for the same app replaced it.
+    Replaced,
+    /// The connection ended otherwise (shutdown, lagging, a network error's end of body).
+    Other,
 }
 
 fn change(entry: &Value) -> Option<Change> {

@@ -59,6 +59,8 @@ struct Attempt {
 }
 
 const ATTEMPT_TTL: Duration = Duration::from_secs(600);
+/// Unanswered attempts kept at most, so that following `/connect` in a loop cannot fill memory.
+const MAX_ATTEMPTS: usize = 10_000;
 
 struct Site {
     settings: Settings,
@@ -230,14 +232,18 @@ struct ConnectQuery {
 }
 
 /// Sends the visitor to Presence's consent page, keeping the PKCE verifier on the server.
-async fn connect(State(site): State<Shared>, Query(query): Query<ConnectQuery>) -> Redirect {
+async fn connect(State(site): State<Shared>, Query(query): Query<ConnectQuery>) -> Response {
     let name: String = query.name.trim().chars().take(40).collect();
     let name = if name.is_empty() { "a visitor".to_owned() } else { name };
     let consent = site.settings.presence.consent_url(&site.redirect_uri);
     let mut attempts = site.attempts.lock().expect("attempts lock");
     attempts.retain(|_, attempt| attempt.started.elapsed() < ATTEMPT_TTL);
+    if attempts.len() >= MAX_ATTEMPTS {
+        let body = "<h1>Too many people are connecting right now</h1><p><a href=\"/\">Try again</a> in a minute.</p>";
+        return (StatusCode::SERVICE_UNAVAILABLE, page("Busy", body)).into_response();
+    }
     attempts.insert(consent.state, Attempt { name, verifier: consent.verifier, started: Instant::now() });
-    Redirect::to(&consent.url)
+    Redirect::to(&consent.url).into_response()
 }
 
 #[derive(Deserialize)]

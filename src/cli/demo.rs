@@ -302,7 +302,7 @@ mod tests {
                 queries.push(query.unwrap_or_default());
                 match queries.len() {
                     1 => "[[\"u_a\",\"online\",5],[\"u_b\",\"away\",5]]\n".into_response(),
-                    2 => "[]\n[[\"u_a\",\"away\",6]]\n{\"error\":\"replaced\",\"resume_since\":7}\n"
+                    2 => "[]\n[[\"u_a\",\"away\",6]]\n{\"error\":\"shutting_down\",\"resume_since\":7}\n"
                         .into_response(),
                     3 => (StatusCode::GONE, "{\"code\":\"resync_required\",\"detail\":\"too old\"}")
                         .into_response(),
