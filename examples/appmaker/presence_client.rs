@@ -172,8 +172,8 @@ impl Presence {
                     since = None;
                 }
                 Err(error) => {
-                    eprintln!("appmaker: stream: {error}; again in {pause:?}");
                     pause = (pause * 2).min(Duration::from_secs(30));
+                    eprintln!("appmaker: stream: {error}; again in {pause:?}");
                 }
             }
             tokio::time::sleep(pause).await;
