@@ -162,6 +162,18 @@ async fn appmaker_asks_for_consent_with_state_and_pkce_refuses_callbacks_it_did_
         assert_eq!(response.status(), 400, "{query}");
     }
 
+    // Don't allow brings the visitor back to a page that names them, escaped; a state works once.
+    let response = http.get(format!("{site}/connect?name=%3Cb%3EDana%3C/b%3E")).send().await.unwrap();
+    let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let denied = format!("{site}/callback?error=access_denied&state={state}");
+    let response = http.get(&denied).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("Access denied") && body.contains("&lt;b&gt;Dana&lt;/b&gt;"), "{body}");
+    assert!(!body.contains("<b>Dana"), "{body}");
+    assert_eq!(http.get(&denied).send().await.unwrap().status(), 400, "a state is used once");
+
     // The live page's event stream starts with the users who connected earlier.
     let mut events = http.get(format!("{site}/events")).send().await.unwrap();
     let mut seen = String::new();
