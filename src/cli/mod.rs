@@ -1,9 +1,10 @@
 //! The `presence` command line: `serve`, `migrate`, the operator's `account` and `app` verbs, a
-//! simulated `device`, and the `bench` load generator. Every verb runs on one runtime, started
-//! once, and calls the same operations as the HTTP API.
+//! simulated `device`, the `bench` load generator, and the `demo`. Every verb runs on one runtime,
+//! started once, and calls the same operations as the HTTP API.
 
 pub mod bench;
 pub mod client;
+pub mod demo;
 pub mod fuzz;
 pub mod operator;
 pub mod settings;
@@ -46,6 +47,9 @@ enum Command {
     /// Send structured random frames through the session and over real sockets to a node
     /// started for the purpose; fail if any is answered otherwise than documented.
     Fuzz(FuzzArgs),
+    /// Presence, the example app appmaker and simulated users on a temporary directory: prints
+    /// the URL to open in a browser.
+    Demo(demo::Options),
 }
 
 #[derive(Args)]
@@ -175,6 +179,7 @@ enum Job {
     Fuzz(fuzz::Options),
     List(Config, operator::Kind, bool),
     Change(Config, operator::Kind, operator::Verb),
+    Demo(demo::Options),
 }
 
 /// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
@@ -230,6 +235,7 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         }
         Command::Device(args) => return device_options(args).map(Job::Device),
         Command::Bench(args) => return bench_options(args).map(Job::Bench),
+        Command::Demo(options) => return Ok(Job::Demo(options.clone())),
         Command::Fuzz(args) => {
             let seed = args.seed.unwrap_or_else(rand::random);
             return Ok(Job::Fuzz(fuzz::Options { frames: args.frames, wire: args.wire, seed }));
@@ -254,7 +260,9 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::App(AppCommand::List(listing)) => Job::List(config, operator::Kind::App, listing.json),
         Command::Account(AccountCommand::Change(verb)) => Job::Change(config, operator::Kind::Account, verb),
         Command::App(AppCommand::Change(verb)) => Job::Change(config, operator::Kind::App, verb),
-        Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) => unreachable!("returned above"),
+        Command::Device(_) | Command::Bench(_) | Command::Fuzz(_) | Command::Demo(_) => {
+            unreachable!("returned above")
+        }
     })
 }
 
@@ -271,6 +279,7 @@ async fn run(job: Job) -> Result<(), BoxError> {
         Job::List(..) | Job::Change(..) => unreachable!("run in main"),
         Job::Bench(options) => bench::run(options).await.map_err(|error| error.to_string().into()),
         Job::Fuzz(options) => fuzz::run(options).await,
+        Job::Demo(options) => demo::run(options).await,
     }
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod connections;
 mod consent;
 mod delivery;
+mod demo;
 mod expiry;
 mod gateway;
 mod lifecycle;
