@@ -125,7 +125,9 @@ async fn unregistered_redirect_uris_get_an_error_page_never_a_redirect() {
 
 #[tokio::test]
 async fn expired_codes_wrong_verifiers_and_other_apps_codes_are_refused() {
-    let app = builder().set("grant_code_ttl", "1s").spawn().await;
+    // Expiry counts whole seconds: a code lives between 2 and 3 s here, long enough for each
+    // exchange below to come right after its consent even on a loaded machine.
+    let app = builder().set("grant_code_ttl", "3s").spawn().await;
     let developer = app.user("dev@example.com").await;
     let chat = register_app(&app, &developer, "Chat").await;
     let other = register_app(&app, &developer, "Other").await;
@@ -166,7 +168,7 @@ async fn expired_codes_wrong_verifiers_and_other_apps_codes_are_refused() {
     assert_eq!(mismatched.status, 400);
 
     let code = consent(&mut browser, &chat.app_id, None).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let expired = exchange(&app, &chat, json!({"code": code})).await;
     assert_eq!(expired.status, 400);
     assert_eq!(expired.json()["code"], "invalid_grant");
