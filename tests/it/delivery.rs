@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::support::apps::{chat_app_by_cli, deliveries_at, kim_grants_chat_and_adds_a_phone, Kim};
 use crate::support::{
-    builder, cli, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder, DataDir, Device,
-    DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, StubResolver, TestApp, User,
+    builder, cli, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder, Canary, DataDir,
+    Device, DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, StubResolver, TestApp, User,
 };
 
 /// A server, an app with a webhook, a user who granted it, and that user's device.
@@ -497,19 +497,9 @@ async fn sigkill_at_any_point_loses_no_webhook_update() {
 
 #[tokio::test]
 async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     // The canary: any connection to it is a failure.
-    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = canary.local_addr().unwrap().port();
-    let reached = Arc::new(AtomicUsize::new(0));
-    let counter = reached.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = canary.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
+    let canary = Canary::start().await;
+    let port = canary.port;
     // A redirector on an allow-listed address that sends webhooks on to the canary.
     let redirector = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let redirect_url = format!("http://{}/hook", redirector.local_addr().unwrap());
@@ -572,7 +562,7 @@ async fn hostile_webhook_addresses_are_refused_and_nothing_reaches_loopback() {
         world.app.enable_webhook(&world.developer, &world.registered.app_id).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(reached.load(Ordering::SeqCst), 0, "a connection reached the loopback canary");
+    assert_eq!(canary.reached(), 0, "a connection reached the loopback canary");
 }
 
 /// Sets an app's webhook URL as its owner; returns the answer's status.
@@ -644,20 +634,10 @@ async fn an_app_the_operator_allowed_a_loopback_range_reaches_it_and_another_app
 
 #[tokio::test]
 async fn a_webhook_name_rebound_to_loopback_never_reaches_it() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    // The canary, on loopback: any connection to it is a failure.
-    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = canary.local_addr().unwrap().port();
-    let reached = Arc::new(AtomicUsize::new(0));
-    let counter = reached.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = canary.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
-    let names = Arc::new(StubResolver::default());
+    // The canary: any connection to it is a failure.
+    let canary = Canary::start().await;
+    let port = canary.port;
+    let names = std::sync::Arc::new(StubResolver::default());
     let app = delivering_to_public_only().resolver(names.clone()).spawn().await;
     let developer = app.user("dev@example.com").await;
     // Registered while the name points at a public address (nothing connects there: no event
@@ -688,7 +668,7 @@ async fn a_webhook_name_rebound_to_loopback_never_reaches_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(reached.load(Ordering::SeqCst), 0, "a webhook reached the loopback canary");
+    assert_eq!(canary.reached(), 0, "a webhook reached the loopback canary");
     // The stub is what the webhook client connects by: with loopback allowed for the app, the
     // same name reaches a receiver there.
     let receiver = Receiver::start().await;
@@ -698,5 +678,5 @@ async fn a_webhook_name_rebound_to_loopback_never_reaches_it() {
     app.enable_webhook(&developer, &chat.app_id).await;
     assert_eq!(socket.status("O").await.unwrap()["status"], 200);
     receiver.wait_until(Duration::from_secs(10), |hits| !hits.is_empty()).await;
-    assert_eq!(reached.load(Ordering::SeqCst), 0);
+    assert_eq!(canary.reached(), 0);
 }

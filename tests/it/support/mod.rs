@@ -26,6 +26,6 @@ pub use data::DataDir;
 pub use device::{channel_id, close_code};
 pub use http::{put, reply, sign_in, Device, Reply, User};
 pub use process::{cli, spawn_process};
-pub use receiver::{Answer, Hit, Receiver, StubResolver};
+pub use receiver::{Answer, Canary, Hit, Receiver, StubResolver};
 pub use service::{now, DeviceClient, Received, Status};
 pub use stream::StreamClient;

@@ -158,3 +158,30 @@ impl super::service::Lookup for StubResolver {
         })
     }
 }
+
+/// A loopback listener that counts every connection made to it: where nothing may connect.
+pub struct Canary {
+    pub port: u16,
+    reached: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Canary {
+    pub async fn start() -> Canary {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        Canary { port, reached }
+    }
+
+    /// Connections made to it so far.
+    pub fn reached(&self) -> usize {
+        self.reached.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
