@@ -211,7 +211,9 @@ async fn ten_thousand_devices_reconnecting_at_once_lose_no_status_and_leave_no_g
     let seeded = seed_granted_devices(&data.path, DEVICES).await;
     eprintln!("seeded {DEVICES} users in {:?}", started.elapsed());
     let flags = ["--presence-grace", "3s", "--status-min-interval", "0s", "--stream-heartbeat", "2s"];
-    let flags = [&flags[..], &["--hello-timeout", "60s"]].concat();
+    // Old sockets are still closing while new ones arrive: the cap (10,000 by default) is raised
+    // to what the process's file limit (20,000 here) allows.
+    let flags = [&flags[..], &["--hello-timeout", "60s", "--max-connections", "19000"]].concat();
     let server = spawn_process(&data.path, &flags).await;
     let follower = Follower::start(server.base(), &seeded);
 
