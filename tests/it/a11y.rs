@@ -1,5 +1,5 @@
 //! Accessibility: axe-core checks every page a person sees, in the real Chromium, against the
-//! WCAG 2.0 and 2.1 A and AA rules.
+//! WCAG 2.0 and 2.1 A and AA rules, in the light colour scheme and (a subset) in the dark one.
 //!
 //! axe-core comes from npm, pinned by `tests/a11y/package-lock.json`; `.ci/run` installs it
 //! with `npm ci --prefix tests/a11y`. Without it (or without Chromium) the test says so and
@@ -9,7 +9,7 @@ use fantoccini::Client;
 use serde_json::{json, Value};
 
 use crate::support::apps::register_app;
-use crate::support::browser::{chromium, click, wait_for, wait_for_url};
+use crate::support::browser::{chromium, chromium_with, click, wait_for, wait_for_url};
 use crate::support::{spawn_app, urlencode, REDIRECT};
 
 /// The rule sets the pages must pass: WCAG 2.0 and 2.1, levels A and AA.
@@ -171,4 +171,56 @@ async fn every_page_a_person_sees_passes_the_wcag_aa_checks() {
 
     client.close().await.unwrap();
     assert!(failures.is_empty(), "accessibility violations (WCAG 2.x A/AA):\n{}", failures.join("\n"));
+}
+
+/// The dark colour scheme has colours of its own: the signed-out pages and the settings with
+/// a device and a granted app pass in it too.
+#[tokio::test]
+async fn the_pages_pass_the_wcag_aa_checks_in_the_dark_colour_scheme_too() {
+    let Some(axe) = axe_source() else { return };
+    let Some((_driver, client)) = chromium_with(&["--force-dark-mode"]).await else { return };
+    let app = spawn_app().await;
+    let presence = app.url("");
+    let developer = app.user("dev@example.com").await;
+    let chat = register_app(&app, &developer, "Chat").await;
+    let noor = app.user("noor@example.com").await;
+    app.register_device(&noor, "Phone").await;
+    let mut failures = Vec::new();
+
+    client.goto(&format!("{presence}/")).await.unwrap();
+    wait_for(&client, "#landing").await;
+    let dark =
+        client.execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![]).await.unwrap();
+    assert_eq!(dark, json!(true), "--force-dark-mode gives the dark colour scheme");
+    check(&client, &axe, "landing (dark)", &mut failures).await;
+    client.goto(&format!("{presence}/signup")).await.unwrap();
+    wait_for(&client, "#email").await;
+    check(&client, &axe, "signup (dark)", &mut failures).await;
+    client.goto(&format!("{presence}/login")).await.unwrap();
+    wait_for(&client, "#email").await.send_keys("noor@example.com").await.unwrap();
+    check(&client, &axe, "login (dark)", &mut failures).await;
+    wait_for(&client, "#password").await.send_keys("password123").await.unwrap();
+    click(&client, "#submit").await;
+    wait_for_url(&client, &format!("{presence}/settings")).await;
+    client
+        .goto(&format!(
+            "{presence}/grant?app_id={}&redirect_uri={}&state=dark",
+            chat.app_id,
+            urlencode(REDIRECT)
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "#allow").await;
+    check(&client, &axe, "consent (dark)", &mut failures).await;
+    click(&client, "#allow").await;
+    wait_for_url(&client, REDIRECT).await;
+    client.goto(&format!("{presence}/settings")).await.unwrap();
+    wait_for(&client, &format!("#pause-{}", chat.app_id)).await;
+    check(&client, &axe, "settings (dark)", &mut failures).await;
+    click(&client, &format!("#revoke-{}", chat.app_id)).await;
+    wait_for(&client, "#confirm-step").await;
+    check(&client, &axe, "revoke confirmation (dark)", &mut failures).await;
+
+    client.close().await.unwrap();
+    assert!(failures.is_empty(), "accessibility violations (WCAG 2.x A/AA, dark):\n{}", failures.join("\n"));
 }
