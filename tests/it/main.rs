@@ -3,6 +3,7 @@
 
 mod support;
 
+mod a11y;
 mod accounts;
 mod browser;
 mod cluster;

@@ -153,6 +153,11 @@ fn find(names: &[&str]) -> Option<std::path::PathBuf> {
 
 /// Starts chromedriver and a headless Chromium session; `None` when they are not installed.
 pub async fn chromium() -> Option<(Driver, Client)> {
+    chromium_with(&[]).await
+}
+
+/// As `chromium()`, with more command-line switches for Chromium (`--force-dark-mode`).
+pub async fn chromium_with(switches: &[&str]) -> Option<(Driver, Client)> {
     let required = std::env::var("TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
     let (Some(driver), Some(chromium)) =
         (find(&["/usr/bin/chromedriver"]), find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]))
@@ -172,18 +177,22 @@ pub async fn chromium() -> Option<(Driver, Client)> {
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let driver = Driver { process, url, _profile: profile };
+    let mut args = json!([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,1000",
+        format!("--user-data-dir={}", driver._profile.path().display()),
+    ]);
+    args.as_array_mut().unwrap().extend(switches.iter().map(|s| json!(s)));
     let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,1000", format!("--user-data-dir={}", driver._profile.path().display()),
-            ]
-        }),
-    );
+    capabilities.insert("goog:chromeOptions".to_owned(), json!({ "binary": chromium, "args": args }));
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
