@@ -80,22 +80,22 @@ impl Default for Timings {
         let store_query: Histograms<QueryLabels> = Family::new_with_constructor(seconds);
         registry.register(
             "presence_status_event_latency_seconds",
-            "From a device's status report received to its events committed and announced to apps.",
+            "From a device's status report received to its events committed and announced to apps",
             status_event.clone(),
         );
         registry.register(
             "presence_webhook_attempt_duration_seconds",
-            "Webhook POSTs, from sent to answered (or failed), by outcome.",
+            "Webhook POSTs, from sent to answered (or failed), by outcome",
             webhook_attempt.clone(),
         );
         registry.register(
             "presence_http_request_duration_seconds",
-            "HTTP requests, by method, route template and status.",
+            "HTTP requests, by method, route template and status",
             http_request.clone(),
         );
         registry.register(
             "presence_store_query_duration_seconds",
-            "Store queries (journal commits, webhook and stream reads), by query.",
+            "Store queries (journal commits, webhook and stream reads), by query",
             store_query.clone(),
         );
         Timings { registry, status_event, webhook_attempt, http_request, store_query }

@@ -53,15 +53,6 @@ pub fn layer(router: Router) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn endpoint_tokens_are_not_logged() {
-        assert_eq!(super::loggable_path("/update/abcDEF123"), "/update/…");
-        assert_eq!(super::loggable_path("/v1/me"), "/v1/me");
-    }
-}
-
 /// Times every request into `presence_http_request_duration_seconds`, labelled by the route
 /// template axum matched (`/update/{token}`, never the token itself); `unmatched` otherwise.
 pub fn timed(router: Router, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Router {
@@ -84,4 +75,13 @@ async fn time_request(
     let labels = crate::metrics::HttpLabels { method, route, status: response.status().as_u16() };
     metrics.timings.http_request.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoint_tokens_are_not_logged() {
+        assert_eq!(super::loggable_path("/update/abcDEF123"), "/update/…");
+        assert_eq!(super::loggable_path("/v1/me"), "/v1/me");
+    }
 }
