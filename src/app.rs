@@ -123,6 +123,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
     } else {
         Arc::new(NatsBus::connect(&config).await?)
     };
+    let metrics = Arc::new(Metrics::default());
     let presence = Arc::new(Engine::new(
         store.clone(),
         bus.clone(),
@@ -132,6 +133,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
             commit_window: config.presence_commit_window,
         },
         config.bus_url.is_empty(),
+        metrics.clone(),
     ));
     let oidc = (!config.oidc_issuer.is_empty()).then(|| {
         Arc::new(crate::http::oidc::OidcVerifier::new(
@@ -162,7 +164,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
         login_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute)),
         address_limit: Arc::new(RateLimiter::new(config.login_attempts_per_minute_per_address)),
         hashing: Arc::new(tokio::sync::Semaphore::new(config.password_hashes_at_once as usize)),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         webhook_vault: Arc::new(Vault::new(&secret, "webhook secrets")),
         public_url: public_url.into(),
         shutdown: CancellationToken::new(),
@@ -203,7 +205,9 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let App { listener, parts, admin, control, .. } = self;
         if let Some((admin, _)) = admin {
-            let router = crate::http::access::layer(crate::http::health::admin(parts.http.clone()));
+            let admin_routes = crate::http::health::admin(parts.http.clone());
+            let timed = crate::http::access::timed(admin_routes, parts.core.metrics.clone());
+            let router = crate::http::access::layer(timed);
             let stop = state_shutdown(&shutdown);
             tokio::spawn(async move {
                 if let Err(error) = axum::serve(admin, router).with_graceful_shutdown(stop).await {
@@ -272,7 +276,7 @@ pub fn router(parts: &Parts) -> Router {
 }
 
 fn routes(parts: &Parts) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(crate::gateway::routes(parts.gateway.clone()))
         .merge(crate::fanout::routes(parts.fanout.clone()))
         .merge(crate::http::routes(parts.http.clone()))
@@ -281,7 +285,8 @@ fn routes(parts: &Parts) -> Router {
             parts.http.clone(),
             crate::http::web::landing::for_browsers,
         ))
-        .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers))
+        .layer(axum::middleware::from_fn_with_state(parts.http.clone(), crate::http::web::security_headers));
+    crate::http::access::timed(routes, parts.core.metrics.clone())
 }
 
 async fn not_found() -> ApiError {

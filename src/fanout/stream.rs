@@ -295,7 +295,8 @@ impl Pump {
     }
 
     async fn snapshot(&mut self) -> Result<(), End> {
-        let snapshot = match self.state.store.snapshot(&self.app_id).await {
+        let timings = &self.state.metrics.timings;
+        let snapshot = match timings.time("snapshot", self.state.store.snapshot(&self.app_id)).await {
             Ok(found) => found,
             Err(error) => return Err(self.store_failed(error)),
         };
@@ -310,7 +311,8 @@ impl Pump {
     /// Sends everything in the log after the cursor.
     async fn drain(&mut self) -> Result<(), End> {
         loop {
-            let page = match self.state.store.events_after(&self.app_id, self.cursor, PAGE).await {
+            let read = self.state.store.events_after(&self.app_id, self.cursor, PAGE);
+            let page = match self.state.metrics.timings.time("events_after", read).await {
                 Ok(page) => page,
                 Err(error) => return Err(self.store_failed(error)),
             };

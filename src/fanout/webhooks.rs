@@ -125,7 +125,12 @@ impl Dispatcher {
             let now = unix_now();
             let sent_before = now - self.state.config.webhook_batch_interval.as_secs() as i64;
             let claim_until = now + self.state.config.node_lease.as_secs() as i64;
-            match self.state.store.due_webhooks(now, sent_before, claim_until).await {
+            let due = self
+                .state
+                .metrics
+                .timings
+                .time("due_webhooks", self.state.store.due_webhooks(now, sent_before, claim_until));
+            match due.await {
                 Ok(due) => self.start(due),
                 Err(error) => {
                     tracing::error!(error = %crate::error::chain(&error), "cannot list due webhooks")
@@ -166,17 +171,25 @@ impl Dispatcher {
     async fn attempt(&self, target: WebhookTarget) -> Result<(), crate::store::StoreError> {
         let config = &self.state.config;
         let store = &self.state.store;
-        let behind =
-            store.log_bounds(&target.app_id).await?.is_some_and(|bounds| target.cursor < bounds.purged_seq);
+        let timings = &self.state.metrics.timings;
+        let behind = timings
+            .time("log_bounds", store.log_bounds(&target.app_id))
+            .await?
+            .is_some_and(|bounds| target.cursor < bounds.purged_seq);
         let (batch, cursor, message_id) = if behind {
             // Events the webhook never got are gone: send everyone's current status instead.
-            let snapshot = store.snapshot(&target.app_id).await?;
+            let snapshot = timings.time("snapshot", store.snapshot(&target.app_id)).await?;
             let batch: Vec<(String, String)> =
                 snapshot.entries.into_iter().map(|entry| (entry.uid, entry.status)).collect();
             tracing::info!(app_id = %target.app_id, users = batch.len(), "webhook behind the event log: resync");
             (batch, snapshot.seq, format!("msg_resync_{}_{}_{}", target.app_id, target.cursor, snapshot.seq))
         } else {
-            let page = store.events_after(&target.app_id, target.cursor, config.webhook_max_batch).await?;
+            let page = timings
+                .time(
+                    "events_after",
+                    store.events_after(&target.app_id, target.cursor, config.webhook_max_batch),
+                )
+                .await?;
             let id = format!("msg_{}_{}_{}", target.app_id, target.cursor, page.scanned_to);
             (latest_per_uid(&page.events), page.scanned_to, id)
         };
@@ -193,11 +206,24 @@ impl Dispatcher {
         if batch.is_empty() {
             // Everything read was withheld (paused or revoked users): nothing to send.
             let outcome = WebhookOutcome::Delivered { cursor };
-            return store.record_attempt(&target.app_id, &record, &outcome).await;
+            return timings
+                .time("record_attempt", store.record_attempt(&target.app_id, &record, &outcome))
+                .await;
         }
         let body = serde_json::to_string(&batch).expect("pairs serialize");
         let sent = self.send(&target, &message_id, behind, now, body).await;
-        record.duration_ms = started.elapsed().as_millis() as u64;
+        let took = started.elapsed();
+        record.duration_ms = took.as_millis() as u64;
+        let outcome = match &sent {
+            Ok((status, _)) if (200..300).contains(status) => "delivered",
+            Ok((410, _)) => "gone",
+            Ok(_) => "refused",
+            Err(_) => "error",
+        };
+        timings
+            .webhook_attempt
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .observe(took.as_secs_f64());
         let failing_for = target.failing_since.map_or(0, |since| now - since);
         let give_up = failing_for >= config.webhook_disable_after.as_secs() as i64;
         let outcome = match sent {
@@ -221,7 +247,7 @@ impl Dispatcher {
                 self.failed(&target, now, None, give_up)
             }
         };
-        store.record_attempt(&target.app_id, &record, &outcome).await
+        timings.time("record_attempt", store.record_attempt(&target.app_id, &record, &outcome)).await
     }
 
     fn failed(

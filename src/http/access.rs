@@ -53,6 +53,30 @@ pub fn layer(router: Router) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
+/// Times every request into `presence_http_request_duration_seconds`, labelled by the route
+/// template axum matched (`/update/{token}`, never the token itself); `unmatched` otherwise.
+pub fn timed(router: Router, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(metrics, time_request))
+}
+
+async fn time_request(
+    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |matched| matched.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    let labels = crate::metrics::HttpLabels { method, route, status: response.status().as_u16() };
+    metrics.timings.http_request.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

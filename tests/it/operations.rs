@@ -121,3 +121,63 @@ async fn every_answer_carries_a_request_id_and_the_access_log_names_it_without_e
     assert!(access.iter().any(|line| line["span"]["path"] == "/update/…"), "{logs}");
     assert!(!logs.contains(token) && !logs.contains("shh"), "a token reached the logs:\n{logs}");
 }
+
+#[tokio::test]
+async fn metrics_show_histograms_of_events_webhooks_requests_and_store_queries_by_route_template() {
+    use crate::support::{grant, register_app_with_webhook, Receiver};
+    let app = builder()
+        .set("webhook_allow", "127.0.0.0/8")
+        .set("webhook_batch_interval", "1s")
+        .set("presence_grace", "0s")
+        .set("status_min_interval", "0s")
+        .spawn()
+        .await;
+    let receiver = Receiver::start().await;
+    let developer = app.user("dev@example.com").await;
+    let registered = register_app_with_webhook(&app, &developer, "Chat", Some(&receiver.url)).await;
+    let user = app.user("ann@example.com").await;
+    let device = app.register_device(&user, "phone").await;
+    let (_browser, uid) = grant(&app.url(""), "ann@example.com", &registered).await;
+    let mut socket = app.connect_device(&device).await;
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    receiver
+        .wait_until(std::time::Duration::from_secs(10), |hits| {
+            Receiver::last_status_of(hits, &uid).as_deref() == Some("online")
+        })
+        .await;
+    assert_eq!(app.get_as(&user.token, "/v1/me").await.status, 200);
+    let (mut pushed, _) = app.device().await;
+    let endpoint = pushed.register(&channel_id()).await.unwrap();
+    app.put(&endpoint, "version=1").await;
+    let token = endpoint.rsplit('/').next().unwrap().to_owned();
+
+    // The webhook attempt is recorded just after the receiver answers: wait for its line.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = app.get("/metrics").await.body;
+        if text.contains("presence_webhook_attempt_duration_seconds_count{outcome=\"delivered\"}") {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no webhook attempt in\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let value = |name: &str| metric_in(&text, name);
+    assert!(value("presence_status_event_latency_seconds_count") >= 1.0);
+    assert!(text.contains("presence_status_event_latency_seconds_bucket{le=\"+Inf\"}"));
+    assert!(value("presence_webhook_attempt_duration_seconds_count{outcome=\"delivered\"}") >= 1.0);
+    assert!(
+        text.contains("presence_webhook_attempt_duration_seconds_bucket{le=\"+Inf\",outcome=\"delivered\"}")
+            || text.contains(
+                "presence_webhook_attempt_duration_seconds_bucket{outcome=\"delivered\",le=\"+Inf\"}"
+            )
+    );
+    let me = "presence_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/me\",status=\"200\"}";
+    assert_eq!(value(me), 1.0);
+    let me_bucket =
+        "presence_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/v1/me\",status=\"200\"}";
+    assert!(text.contains(me_bucket), "no {me_bucket} in\n{text}");
+    assert!(text.contains("route=\"/update/{token}\""), "no push route template in\n{text}");
+    assert!(!text.contains(&token), "an endpoint token became a label");
+    assert!(value("presence_store_query_duration_seconds_count{query=\"record_presence\"}") >= 1.0);
+    assert!(value("presence_store_query_duration_seconds_count{query=\"events_after\"}") >= 1.0);
+}

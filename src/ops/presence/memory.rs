@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -16,12 +16,14 @@ use crate::bus::Bus;
 use crate::clock::unix_now;
 use crate::domain::roster::{Applied, Roster};
 use crate::domain::{AccountId, AppEvent, PresenceChange};
+use crate::metrics::Metrics;
 use crate::store::{PresenceBatch, Store, StoreError};
 
 /// What waits for the journal.
 pub(super) enum Entry {
     /// A report the roster applied; `done` hears when it is durable.
-    Applied(Box<Applied>, Option<oneshot::Sender<Result<(), ReportError>>>),
+    /// `received` is when the report arrived, for `presence_status_event_latency_seconds`.
+    Applied(Box<Applied>, Option<oneshot::Sender<Result<(), ReportError>>>, Instant),
     /// Answered once everything queued before it is written.
     Barrier(oneshot::Sender<()>),
 }
@@ -32,10 +34,10 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, window: Duration) -> Memory {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, window: Duration, metrics: Arc<Metrics>) -> Memory {
         let roster = Arc::new(Mutex::new(Roster::default()));
         let (journal, queue) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(write_journal(store, bus, queue, roster.clone(), window));
+        tokio::spawn(write_journal(store, bus, queue, roster.clone(), window, metrics));
         Memory { roster, journal }
     }
 
@@ -79,6 +81,7 @@ async fn write_journal(
     mut queue: mpsc::Receiver<Entry>,
     roster: Arc<Mutex<Roster>>,
     window: Duration,
+    metrics: Arc<Metrics>,
 ) {
     // Commits are at least `window` apart: an idle node commits a report at once, a busy one
     // gathers what arrives meanwhile into fewer, larger commits. A barrier (a write or a stop
@@ -102,14 +105,14 @@ async fn write_journal(
         let mut barriers = Vec::new();
         for entry in entries {
             match entry {
-                Entry::Applied(report, done) => {
+                Entry::Applied(report, done, received) => {
                     batch.devices.push((report.device.clone(), report.status));
                     if let Some((best, shown)) = report.totals {
                         batch.accounts.push((report.account, best, shown));
                     }
                     batch.events.extend(report.events.iter().cloned());
                     waiting.extend(done);
-                    applied.push(report);
+                    applied.push((report, received));
                 }
                 // Everything before a barrier is in this batch: answered once it is written.
                 Entry::Barrier(done) => barriers.push(done),
@@ -123,13 +126,15 @@ async fn write_journal(
         }
         let now = unix_now();
         // A panic while writing fails this batch only: the journal goes on with the next.
+        let commit = Instant::now();
         let written = std::panic::AssertUnwindSafe(store.record_presence(&batch, now))
             .catch_unwind()
             .await
             .unwrap_or(Err(StoreError::Panicked));
+        metrics.timings.store_query("record_presence", commit.elapsed());
         match written {
             Ok(()) => {
-                for report in applied {
+                for (report, received) in applied {
                     if !report.visible_changed {
                         continue;
                     }
@@ -141,6 +146,7 @@ async fn write_journal(
                         .collect();
                     PresenceChange { account: report.account, status: shown, at: now, events }
                         .announce(bus.as_ref());
+                    metrics.timings.status_event.observe(received.elapsed().as_secs_f64());
                 }
                 for done in waiting {
                     let _ = done.send(Ok(()));
@@ -153,7 +159,7 @@ async fn write_journal(
                     let _ = done.send(Err(error.clone()));
                 }
                 // Memory ran ahead of the store: read those accounts back once it answers.
-                let accounts: Vec<AccountId> = applied.iter().map(|report| report.account).collect();
+                let accounts: Vec<AccountId> = applied.iter().map(|(report, _)| report.account).collect();
                 let (store, roster) = (store.clone(), roster.clone());
                 tokio::spawn(async move {
                     let mut roster = roster.lock().await;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -96,10 +96,16 @@ impl Engine {
     /// Must be called inside the runtime: it starts the writer task. `alone` says that no other
     /// node writes these users (no bus): then presence is held in memory, and its journal
     /// gathers changes for `commit_window` before each commit.
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, timing: Timing, alone: bool) -> Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        timing: Timing,
+        alone: bool,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Engine {
         let Timing { grace, stale_after, commit_window } = timing;
         let truth = if alone {
-            Truth::Memory(memory::Memory::new(store.clone(), bus.clone(), commit_window))
+            Truth::Memory(memory::Memory::new(store.clone(), bus.clone(), commit_window, metrics))
         } else {
             let (reports, queue) = mpsc::channel(16 * MAX_BATCH);
             tokio::spawn(shared::write_reports(store.clone(), bus.clone(), queue));
@@ -126,6 +132,7 @@ impl Engine {
         from: Option<u64>,
         status: Status,
     ) -> oneshot::Receiver<Result<(), ReportError>> {
+        let received = Instant::now();
         let (done, committed) = oneshot::channel();
         if from.is_some() && self.lock().get(device).copied() != from {
             let _ = done.send(Ok(()));
@@ -137,8 +144,10 @@ impl Engine {
                 match roster.report(device, status) {
                     // Queued under the roster's lock, so the journal writes seqs in order.
                     Some(applied) => {
-                        let _ =
-                            memory.journal.send(memory::Entry::Applied(Box::new(applied), Some(done))).await;
+                        let _ = memory
+                            .journal
+                            .send(memory::Entry::Applied(Box::new(applied), Some(done), received))
+                            .await;
                     }
                     None => {
                         let _ = done.send(Ok(())); // removed meanwhile
