@@ -11,6 +11,7 @@ use crate::support::http::PASSWORD;
 use crate::support::process::cli_run;
 use crate::support::{
     builder, close_code, grant, register_app, register_app_with_webhook, DataDir, Receiver, StreamClient,
+    TestApp,
 };
 
 #[tokio::test]
@@ -44,13 +45,7 @@ async fn a_disabled_account_is_signed_out_its_devices_closed_and_it_cannot_sign_
     assert_eq!(close_code(&mut phone, "the disabled account's device is closed").await, Some(4401));
     stream.wait_for(&uid, "offline").await;
     assert_eq!(app.get_as(&user.token, "/v1/me").await.status, 401, "its tokens ended");
-    let refused = app
-        .http
-        .post(app.url("/v1/tokens"))
-        .json(&json!({"email": "kim@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let refused = kim_signs_in(&app).await;
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["code"], "account_disabled");
     let mut again = app.connect().await;
@@ -151,13 +146,7 @@ async fn without_a_running_node_the_verbs_work_on_the_store() {
     assert_eq!(deleted.code, Some(0), "{}", deleted.stderr);
 
     let app = builder().data_dir(&data.path).spawn().await;
-    let refused = app
-        .http
-        .post(app.url("/v1/tokens"))
-        .json(&json!({"email": "kim@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let refused = kim_signs_in(&app).await;
     assert_eq!(refused.status(), 403);
     let listed = cli_run(&["app", "list", "--json"], app.dir()).await;
     assert_eq!(serde_json::from_str::<serde_json::Value>(&listed.stdout).unwrap()["apps"], json!([]));
@@ -176,4 +165,14 @@ async fn a_lone_node_whose_control_socket_does_not_answer_is_not_changed_behind_
     let listed = cli_run(&["account", "list", "--json"], &data.path).await;
     let accounts: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
     assert!(accounts["accounts"].as_array().unwrap().iter().all(|a| a["disabled_at"].is_null()));
+}
+
+/// Kim asks for a token with her (right) password.
+async fn kim_signs_in(app: &TestApp) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/tokens"))
+        .json(&json!({"email": "kim@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
 }
