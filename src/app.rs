@@ -234,6 +234,8 @@ impl App {
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );
         tokio::spawn(crate::ops::expiry::sweep(state.clone()));
+        let devices_closed = CancellationToken::new();
+        let closes = tokio::spawn(crate::gateway::record_closes(parts.gateway.clone(), devices_closed.clone()));
         if let Some(control) = control {
             let path = crate::http::control::socket_path(&state.config.data_dir);
             tokio::spawn(crate::http::control::serve(state.clone(), control, path, state.shutdown.clone()));
@@ -256,6 +258,8 @@ impl App {
         if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!("device connections did not close within the shutdown grace");
         }
+        devices_closed.cancel();
+        let _ = closes.await;
         state.presence.stop().await;
         crate::ops::cluster::leave(&state).await;
         state.store.close().await;

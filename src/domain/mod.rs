@@ -5,6 +5,7 @@
 pub mod ids;
 pub mod model;
 pub mod presence;
+pub mod recent;
 pub mod roster;
 
 pub use ids::{AccountId, ChannelId, DeviceId, Uaid};

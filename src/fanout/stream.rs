@@ -311,10 +311,16 @@ impl Pump {
     /// Sends everything in the log after the cursor.
     async fn drain(&mut self) -> Result<(), End> {
         loop {
-            let read = self.state.store.events_after(&self.app_id, self.cursor, PAGE);
-            let page = match self.state.metrics.timings.time("events_after", read).await {
-                Ok(page) => page,
-                Err(error) => return Err(self.store_failed(error)),
+            // A stream that keeps up finds its events in memory; one behind reads the store.
+            let page = match self.state.presence.recent_events(&self.app_id, self.cursor, PAGE as usize) {
+                Some(page) => page,
+                None => {
+                    let read = self.state.store.events_after(&self.app_id, self.cursor, PAGE);
+                    match self.state.metrics.timings.time("events_after", read).await {
+                        Ok(page) => page,
+                        Err(error) => return Err(self.store_failed(error)),
+                    }
+                }
             };
             let scanned_all = page.complete;
             if !page.events.is_empty() {

@@ -57,17 +57,12 @@ async fn serve(state: Gateway, mut socket: WebSocket) {
     let reason = match handshake(&state, &mut socket).await {
         Ok(mut connection) => {
             let reason = connection.run(&mut socket).await;
+            // Unless a newer connection has it, the UAID is connected nowhere from now: the
+            // expiry sweep counts its idle time from here (`record_closes` tells the store).
             state.registry.detach(&connection.uaid, connection.attachment.id);
             let closing = connection.session.step(Input::Closed(reason), Instant::now());
             // Nothing is sent any more; only the store and the presence engine hear of it.
             let _ = connection.perform(&mut socket, closing.into()).await;
-            // Unless a newer connection has it, the UAID is connected nowhere from now: the
-            // expiry sweep counts its idle time from here.
-            if !state.registry.is_connected(&connection.uaid) {
-                if let Err(error) = state.store.uaid_closed(&connection.uaid, unix_now()).await {
-                    tracing::error!(error = %crate::error::chain(&error), "cannot record the UAID's close");
-                }
-            }
             reason
         }
         Err(reason) => reason,

@@ -42,3 +42,26 @@ pub fn routes(state: Gateway) -> Router {
         .route("/update/{token}", put(update::put).fallback(update::method_not_allowed))
         .with_state(state)
 }
+
+/// How often the store hears which UAIDs closed (their last-seen time is this coarse).
+const CLOSES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Tells the store which UAIDs closed, once a second in one write for all of them (a drop of
+/// thousands of devices is one statement, not one each), and once more when the node stops.
+pub async fn record_closes(state: Gateway, stopped: tokio_util::sync::CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            _ = stopped.cancelled() => true,
+            _ = tokio::time::sleep(CLOSES_EVERY) => false,
+        };
+        let closed = state.registry.take_closed();
+        if !closed.is_empty() {
+            if let Err(error) = state.store.uaids_closed(&closed, crate::clock::unix_now()).await {
+                tracing::error!(error = %crate::error::chain(&error), uaids = closed.len(), "cannot record the UAIDs' close");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -124,6 +124,8 @@ pub struct Registry {
     shards: Vec<Mutex<HashMap<Uaid, Entry>>>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
+    /// UAIDs whose last connection here closed, until the store hears of them (`take_closed`).
+    closed: Mutex<Vec<Uaid>>,
 }
 
 impl Default for Registry {
@@ -132,6 +134,7 @@ impl Default for Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             next_id: AtomicU64::new(1),
+            closed: Mutex::new(Vec::new()),
         }
     }
 }
@@ -168,11 +171,29 @@ impl Registry {
     }
 
     /// Forgets the connection, unless a newer one has already taken its place.
+    /// Ends this connection's attachment; unless a newer connection has the UAID, it is now
+    /// connected nowhere here, and noted for `take_closed`.
     pub fn detach(&self, uaid: &Uaid, id: u64) {
         let mut shard = self.shard(uaid);
-        if shard.get(uaid).is_some_and(|e| e.id == id) {
-            shard.remove(uaid);
+        match shard.get(uaid) {
+            Some(entry) if entry.id != id => return, // replaced: the newer one has it
+            Some(_) => {
+                shard.remove(uaid);
+            }
+            None => {}
         }
+        drop(shard);
+        self.closed.lock().unwrap_or_else(|e| e.into_inner()).push(uaid.clone());
+    }
+
+    /// The UAIDs whose connections closed since the last call and that have not connected
+    /// again since: the store marks them closed in one write.
+    pub fn take_closed(&self) -> Vec<Uaid> {
+        let mut closed = std::mem::take(&mut *self.closed.lock().unwrap_or_else(|e| e.into_inner()));
+        closed.sort_unstable();
+        closed.dedup();
+        closed.retain(|uaid| !self.is_connected(uaid));
+        closed
     }
 
     pub fn deliver(&self, uaid: &Uaid, message: Outbound) -> Delivery {

@@ -413,8 +413,9 @@ pub trait Store: Send + Sync + 'static {
 
     // Expiry.
 
-    /// The UAID's connection on this node closed (it counts as seen now).
-    async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError>;
+    /// These UAIDs' connections on this node closed (they count as seen now): one write for
+    /// all of them.
+    async fn uaids_closed(&self, uaids: &[Uaid], now: i64) -> Result<(), StoreError>;
 
     /// Removes UAIDs (with their channels) that no device is bound to, that are connected
     /// nowhere and were last seen before `uaids_seen_before`; tokens and consent codes expired

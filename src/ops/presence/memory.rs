@@ -4,7 +4,7 @@
 //! events: an app never sees an event that is not durable. Seqs are taken in memory, in the
 //! order reports are applied, and written in that order; a seq is never handed out twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::{Announce as _, ReportError, MAX_BATCH};
 use crate::bus::Bus;
 use crate::clock::unix_now;
+use crate::domain::recent::Recent;
 use crate::domain::roster::{Applied, Roster};
 use crate::domain::{AccountId, AppEvent, PresenceChange};
 use crate::metrics::Metrics;
@@ -31,14 +32,52 @@ pub(super) enum Entry {
 pub(super) struct Memory {
     pub roster: Arc<Mutex<Roster>>,
     pub journal: mpsc::Sender<Entry>,
+    /// Each app's latest durable events, for streams that keep up.
+    pub recent: Arc<RecentLogs>,
+}
+
+/// Events remembered per app (the newest; older ones are read from the store).
+const RECENT_PER_APP: usize = 4096;
+
+/// The recent part of every app's log: the journal adds what it committed, writes outside the
+/// status path clear it (they may change what apps may see of events already held).
+#[derive(Default)]
+pub(super) struct RecentLogs {
+    apps: std::sync::Mutex<HashMap<Arc<str>, Recent>>,
+}
+
+impl RecentLogs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Recent>> {
+        self.apps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, events: &[crate::domain::roster::NewEvent], at: i64) {
+        let mut apps = self.lock();
+        for event in events {
+            let recent = match apps.get_mut(&event.app_id) {
+                Some(recent) => recent,
+                None => apps.entry(event.app_id.clone()).or_insert_with(|| Recent::new(RECENT_PER_APP)),
+            };
+            recent.push(event.seq, event.uid.clone(), event.status, at);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    pub fn after(&self, app_id: &str, cursor: u64, limit: usize) -> Option<crate::domain::recent::Tail> {
+        self.lock().get(app_id)?.after(cursor, limit)
+    }
 }
 
 impl Memory {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, window: Duration, metrics: Arc<Metrics>) -> Memory {
         let roster = Arc::new(Mutex::new(Roster::default()));
         let (journal, queue) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(write_journal(store, bus, queue, roster.clone(), window, metrics));
-        Memory { roster, journal }
+        let recent = Arc::new(RecentLogs::default());
+        tokio::spawn(write_journal(store, bus, queue, roster.clone(), recent.clone(), window, metrics));
+        Memory { roster, journal, recent }
     }
 
     /// Waits until everything queued so far is written (or failed).
@@ -80,6 +119,7 @@ async fn write_journal(
     bus: Arc<dyn Bus>,
     mut queue: mpsc::Receiver<Entry>,
     roster: Arc<Mutex<Roster>>,
+    recent: Arc<RecentLogs>,
     window: Duration,
     metrics: Arc<Metrics>,
 ) {
@@ -134,6 +174,10 @@ async fn write_journal(
         metrics.timings.store_query("record_presence", commit.elapsed());
         match written {
             Ok(()) => {
+                // Durable now: streams may read these from memory (before they are woken).
+                for (report, _) in &applied {
+                    recent.remember(&report.events, now);
+                }
                 for (report, received) in applied {
                     if !report.visible_changed {
                         continue;

@@ -179,6 +179,8 @@ impl Engine {
         let mut roster = memory.roster.lock().await;
         memory.flush().await;
         let result = write.await;
+        // What apps may see of events already held may have changed (a pause, a revoke).
+        memory.recent.clear();
         if let Ok(value) = &result {
             let Touched { accounts, apps } = touched(value);
             if let Err(error) = memory::load(self.store.as_ref(), &mut roster, Some(&accounts), &apps).await {
@@ -186,6 +188,14 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// The app's events after `cursor` from memory, when this node holds them (a lone node keeps
+    /// each app's latest committed events); `None` means ask the store.
+    pub fn recent_events(&self, app_id: &str, cursor: u64, limit: usize) -> Option<crate::store::EventPage> {
+        let Truth::Memory(memory) = &self.truth else { return None };
+        let tail = memory.recent.after(app_id, cursor, limit)?;
+        Some(crate::store::EventPage { events: tail.events, scanned_to: tail.scanned_to, complete: tail.complete })
     }
 
     /// A device's connection is up; returns its connection number for `disconnected`.

@@ -6,16 +6,29 @@ use super::SqlStore;
 use crate::domain::Uaid;
 use crate::store::{Expired, StoreError};
 
+/// UAIDs per statement when marking closes (SQLite allows 32,766 parameters, PostgreSQL 65,535).
+const CLOSES_PER_STATEMENT: usize = 1000;
+
 impl SqlStore {
-    /// The UAID's connection on this node closed: it is connected nowhere (unless a newer
-    /// connection took it elsewhere) and was last seen now.
-    pub(super) async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE uaids SET connected_at = $2, node_id = NULL WHERE uaid = $1 AND node_id = $3")
-            .bind(uaid.to_string())
-            .bind(now)
-            .bind(&self.node)
-            .execute(&self.writer)
-            .await?;
+    /// These UAIDs' connections on this node closed: they are connected nowhere (unless a newer
+    /// connection took one elsewhere) and were last seen now. One statement for the lot, in
+    /// chunks that keep it within the backends' parameter limits.
+    pub(super) async fn uaids_closed(&self, uaids: &[Uaid], now: i64) -> Result<(), StoreError> {
+        for chunk in uaids.chunks(CLOSES_PER_STATEMENT) {
+            let mut sql = String::from("UPDATE uaids SET connected_at = $1, node_id = NULL WHERE node_id = $2 AND uaid IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 3));
+            }
+            sql.push(')');
+            let mut query = sqlx::query(&sql).bind(now).bind(&self.node);
+            for uaid in chunk {
+                query = query.bind(uaid.to_string());
+            }
+            query.execute(&self.writer).await?;
+        }
         Ok(())
     }
 

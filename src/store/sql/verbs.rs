@@ -427,8 +427,8 @@ impl Store for SqlStore {
         SqlStore::delete_app(self, app_id).await
     }
 
-    async fn uaid_closed(&self, uaid: &Uaid, now: i64) -> Result<(), StoreError> {
-        SqlStore::uaid_closed(self, uaid, now).await
+    async fn uaids_closed(&self, uaids: &[Uaid], now: i64) -> Result<(), StoreError> {
+        SqlStore::uaids_closed(self, uaids, now).await
     }
 
     async fn purge_expired(
