@@ -133,6 +133,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
             commit_window: config.presence_commit_window,
         },
         config.bus_url.is_empty(),
+        config.data_dir.join("journal"),
         metrics.clone(),
     ));
     let oidc = (!config.oidc_issuer.is_empty()).then(|| {
@@ -235,7 +236,8 @@ impl App {
         );
         tokio::spawn(crate::ops::expiry::sweep(state.clone()));
         let devices_closed = CancellationToken::new();
-        let closes = tokio::spawn(crate::gateway::record_closes(parts.gateway.clone(), devices_closed.clone()));
+        let closes =
+            tokio::spawn(crate::gateway::record_closes(parts.gateway.clone(), devices_closed.clone()));
         if let Some(control) = control {
             let path = crate::http::control::socket_path(&state.config.data_dir);
             tokio::spawn(crate::http::control::serve(state.clone(), control, path, state.shutdown.clone()));
@@ -280,10 +282,14 @@ pub fn router(parts: &Parts) -> Router {
 }
 
 fn routes(parts: &Parts) -> Router {
-    let routes = Router::new()
-        .merge(crate::gateway::routes(parts.gateway.clone()))
+    // What people and apps read reflects every status change answered before the request.
+    let settled = Router::new()
         .merge(crate::fanout::routes(parts.fanout.clone()))
         .merge(crate::http::routes(parts.http.clone()))
+        .layer(axum::middleware::from_fn_with_state(parts.core.clone(), crate::http::settled));
+    let routes = Router::new()
+        .merge(crate::gateway::routes(parts.gateway.clone()))
+        .merge(settled)
         .fallback(any(not_found))
         .layer(axum::middleware::from_fn_with_state(
             parts.http.clone(),

@@ -183,7 +183,7 @@ impl Registry {
             None => {}
         }
         drop(shard);
-        self.closed.lock().unwrap_or_else(|e| e.into_inner()).push(uaid.clone());
+        self.closed.lock().unwrap_or_else(|e| e.into_inner()).push(*uaid);
     }
 
     /// The UAIDs whose connections closed since the last call and that have not connected

@@ -43,6 +43,18 @@ impl std::ops::Deref for HttpState {
     }
 }
 
+/// Runs before every request of people and apps: on a lone node the store first catches up
+/// with the presence journal (`Engine::settle`), so a read sees every status change answered
+/// before it.
+pub async fn settled(
+    axum::extract::State(core): axum::extract::State<Core>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    core.presence.settle().await;
+    next.run(request).await
+}
+
 /// Every HTTP route but the device gateway's and the app streams'.
 pub fn routes(state: HttpState) -> Router {
     let json_limit = DefaultBodyLimit::max(state.config.max_json_body);

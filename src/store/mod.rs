@@ -360,7 +360,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<PresenceLoad, StoreError>;
 
     /// Records a batch the roster applied, in one transaction.
-    async fn record_presence(&self, batch: &PresenceBatch, now: i64) -> Result<(), StoreError>;
+    async fn record_presence(&self, batch: &PresenceBatch) -> Result<(), StoreError>;
 
     // The life of accounts and apps: sessions, passwords, export, disabling, deleting.
 

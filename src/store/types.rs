@@ -175,15 +175,31 @@ pub struct PresenceLoad {
     pub seqs: Vec<(String, u64)>,
 }
 
-/// What a lone node's roster applied since its last write, to record at once.
-#[derive(Debug, Clone, Default)]
+/// What a lone node's roster applied, to record: one journal entry, or several merged for one
+/// transaction. Each row carries the time of its change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PresenceBatch {
-    /// Each device's latest status (its silence clock restarts too).
-    pub devices: Vec<(crate::domain::DeviceId, crate::domain::Status)>,
-    /// Accounts' new best and visible status.
+    /// Devices' statuses and when they were reported (their silence clock restarts too); the
+    /// last row of a device wins.
+    pub devices: Vec<(crate::domain::DeviceId, crate::domain::Status, i64)>,
+    /// Accounts' new best and visible status; the last row of an account wins.
     pub accounts: Vec<(crate::domain::AccountId, crate::domain::Status, crate::domain::Status)>,
-    /// Events appended, in seq order per app; each also records what its grant's app was told.
-    pub events: Vec<crate::domain::roster::NewEvent>,
+    /// Events appended, in seq order per app, with their time; each also records what its
+    /// grant's app was told.
+    pub events: Vec<(crate::domain::roster::NewEvent, i64)>,
+}
+
+impl PresenceBatch {
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.accounts.is_empty() && self.events.is_empty()
+    }
+
+    /// Appends a later batch: recording the two as one gives the same rows as one after the other.
+    pub fn absorb(&mut self, later: PresenceBatch) {
+        self.devices.extend(later.devices);
+        self.accounts.extend(later.accounts);
+        self.events.extend(later.events);
+    }
 }
 
 /// Whether a bearer token is a browser's session (the cookie) or a token from `POST /v1/tokens`.

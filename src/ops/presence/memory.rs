@@ -1,8 +1,11 @@
 //! The lone node's presence: the roster in memory is the truth while the node runs. A report is
-//! applied to it at once (no database round trip), and what it changed goes to the journal,
-//! which records batches in one transaction each (a group commit) and only then announces the
-//! events: an app never sees an event that is not durable. Seqs are taken in memory, in the
-//! order reports are applied, and written in that order; a seq is never handed out twice.
+//! applied to it at once (no database round trip), and what it changed goes to the journal
+//! writer, which appends each batch to the journal file with one write (`journal`) and only
+//! then announces the events: an app never sees an event that is not durable. The store
+//! catches up in the background (`apply`): many batches per transaction, at most
+//! `APPLY_EVERY` behind, and at once for a write that needs it current (`flush`). Seqs are
+//! taken in memory, in the order reports are applied, and written in that order; a seq is
+//! never handed out twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{Announce as _, ReportError, MAX_BATCH};
+use super::{journal, Announce as _, ReportError, MAX_BATCH};
 use crate::bus::Bus;
 use crate::clock::unix_now;
 use crate::domain::recent::Recent;
@@ -25,9 +28,22 @@ pub(super) enum Entry {
     /// A report the roster applied; `done` hears when it is durable.
     /// `received` is when the report arrived, for `presence_status_event_latency_seconds`.
     Applied(Box<Applied>, Option<oneshot::Sender<Result<(), ReportError>>>, Instant),
-    /// Answered once everything queued before it is written.
-    Barrier(oneshot::Sender<()>),
+    /// Answered once everything queued before it is in the store. `last`: the node stops, the
+    /// journal's files go once recorded.
+    Barrier(oneshot::Sender<()>, bool),
+    /// From now on batches go to this journal file (the node's start has recorded what a
+    /// previous run left). Until then each batch is recorded in the store at once.
+    Open(journal::Journal),
 }
+
+/// What the journal writer hands the store's catching up.
+enum Applying {
+    Batch(PresenceBatch, journal::Segment),
+    Barrier(oneshot::Sender<()>, bool),
+}
+
+/// How far the store may lag the journal.
+const APPLY_EVERY: Duration = Duration::from_millis(100);
 
 pub(super) struct Memory {
     pub roster: Arc<Mutex<Roster>>,
@@ -80,12 +96,26 @@ impl Memory {
         Memory { roster, journal, recent }
     }
 
-    /// Waits until everything queued so far is written (or failed).
+    /// Waits until everything queued so far is in the store (or failed to be).
     pub async fn flush(&self) {
+        self.barrier(false).await;
+    }
+
+    /// As `flush`, for the last time: the node stops.
+    pub async fn close(&self) {
+        self.barrier(true).await;
+    }
+
+    async fn barrier(&self, last: bool) {
         let (done, written) = oneshot::channel();
-        if self.journal.send(Entry::Barrier(done)).await.is_ok() {
+        if self.journal.send(Entry::Barrier(done, last)).await.is_ok() {
             let _ = written.await;
         }
+    }
+
+    /// Sends batches to this journal file from now on.
+    pub async fn open(&self, journal: journal::Journal) {
+        let _ = self.journal.send(Entry::Open(journal)).await;
     }
 }
 
@@ -112,8 +142,9 @@ pub(super) async fn load(
     Ok(())
 }
 
-/// The journal: takes every entry queued so far (up to `MAX_BATCH` reports), records them in
-/// one transaction, then answers each and announces the changes.
+/// The journal writer: takes every entry queued so far (up to `MAX_BATCH` reports), makes them
+/// durable in one write (or, before the journal is open, one transaction), then answers each
+/// and announces the changes.
 async fn write_journal(
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -123,8 +154,9 @@ async fn write_journal(
     window: Duration,
     metrics: Arc<Metrics>,
 ) {
-    // Commits are at least `window` apart: an idle node commits a report at once, a busy one
-    // gathers what arrives meanwhile into fewer, larger commits. A barrier (a write or a stop
+    let mut file: Option<(journal::Journal, mpsc::UnboundedSender<Applying>)> = None;
+    // Writes are at least `window` apart: an idle node writes a report at once, a busy one
+    // gathers what arrives meanwhile into fewer, larger writes. A barrier (a write or a stop
     // waiting) is not kept waiting.
     let mut last_commit = tokio::time::Instant::now() - window;
     while let Some(first) = queue.recv().await {
@@ -139,6 +171,7 @@ async fn write_journal(
                 Err(_) => break,
             }
         }
+        let now = unix_now();
         let mut batch = PresenceBatch::default();
         let mut applied = Vec::new();
         let mut waiting = Vec::new();
@@ -146,32 +179,49 @@ async fn write_journal(
         for entry in entries {
             match entry {
                 Entry::Applied(report, done, received) => {
-                    batch.devices.push((report.device.clone(), report.status));
+                    batch.devices.push((report.device.clone(), report.status, now));
                     if let Some((best, shown)) = report.totals {
                         batch.accounts.push((report.account, best, shown));
                     }
-                    batch.events.extend(report.events.iter().cloned());
+                    batch.events.extend(report.events.iter().map(|event| (event.clone(), now)));
                     waiting.extend(done);
                     applied.push((report, received));
                 }
-                // Everything before a barrier is in this batch: answered once it is written.
-                Entry::Barrier(done) => barriers.push(done),
+                // Everything before a barrier is in this batch: answered once it is recorded.
+                Entry::Barrier(done, last) => barriers.push((done, last)),
+                Entry::Open(journal) => {
+                    let (to_store, applying) = mpsc::unbounded_channel();
+                    let dir = journal.dir().to_owned();
+                    tokio::spawn(apply(store.clone(), applying, dir, metrics.clone()));
+                    file = Some((journal, to_store));
+                }
             }
         }
-        if applied.is_empty() {
-            for done in barriers {
-                let _ = done.send(());
-            }
-            continue;
-        }
-        let now = unix_now();
-        // A panic while writing fails this batch only: the journal goes on with the next.
-        let commit = Instant::now();
-        let written = std::panic::AssertUnwindSafe(store.record_presence(&batch, now))
-            .catch_unwind()
-            .await
-            .unwrap_or(Err(StoreError::Panicked));
-        metrics.timings.store_query("record_presence", commit.elapsed());
+        let written = if applied.is_empty() {
+            Ok(())
+        } else {
+            let started = Instant::now();
+            let written = match &mut file {
+                Some((journal, to_store)) => match journal.append(&batch) {
+                    Ok(segment) => {
+                        let _ = to_store.send(Applying::Batch(batch, segment));
+                        Ok(())
+                    }
+                    Err(error) => Err(ReportError::Journal(Arc::new(error))),
+                },
+                // A panic while writing fails this batch only: the journal goes on with the next.
+                None => std::panic::AssertUnwindSafe(store.record_presence(&batch))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or(Err(StoreError::Panicked))
+                    .map_err(|error| ReportError::Store(Arc::new(error))),
+            };
+            metrics.timings.store_query(
+                if file.is_some() { "journal_append" } else { "record_presence" },
+                started.elapsed(),
+            );
+            written
+        };
         match written {
             Ok(()) => {
                 // Durable now: streams may read these from memory (before they are woken).
@@ -198,14 +248,22 @@ async fn write_journal(
             }
             Err(error) => {
                 tracing::error!(error = %crate::error::chain(&error), reports = applied.len(), "status reports not recorded");
-                let error = ReportError::Store(Arc::new(error));
                 for done in waiting {
                     let _ = done.send(Err(error.clone()));
                 }
-                // Memory ran ahead of the store: read those accounts back once it answers.
+                // Memory ran ahead of the store: read those accounts back once the store has
+                // everything the journal holds.
                 let accounts: Vec<AccountId> = applied.iter().map(|(report, _)| report.account).collect();
                 let (store, roster) = (store.clone(), roster.clone());
+                let caught_up = file.as_ref().map(|(_, to_store)| {
+                    let (done, recorded) = oneshot::channel();
+                    let _ = to_store.send(Applying::Barrier(done, false));
+                    recorded
+                });
                 tokio::spawn(async move {
+                    if let Some(recorded) = caught_up {
+                        let _ = recorded.await;
+                    }
                     let mut roster = roster.lock().await;
                     if let Err(error) = load(store.as_ref(), &mut roster, Some(&accounts), &[]).await {
                         tracing::error!(error = %crate::error::chain(&error), "cannot reload presence after a failed write");
@@ -213,7 +271,115 @@ async fn write_journal(
                 });
             }
         }
-        for done in barriers {
+        for (done, last) in barriers {
+            match &file {
+                Some((_, to_store)) => {
+                    let _ = to_store.send(Applying::Barrier(done, last));
+                }
+                None => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// The store catching up with the journal: gathers batches for up to `APPLY_EVERY` (less when a
+/// barrier waits), records them in one transaction, then removes the journal segments that
+/// are wholly recorded. A failed transaction is tried again with what came meanwhile.
+async fn apply(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::UnboundedReceiver<Applying>,
+    dir: std::path::PathBuf,
+    metrics: Arc<Metrics>,
+) {
+    let mut pending = PresenceBatch::default();
+    let mut segment = None;
+    let mut barriers: Vec<(oneshot::Sender<()>, bool)> = Vec::new();
+    let mut open = true;
+    while open {
+        // With nothing pending, wait for work; with a failed transaction's batches, try again
+        // soon even if nothing comes.
+        let mut next = if pending.is_empty() {
+            match queue.recv().await {
+                Some(item) => Some(item),
+                None => break,
+            }
+        } else {
+            match tokio::time::timeout(APPLY_EVERY, queue.recv()).await {
+                Ok(Some(item)) => Some(item),
+                Ok(None) => {
+                    open = false;
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        let deadline = tokio::time::Instant::now() + APPLY_EVERY;
+        loop {
+            match next.take() {
+                Some(Applying::Batch(batch, from)) => {
+                    pending.absorb(batch);
+                    segment = Some(from);
+                }
+                Some(Applying::Barrier(done, last)) => barriers.push((done, last)),
+                None => {}
+            }
+            if !barriers.is_empty() {
+                // Take what is already queued, then record at once.
+                while let Ok(item) = queue.try_recv() {
+                    match item {
+                        Applying::Batch(batch, from) => {
+                            pending.absorb(batch);
+                            segment = Some(from);
+                        }
+                        Applying::Barrier(done, last) => barriers.push((done, last)),
+                    }
+                }
+                break;
+            }
+            if !open {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                item = queue.recv() => match item {
+                    Some(item) => next = Some(item),
+                    None => {
+                        open = false;
+                        break;
+                    }
+                },
+            }
+        }
+        if !pending.is_empty() {
+            let started = Instant::now();
+            let recorded = std::panic::AssertUnwindSafe(store.record_presence(&pending))
+                .catch_unwind()
+                .await
+                .unwrap_or(Err(StoreError::Panicked));
+            metrics.timings.store_query("record_presence", started.elapsed());
+            match recorded {
+                Ok(()) => {
+                    pending = PresenceBatch::default();
+                    if let Some(segment) = segment {
+                        if let Err(error) = journal::recorded_before(&dir, segment) {
+                            tracing::error!(error = %error, "cannot remove a recorded journal segment");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(error = %crate::error::chain(&error), "the store cannot catch up with the journal; trying again");
+                }
+            }
+        }
+        let stopping = barriers.iter().any(|(_, last)| *last);
+        if stopping && pending.is_empty() {
+            if let Err(error) = journal::recorded_all(&dir) {
+                tracing::error!(error = %error, "cannot remove the journal at stop");
+            }
+        }
+        for (done, _) in barriers.drain(..) {
             let _ = done.send(());
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Two ways to hold the truth:
 //! - a lone node keeps everyone's presence in memory (`memory`): a report is applied at once
-//!   and journalled to the store in batches, events announced only once durable;
+//!   and appended to the journal file (`journal`) in batches, events announced only once
+//!   written; the store follows the journal in the background;
 //! - a node of a cluster shares users with other nodes, so the store stays the truth
 //!   (`shared`): reports are recomputed there in batched transactions.
 //!
@@ -15,6 +16,7 @@
 //! silent past `stale_after`, and "everyone offline" when a lone node starts.
 
 mod announce;
+mod journal;
 mod memory;
 mod shared;
 
@@ -41,6 +43,8 @@ pub enum ReportError {
     Stopped,
     #[error("status reports not recorded")]
     Store(#[source] Arc<StoreError>),
+    #[error("status reports not written to the journal")]
+    Journal(#[source] Arc<std::io::Error>),
 }
 
 /// Most reports recorded in one transaction.
@@ -72,6 +76,9 @@ pub struct Timing {
     pub commit_window: Duration,
 }
 
+/// Journal lines recorded per transaction when a start catches up with what a crash left.
+const REPLAY_PER_TRANSACTION: usize = 256;
+
 enum Truth {
     Memory(memory::Memory),
     Shared(mpsc::Sender<shared::Report>),
@@ -82,6 +89,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     truth: Truth,
+    /// Where a lone node keeps its journal files.
+    journal_dir: std::path::PathBuf,
     grace: Duration,
     stale_after: Duration,
     /// The current connection of each connected device, to tell a reconnect within the grace.
@@ -101,6 +110,7 @@ impl Engine {
         bus: Arc<dyn Bus>,
         timing: Timing,
         alone: bool,
+        journal_dir: std::path::PathBuf,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Engine {
         let Timing { grace, stale_after, commit_window } = timing;
@@ -115,6 +125,7 @@ impl Engine {
             store,
             bus,
             truth,
+            journal_dir,
             grace,
             stale_after,
             connections: Mutex::new(HashMap::new()),
@@ -195,7 +206,19 @@ impl Engine {
     pub fn recent_events(&self, app_id: &str, cursor: u64, limit: usize) -> Option<crate::store::EventPage> {
         let Truth::Memory(memory) = &self.truth else { return None };
         let tail = memory.recent.after(app_id, cursor, limit)?;
-        Some(crate::store::EventPage { events: tail.events, scanned_to: tail.scanned_to, complete: tail.complete })
+        Some(crate::store::EventPage {
+            events: tail.events,
+            scanned_to: tail.scanned_to,
+            complete: tail.complete,
+        })
+    }
+
+    /// Returns once the store holds every status change answered so far (on a lone node the
+    /// store follows the journal a little behind; a cluster's store is always current).
+    pub async fn settle(&self) {
+        if let Truth::Memory(memory) = &self.truth {
+            memory.flush().await;
+        }
     }
 
     /// A device's connection is up; returns its connection number for `disconnected`.
@@ -231,7 +254,7 @@ impl Engine {
     pub async fn stop(&self) {
         self.stopping.cancel();
         match &self.truth {
-            Truth::Memory(memory) => memory.flush().await,
+            Truth::Memory(memory) => memory.close().await,
             Truth::Shared(reports) => {
                 let (done, written) = oneshot::channel();
                 if reports.send(shared::Report { device: None, status: Status::Offline, done }).await.is_ok()
@@ -247,9 +270,13 @@ impl Engine {
         self.lock().remove(device);
     }
 
-    /// On a lone node's start: devices from a previous run are offline until they reconnect,
-    /// and everyone's presence is loaded.
+    /// On a lone node's start: what a previous run's journal holds is recorded first, devices
+    /// from that run are offline until they reconnect, and everyone's presence is loaded.
     pub async fn start(&self) -> Result<(), StoreError> {
+        if let Truth::Memory(memory) = &self.truth {
+            let journal = self.replay_journal().await?;
+            memory.open(journal).await;
+        }
         let changes = self.store.reset_presence(unix_now()).await?;
         if let Truth::Memory(memory) = &self.truth {
             let mut roster = memory.roster.lock().await;
@@ -258,6 +285,29 @@ impl Engine {
         }
         self.announce(changes);
         Ok(())
+    }
+
+    /// Records the batches a previous run's journal holds (all acknowledged, some perhaps not yet
+    /// in the store), removes its files, and opens a new one.
+    async fn replay_journal(&self) -> Result<journal::Journal, StoreError> {
+        let unreadable = |source| StoreError::DataDir { path: self.journal_dir.clone(), source };
+        let leftover = journal::Leftover::read(&self.journal_dir).map_err(unreadable)?;
+        if !leftover.batches.is_empty() {
+            tracing::info!(
+                batches = leftover.batches.len(),
+                "recording what the journal of the previous run holds"
+            );
+        }
+        for chunk in leftover.batches.chunks(REPLAY_PER_TRANSACTION) {
+            let mut batch = crate::store::PresenceBatch::default();
+            for line in chunk {
+                batch.absorb(line.clone());
+            }
+            self.store.record_presence(&batch).await?;
+        }
+        let journal = journal::Journal::open(&leftover).map_err(unreadable)?;
+        leftover.recorded().map_err(unreadable)?;
+        Ok(journal)
     }
 
     /// Marks devices silent past `stale_after` offline, every `stale_after / 10` (at most a minute).

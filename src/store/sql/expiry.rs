@@ -15,7 +15,9 @@ impl SqlStore {
     /// chunks that keep it within the backends' parameter limits.
     pub(super) async fn uaids_closed(&self, uaids: &[Uaid], now: i64) -> Result<(), StoreError> {
         for chunk in uaids.chunks(CLOSES_PER_STATEMENT) {
-            let mut sql = String::from("UPDATE uaids SET connected_at = $1, node_id = NULL WHERE node_id = $2 AND uaid IN (");
+            let mut sql = String::from(
+                "UPDATE uaids SET connected_at = $1, node_id = NULL WHERE node_id = $2 AND uaid IN (",
+            );
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");

@@ -106,9 +106,13 @@ impl SqlStore {
 
     /// One batch is one call: the whole transaction goes to the database as one text, so the
     /// cost of a hand-off to the database does not grow with the batch. Values are written as
-    /// literals (ids the server made, statuses, numbers), quoted and escaped.
-    pub(super) async fn record_roster(&self, batch: &PresenceBatch, now: i64) -> Result<(), StoreError> {
-        let sql = batch_sql(batch, now, self.backend);
+    /// literals (ids the server made, statuses, numbers), quoted and escaped. Recording a batch
+    /// again changes nothing (the journal replays what it cannot prove was recorded).
+    pub(super) async fn record_roster(&self, batch: &PresenceBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let sql = batch_sql(batch, self.backend);
         if let Err(error) = sqlx::raw_sql(&sql).execute(&self.writer).await {
             if self.backend == Backend::Sqlite {
                 // SQLite's writer is one connection: leave it without a half-done transaction.
@@ -125,20 +129,44 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''").replace('\0', ""))
 }
 
-/// The batch as one transaction: at most five statements, rows in a fixed order.
-fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
+/// What a grant's app was told over a batch: the last status and its time, and since when the
+/// app has seen the user without a break (`hidden`: the batch had a break, so the time before
+/// the batch does not count).
+#[derive(Default)]
+struct Told {
+    status: &'static str,
+    at: i64,
+    hidden: bool,
+    since: Option<i64>,
+}
+
+impl Told {
+    fn then(&mut self, status: &'static str, at: i64) {
+        (self.status, self.at) = (status, at);
+        if matches!(status, "online" | "away") {
+            self.since = self.since.or(Some(at));
+        } else {
+            (self.hidden, self.since) = (true, None);
+        }
+    }
+}
+
+/// The batch as one transaction: at most five statements, rows in a fixed order. Each row is
+/// the latest of its device, account or grant; events of an app already recorded (a replay) or
+/// of an app since deleted are skipped, and an app's `last_seq` never goes back.
+fn batch_sql(batch: &PresenceBatch, backend: Backend) -> String {
     use std::fmt::Write as _;
-    let devices: BTreeMap<&str, i64> =
-        batch.devices.iter().map(|(device, status)| (device.as_str(), status.rank())).collect();
+    let devices: BTreeMap<&str, (i64, i64)> =
+        batch.devices.iter().map(|(device, status, at)| (device.as_str(), (status.rank(), *at))).collect();
     let accounts: BTreeMap<i64, (i64, i64)> = batch
         .accounts
         .iter()
         .map(|(account, best, shown)| (account.0, (best.rank(), shown.rank())))
         .collect();
-    let mut told: BTreeMap<&str, &'static str> = BTreeMap::new();
+    let mut told: BTreeMap<&str, Told> = BTreeMap::new();
     let mut last_seqs: BTreeMap<&str, u64> = BTreeMap::new();
-    for event in &batch.events {
-        told.insert(&event.uid, event.status.name());
+    for (event, at) in &batch.events {
+        told.entry(&event.uid).or_default().then(event.status.name(), *at);
         let seq = last_seqs.entry(&event.app_id).or_insert(0);
         *seq = (*seq).max(event.seq);
     }
@@ -149,11 +177,13 @@ fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
     });
     let rows = |sql: &mut String, rows: Vec<String>| sql.push_str(&rows.join(", "));
     if !devices.is_empty() {
-        sql.push_str("WITH v(id, status) AS (VALUES ");
-        rows(&mut sql, devices.iter().map(|(id, status)| format!("({}, {status})", quoted(id))).collect());
-        let _ = writeln!(
-            sql,
-            ") UPDATE devices SET status = v.status, status_at = {now}, last_seen = {now} FROM v WHERE devices.id = v.id;"
+        sql.push_str("WITH v(id, status, at) AS (VALUES ");
+        rows(
+            &mut sql,
+            devices.iter().map(|(id, (status, at))| format!("({}, {status}, {at})", quoted(id))).collect(),
+        );
+        sql.push_str(
+            ") UPDATE devices SET status = v.status, status_at = v.at, last_seen = v.at FROM v WHERE devices.id = v.id;\n",
         );
     }
     if !accounts.is_empty() {
@@ -167,30 +197,43 @@ fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
         );
     }
     if !batch.events.is_empty() {
-        sql.push_str("INSERT INTO events (app_id, seq, uid, status, at) VALUES ");
+        sql.push_str("WITH v(app_id, seq, uid, status, at) AS (VALUES ");
         rows(
             &mut sql,
             batch
                 .events
                 .iter()
-                .map(|event| {
+                .map(|(event, at)| {
                     let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
                     let (app, uid, status) =
                         (quoted(&event.app_id), quoted(&event.uid), quoted(event.status.name()));
-                    format!("({app}, {seq}, {uid}, {status}, {now})")
+                    format!("({app}, {seq}, {uid}, {status}, {at})")
                 })
                 .collect(),
         );
-        sql.push_str(";\n");
-        sql.push_str("WITH v(uid, status) AS (VALUES ");
+        // (SQLite needs the WHERE to read ON CONFLICT as the insert's, not the join's.)
+        sql.push_str(
+            ") INSERT INTO events (app_id, seq, uid, status, at) \
+             SELECT v.app_id, v.seq, v.uid, v.status, v.at FROM v \
+             WHERE EXISTS (SELECT 1 FROM apps WHERE apps.app_id = v.app_id) \
+             ON CONFLICT DO NOTHING;\n",
+        );
+        sql.push_str("WITH v(uid, status, at, since, keep) AS (VALUES ");
         rows(
             &mut sql,
-            told.iter().map(|(uid, status)| format!("({}, {})", quoted(uid), quoted(status))).collect(),
+            told.iter()
+                .map(|(uid, told)| {
+                    let since = told.since.map_or("NULL".to_owned(), |since| since.to_string());
+                    let keep = i64::from(!told.hidden);
+                    format!("({}, {}, {}, {since}, {keep})", quoted(uid), quoted(told.status), told.at)
+                })
+                .collect(),
         );
         let _ = writeln!(
             sql,
-            ") UPDATE grants SET last_status = v.status, last_update_at = {now}, \
-             visible_since = CASE WHEN v.status IN ('online', 'away') THEN COALESCE(visible_since, {now}) END \
+            ") UPDATE grants SET last_status = v.status, last_update_at = v.at, \
+             visible_since = CASE WHEN v.since IS NULL THEN NULL \
+               WHEN v.keep = 1 THEN COALESCE(visible_since, CAST(v.since AS BIGINT)) ELSE CAST(v.since AS BIGINT) END \
              FROM v WHERE grants.uid = v.uid;"
         );
         sql.push_str("WITH v(app_id, seq) AS (VALUES ");
@@ -201,7 +244,9 @@ fn batch_sql(batch: &PresenceBatch, now: i64, backend: Backend) -> String {
                 .map(|(app, seq)| format!("({}, {})", quoted(app), i64::try_from(*seq).unwrap_or(i64::MAX)))
                 .collect(),
         );
-        sql.push_str(") UPDATE apps SET last_seq = v.seq FROM v WHERE apps.app_id = v.app_id;\n");
+        sql.push_str(
+            ") UPDATE apps SET last_seq = v.seq FROM v WHERE apps.app_id = v.app_id AND apps.last_seq < v.seq;\n",
+        );
     }
     if backend == Backend::Sqlite {
         sql.push_str("COMMIT;");

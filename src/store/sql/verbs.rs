@@ -154,8 +154,8 @@ impl Store for SqlStore {
         self.load_roster(accounts, apps).await
     }
 
-    async fn record_presence(&self, batch: &crate::store::PresenceBatch, now: i64) -> Result<(), StoreError> {
-        super::retrying(|| self.record_roster(batch, now)).await
+    async fn record_presence(&self, batch: &crate::store::PresenceBatch) -> Result<(), StoreError> {
+        super::retrying(|| self.record_roster(batch)).await
     }
 
     async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError> {
