@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{now, register_app, spawn_app, RegisteredApp, TestApp, User};
+use crate::support::{builder, now, register_app, spawn_app, RegisteredApp, TestApp, User};
 
 /// The status of an app request made with this secret, by HTTP Basic and by bearer.
 async fn answers_with(app: &TestApp, chat: &RegisteredApp, secret: &str) -> (u16, u16) {
@@ -29,7 +29,8 @@ async fn rotate(
 
 #[tokio::test]
 async fn during_an_overlap_both_secrets_work_and_afterwards_only_the_new_one() {
-    let app = spawn_app().await;
+    // A short retention makes the sweep run every 200 ms.
+    let app = builder().set("notification_retention", "1s").spawn().await;
     let developer = app.user("dev@example.com").await;
     let chat = register_app(&app, &developer, "Chat").await;
     let before = now();
@@ -38,7 +39,9 @@ async fn during_an_overlap_both_secrets_work_and_afterwards_only_the_new_one() {
     let until = rotated["previous_valid_until"].as_i64().unwrap();
     assert!((before + 2..=now() + 2).contains(&until), "{rotated}");
     assert_eq!(answers_with(&app, &chat, &new_secret).await, (200, 200));
+    let kept = "apps WHERE previous_secret_hash IS NOT NULL";
     if now() < until {
+        assert_eq!(app.rows(kept).await, 1, "the old secret is kept as a digest meanwhile");
         assert_eq!(answers_with(&app, &chat, &chat.secret).await, (200, 200), "the old one works meanwhile");
     }
 
@@ -47,6 +50,13 @@ async fn during_an_overlap_both_secrets_work_and_afterwards_only_the_new_one() {
     }
     assert_eq!(answers_with(&app, &chat, &chat.secret).await, (401, 401), "the overlap is over");
     assert_eq!(answers_with(&app, &chat, &new_secret).await, (200, 200));
+
+    // The sweep then removes the old secret's digest.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.rows(kept).await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the old secret's digest is never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
