@@ -3,12 +3,12 @@
 //! recent deliveries, resending after a failed one. Secrets are shown once, on the page right
 //! after they are made.
 
+use std::time::Duration;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use std::time::Duration;
-
 use serde::Deserialize;
 
 use super::{after, format_time, render_with, Csrf, Flash, NoFields, SignedForm, Viewer};
@@ -99,7 +99,7 @@ pub async fn page(
         let deliveries = if app.webhook_url.is_some() {
             match state.store.delivery_attempts(&app.app_id, None, RECENT_DELIVERIES).await {
                 Ok(attempts) => attempts.iter().map(DeliveryRow::of).collect(),
-                Err(error) => return crate::http::error::ApiError::from(error).into_response(),
+                Err(error) => return ApiError::from(error).into_response(),
             }
         } else {
             Vec::new()
