@@ -126,6 +126,30 @@ pub struct DeliveryRecord {
     pub duration_ms: u64,
 }
 
+impl DeliveryRecord {
+    /// The endpoint answered a 2xx.
+    pub fn delivered(&self) -> bool {
+        self.status_code.is_some_and(|code| (200..300).contains(&code))
+    }
+}
+
+/// A recorded webhook attempt, by its stable id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryAttempt {
+    pub id: u64,
+    #[serde(flatten)]
+    pub record: DeliveryRecord,
+    pub outcome: AttemptOutcome,
+}
+
+/// Whether an attempt delivered its events (a 2xx) or not (any other answer, or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Delivered,
+    Failed,
+}
+
 /// How an attempt ended, for the webhook's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookOutcome {

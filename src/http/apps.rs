@@ -7,14 +7,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::{AuthedAccount, AuthedApp};
 use super::error::{ApiError, ApiJson};
 use super::HttpState;
-use crate::domain::App;
-use crate::ops::{apps, grants};
+use crate::domain::{App, DeliveryAttempt, DeliveryRecord, WebhookHealth};
+use crate::ops::{apps, deliveries, grants};
 
 pub fn routes() -> Router<HttpState> {
     Router::new()
@@ -103,13 +103,43 @@ async fn update_app(
     Ok(Json(app_json(&app)).into_response())
 }
 
+/// The optional body of `POST /v1/apps/{app_id}/secret`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SecretRotation {
+    /// How long the old secret keeps working (0: it stops at once).
+    #[serde(default)]
+    overlap_seconds: u64,
+}
+
+#[derive(Serialize)]
+struct RotatedSecret {
+    app_id: String,
+    secret: String,
+    /// Unix seconds; `null` when the old secret stopped at once.
+    previous_valid_until: Option<i64>,
+}
+
 async fn rotate_secret(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
     Path(app_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let secret = apps::rotate_app_secret(&state, account, &app_id).await?;
-    Ok(Json(json!({"app_id": app_id, "secret": secret})).into_response())
+    body: axum::body::Bytes,
+) -> Result<Json<RotatedSecret>, ApiError> {
+    // The body is optional: none (or `{}`) rotates as before, the old secret stopping at once.
+    let rotation: SecretRotation = if body.iter().all(u8::is_ascii_whitespace) {
+        SecretRotation::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", error.to_string()))?
+    };
+    let overlap = std::time::Duration::from_secs(rotation.overlap_seconds);
+    let rotated = apps::rotate_app_secret(&state, account, &app_id, overlap).await?;
+    Ok(Json(RotatedSecret {
+        app_id,
+        secret: rotated.secret,
+        previous_valid_until: rotated.previous_valid_until,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -158,17 +188,39 @@ async fn current_presence(
     Ok(Json(json!({"presence": found})).into_response())
 }
 
-/// `GET /v1/apps/{app_id}/deliveries`: the webhook's health and its latest attempts.
+#[derive(Serialize)]
+struct DeliveriesPage {
+    webhook_url: Option<String>,
+    webhook: Option<WebhookHealth>,
+    /// The page's attempts as before attempts had ids (kept for existing clients).
+    deliveries: Vec<DeliveryRecord>,
+    attempts: Vec<DeliveryAttempt>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/apps/{app_id}/deliveries?limit=N&cursor=C`: the webhook's health and its attempts,
+/// newest first, a page at a time.
 async fn list_deliveries(
     State(state): State<HttpState>,
     Path(app_id): Path<String>,
     authed: AuthedApp,
-) -> Result<Response, ApiError> {
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<DeliveriesPage>, ApiError> {
     let app = authed.require(&app_id)?;
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let limit = deliveries::parse_limit(param("limit"))?;
+    let page = deliveries::page(&state, &app_id, limit, param("cursor")).await?;
     let health = state.store.webhook_health(&app_id).await?;
-    let deliveries = state.store.deliveries(&app_id, 100).await?;
-    Ok(Json(json!({"webhook_url": app.webhook_url, "webhook": health, "deliveries": deliveries}))
-        .into_response())
+    Ok(Json(DeliveriesPage {
+        webhook_url: app.webhook_url.clone(),
+        webhook: health,
+        deliveries: page.attempts.iter().map(|attempt| attempt.record.clone()).collect(),
+        attempts: page.attempts,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 async fn enable_webhook(

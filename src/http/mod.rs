@@ -7,6 +7,7 @@ pub mod api;
 pub mod apps;
 pub mod auth;
 pub mod control;
+pub mod deliveries;
 pub mod error;
 pub mod health;
 pub mod me;
@@ -63,6 +64,7 @@ pub fn routes(state: HttpState) -> Router {
             api::routes()
                 .merge(me::routes())
                 .merge(apps::routes())
+                .merge(deliveries::routes())
                 .merge(notifications::routes())
                 .layer(json_limit),
         )

@@ -1,6 +1,8 @@
 //! Apps: how a developer registers one, changes it, rotates its secret, and how an app proves
 //! who it is.
 
+use std::time::Duration;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use url::Url;
@@ -168,14 +170,37 @@ pub async fn register_app(
     Ok(AppCredentials { app_id, secret, webhook_secret })
 }
 
-/// Gives the app a new secret; the old one stops working at once.
-pub async fn rotate_app_secret(core: &Core, owner: AccountId, app_id: &str) -> Result<String> {
+/// The longest a replaced app secret may keep working.
+pub const MAX_SECRET_OVERLAP: Duration = Duration::from_secs(7 * 86400);
+
+/// A new app secret (shown once), and until when the one it replaced still works.
+pub struct RotatedSecret {
+    pub secret: String,
+    /// Unix seconds; `None`: the old secret stopped at once.
+    pub previous_valid_until: Option<i64>,
+}
+
+/// Gives the app a new secret. The old one keeps working for `overlap` (zero: it stops at
+/// once); a secret replaced earlier, still in its own overlap, stops now.
+pub async fn rotate_app_secret(
+    core: &Core,
+    owner: AccountId,
+    app_id: &str,
+    overlap: Duration,
+) -> Result<RotatedSecret> {
+    if overlap > MAX_SECRET_OVERLAP {
+        return Err(Error::invalid(
+            "invalid_overlap",
+            format!("the old secret may keep working for at most {} seconds", MAX_SECRET_OVERLAP.as_secs()),
+        ));
+    }
     let secret = new_secret(APP_SECRET_PREFIX);
-    if !core.store.rotate_app_secret(owner, app_id, &digest(&secret)).await? {
+    let previous_valid_until = (!overlap.is_zero()).then(|| unix_now() + overlap.as_secs() as i64);
+    if !core.store.rotate_app_secret(owner, app_id, &digest(&secret), previous_valid_until).await? {
         return Err(Error::NotFound("no such app"));
     }
-    tracing::info!(app_id = %app_id, "app secret rotated");
-    Ok(secret)
+    tracing::info!(app_id = %app_id, overlap_seconds = overlap.as_secs(), "app secret rotated");
+    Ok(RotatedSecret { secret, previous_valid_until })
 }
 
 /// Applies a developer's changes to one of their apps; returns the app as it now is.
@@ -218,15 +243,17 @@ pub async fn reenable_webhook(core: &Core, owner: AccountId, app_id: &str) -> Re
     }
 }
 
-/// The app whose id and secret these are (HTTP Basic).
+/// The app whose id and secret these are (HTTP Basic): its current secret, or the previous one
+/// during a rotation's overlap.
 pub async fn authenticate(core: &Core, app_id: &str, secret: &str) -> Result<Option<App>> {
-    let app = core.store.app(app_id).await?.filter(|app| constant_time_eq(&digest(secret), &app.secret_hash));
+    let app = core.store.app_by_secret(&digest(secret), unix_now()).await?;
+    let app = app.filter(|app| constant_time_eq(app_id, &app.app_id));
     refuse_disabled(core, app).await
 }
 
-/// The app whose secret this is (a bearer secret).
+/// The app whose secret this is (a bearer secret), current or still in its overlap.
 pub async fn authenticate_secret(core: &Core, secret: &str) -> Result<Option<App>> {
-    let app = core.store.app_by_secret(&digest(secret)).await?;
+    let app = core.store.app_by_secret(&digest(secret), unix_now()).await?;
     refuse_disabled(core, app).await
 }
 

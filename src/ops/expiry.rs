@@ -1,8 +1,9 @@
 //! Expiry: one periodic sweep removes what nobody needs any more, so that the database does not
 //! grow without bound (anyone can open connections; a hello with an unknown UAID adds a row):
 //! events past `event_retention`, UAIDs no device is bound to that have not been seen for
-//! `uaid_expiry` (with their channels), expired tokens and consent codes, and notifications
-//! `notification_retention` after they expired. Each node sweeps; the deletes are idempotent.
+//! `uaid_expiry` (with their channels), expired tokens and consent codes, apps' previous secrets
+//! once their rotation's overlap ended, and notifications `notification_retention` after they
+//! expired. Each node sweeps; the deletes are idempotent.
 
 use std::time::Duration;
 

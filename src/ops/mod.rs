@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod apps;
 pub mod cluster;
+pub mod deliveries;
 pub mod devices;
 pub mod expiry;
 pub mod grants;

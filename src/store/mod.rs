@@ -6,9 +6,9 @@ use async_trait::async_trait;
 
 use crate::domain::Status;
 use crate::domain::{
-    AccountId, AccountSummary, App, AppEvent, AuthCode, ChannelId, DeliveryRecord, DeviceBinding, DeviceId,
-    DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate, Uaid,
-    WebhookHealth, WebhookOutcome,
+    AccountId, AccountSummary, App, AppEvent, AuthCode, ChannelId, DeliveryAttempt, DeliveryRecord,
+    DeviceBinding, DeviceId, DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy,
+    PresenceChange, PushUpdate, Uaid, WebhookHealth, WebhookOutcome,
 };
 
 mod sql;
@@ -18,8 +18,8 @@ pub use sql::{Backend, SqlStore};
 pub use types::{AccountRecord, AppRecord, DisabledAccount, NotificationRecord, SessionRecord, TokenKind};
 pub use types::{
     AppChanges, Credentials, EventPage, Expired, Granted, Grantee, LogBounds, NewDevice, NewNotification,
-    NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Revoked, Saved, SentCount,
-    Snapshot, UaidOwner, UidStatus, WebhookTarget,
+    NotifiedDevice, PresenceBatch, PresenceLoad, Registration, RemovedDevice, Resend, Revoked, Saved,
+    SentCount, Snapshot, UaidOwner, UidStatus, WebhookTarget,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +202,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn app(&self, app_id: &str) -> Result<Option<App>, StoreError>;
 
-    async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<App>, StoreError>;
+    /// The app whose current secret has this digest, or whose previous one has it and is still
+    /// valid at `now` (a rotation's overlap).
+    async fn app_by_secret(&self, secret_hash: &str, now: i64) -> Result<Option<App>, StoreError>;
 
     async fn apps_of(&self, owner: AccountId) -> Result<Vec<App>, StoreError>;
 
@@ -214,12 +216,15 @@ pub trait Store: Send + Sync + 'static {
         changes: &AppChanges,
     ) -> Result<bool, StoreError>;
 
-    /// Replaces the app's secret; `false` if the owner has no such app.
+    /// Replaces the app's secret; the one it replaces keeps working until `previous_until`
+    /// (`None`: it stops at once), and any earlier previous secret stops. `false` if the owner
+    /// has no such app.
     async fn rotate_app_secret(
         &self,
         owner: AccountId,
         app_id: &str,
         secret_hash: &str,
+        previous_until: Option<i64>,
     ) -> Result<bool, StoreError>;
 
     /// Grants the app access (enabled), keeping the uid of an existing grant; returns the uid
@@ -293,7 +298,18 @@ pub trait Store: Send + Sync + 'static {
         outcome: &WebhookOutcome,
     ) -> Result<(), StoreError>;
 
-    async fn deliveries(&self, app_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Up to `limit` of the app's recorded webhook attempts, newest first, older than the
+    /// attempt `before` when given.
+    async fn delivery_attempts(
+        &self,
+        app_id: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError>;
+
+    /// Asks for the app's pending events to be sent again at once, skipping the backoff, when
+    /// `attempt` is one of its failed attempts; a disabled webhook is enabled again.
+    async fn resend_delivery(&self, app_id: &str, attempt: u64) -> Result<Resend, StoreError>;
 
     async fn webhook_health(&self, app_id: &str) -> Result<Option<WebhookHealth>, StoreError>;
 
@@ -418,8 +434,8 @@ pub trait Store: Send + Sync + 'static {
     async fn uaids_closed(&self, uaids: &[Uaid], now: i64) -> Result<(), StoreError>;
 
     /// Removes UAIDs (with their channels) that no device is bound to, that are connected
-    /// nowhere and were last seen before `uaids_seen_before`; tokens and consent codes expired
-    /// by `now`; notifications that expired before `notifications_expired_before`.
+    /// nowhere and were last seen before `uaids_seen_before`; tokens, consent codes and apps'
+    /// previous secrets expired by `now`; notifications that expired before `notifications_expired_before`.
     async fn purge_expired(
         &self,
         now: i64,

@@ -290,4 +290,21 @@ pub struct Expired {
     pub tokens: u64,
     pub codes: u64,
     pub notifications: u64,
+    /// Apps' previous secrets whose overlap ended.
+    pub previous_secrets: u64,
+}
+
+/// What asking to resend a webhook attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// The app's pending events go out at the next scan; `reenabled` when the webhook had been
+    /// disabled.
+    Scheduled { reenabled: bool },
+    /// The attempt succeeded: there is nothing to resend.
+    NotFailed,
+    /// The attempt failed, but no event is pending any more (a later attempt delivered them,
+    /// or the webhook was removed).
+    NothingPending,
+    /// The app has no such attempt.
+    Unknown,
 }

@@ -8,9 +8,11 @@
 use fantoccini::Client;
 use serde_json::{json, Value};
 
+use std::time::Duration;
+
 use crate::support::apps::register_app;
 use crate::support::browser::{chromium, chromium_with, click, wait_for, wait_for_url};
-use crate::support::{spawn_app, urlencode, REDIRECT};
+use crate::support::{builder, register_app_with_webhook, spawn_app, urlencode, Answer, Receiver, REDIRECT};
 
 /// The rule sets the pages must pass: WCAG 2.0 and 2.1, levels A and AA.
 const TAGS: [&str; 4] = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
@@ -82,10 +84,13 @@ async fn check(client: &Client, axe: &str, name: &str, failures: &mut Vec<String
 async fn every_page_a_person_sees_passes_the_wcag_aa_checks() {
     let Some(axe) = axe_source() else { return };
     let Some((_driver, client)) = chromium().await else { return };
-    let app = spawn_app().await;
+    // Chat's webhook fails, so the developers' page lists a failed delivery with its button.
+    let receiver = Receiver::start().await;
+    receiver.answer_always(Answer { status: 503, retry_after: Some(3600), delay: Duration::ZERO });
+    let app = builder().set("webhook_allow", "127.0.0.0/8").set("webhook_batch_interval", "1s").spawn().await;
     let presence = app.url("");
     let developer = app.user("dev@example.com").await;
-    let chat = register_app(&app, &developer, "Chat").await;
+    let chat = register_app_with_webhook(&app, &developer, "Chat", Some(&receiver.url)).await;
     let mia = app.user("mia@example.com").await;
     app.register_device(&mia, "Laptop").await;
     let mut failures = Vec::new();
@@ -162,6 +167,14 @@ async fn every_page_a_person_sees_passes_the_wcag_aa_checks() {
     click(&client, "#submit").await;
     wait_for_url(&client, &format!("{presence}/developers")).await;
     wait_for(&client, &format!("form[action='/developers/apps/{}/secret']", chat.app_id)).await;
+    receiver.wait_until(Duration::from_secs(10), |hits| !hits.is_empty()).await;
+    let resend = "#deliveries-".to_owned() + &chat.app_id + " button[id^=resend-]";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.find(fantoccini::Locator::Css(&resend)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the failed delivery is never listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.refresh().await.unwrap();
+    }
     check(&client, &axe, "developers", &mut failures).await;
 
     // A message page (an app that does not exist).

@@ -5,10 +5,12 @@ mod support;
 
 mod a11y;
 mod accounts;
+mod app_secrets;
 mod browser;
 mod cluster;
 mod connections;
 mod consent;
+mod deliveries;
 mod delivery;
 mod demo;
 mod expiry;

@@ -1,5 +1,9 @@
-//! `/developers`: a signed-in user registers apps, sees their ids and settings, and rotates
-//! secrets. Secrets are shown once, on the page right after they are made.
+//! `/developers`: a signed-in user registers apps, sees their ids and settings, rotates
+//! secrets (optionally keeping the old one working for a while), and sees each webhook's
+//! recent deliveries, resending after a failed one. Secrets are shown once, on the page right
+//! after they are made.
+
+use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -8,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{after, format_time, render_with, Csrf, Flash, NoFields, SignedForm, Viewer};
+use crate::domain::{AttemptOutcome, DeliveryAttempt};
+use crate::http::error::ApiError;
 use crate::http::HttpState;
 
 struct AppRow {
@@ -19,7 +25,39 @@ struct AppRow {
     /// "delivering", "failing since …", or why it was disabled.
     webhook_state: Option<String>,
     webhook_disabled: bool,
+    /// The webhook's latest attempts, newest first.
+    deliveries: Vec<DeliveryRow>,
     created: String,
+}
+
+/// How many attempts each app shows.
+const RECENT_DELIVERIES: u32 = 10;
+
+struct DeliveryRow {
+    id: u64,
+    time: String,
+    /// "HTTP 200", or why nothing was received.
+    answer: String,
+    duration: String,
+    failed: bool,
+}
+
+impl DeliveryRow {
+    fn of(attempt: &DeliveryAttempt) -> DeliveryRow {
+        let record = &attempt.record;
+        let answer = match (record.status_code, &record.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(error)) => error.clone(),
+            (None, None) => "no answer".to_owned(),
+        };
+        DeliveryRow {
+            id: attempt.id,
+            time: format_time(record.at),
+            answer,
+            duration: format!("{} ms", record.duration_ms),
+            failed: attempt.outcome == AttemptOutcome::Failed,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -58,8 +96,17 @@ pub async fn page(
             (None, Some(since)) => format!("failing since {} ({} attempts)", format_time(since), h.attempts),
             (None, None) => format!("delivering ({} events pending)", h.pending),
         });
+        let deliveries = if app.webhook_url.is_some() {
+            match state.store.delivery_attempts(&app.app_id, None, RECENT_DELIVERIES).await {
+                Ok(attempts) => attempts.iter().map(DeliveryRow::of).collect(),
+                Err(error) => return ApiError::from(error).into_response(),
+            }
+        } else {
+            Vec::new()
+        };
         rows.push(AppRow {
             initial: super::initial(&app.name),
+            deliveries,
             webhook_disabled: health.as_ref().is_some_and(|h| h.disabled_at.is_some()),
             webhook_state,
             app_id: app.app_id,
@@ -116,16 +163,56 @@ pub async fn enable_webhook(
     )
 }
 
+#[derive(Deserialize)]
+pub struct RotateForm {
+    /// How long the old secret keeps working: the form offers 0, an hour or a day.
+    #[serde(default)]
+    overlap_seconds: Option<String>,
+}
+
 pub async fn rotate(
     State(state): State<HttpState>,
     Path(app_id): Path<String>,
+    SignedForm { account, form }: SignedForm<RotateForm>,
+) -> Response {
+    let Ok(overlap) = form.overlap_seconds.as_deref().unwrap_or("0").trim().parse::<u64>() else {
+        return after(
+            &state,
+            "/developers",
+            Ok::<_, ApiError>(Flash::error("Choose how long the old secret keeps working.")),
+        );
+    };
+    let overlap = Duration::from_secs(overlap);
+    let rotated = crate::ops::apps::rotate_app_secret(&state, account, &app_id, overlap).await;
+    let flash = rotated.map(|rotated| Flash {
+        notice: Some(match rotated.previous_valid_until {
+            None => format!("New secret for {app_id}; the old one no longer works."),
+            Some(until) => {
+                format!("New secret for {app_id}; the old one keeps working until {}.", format_time(until))
+            }
+        }),
+        secrets: vec![("App secret".to_owned(), rotated.secret)],
+        ..Flash::default()
+    });
+    after(&state, "/developers", flash)
+}
+
+/// Resends after a failed attempt: the app's pending events go out at the next scan.
+pub async fn resend(
+    State(state): State<HttpState>,
+    Path((app_id, attempt)): Path<(String, String)>,
     SignedForm { account, .. }: SignedForm<NoFields>,
 ) -> Response {
-    let rotated = crate::ops::apps::rotate_app_secret(&state, account, &app_id).await;
-    let flash = rotated.map(|secret| Flash {
-        notice: Some(format!("New secret for {app_id}; the old one no longer works.")),
-        secrets: vec![("App secret".to_owned(), secret)],
-        ..Flash::default()
+    let Ok(attempt) = attempt.parse::<u64>() else {
+        return after(&state, "/developers", Err(ApiError::not_found("no such delivery attempt")));
+    };
+    let resent = crate::ops::deliveries::resend_for_owner(&state, account, &app_id, attempt).await;
+    let flash = resent.map(|reenabled| {
+        Flash::notice(if reenabled {
+            "Webhook re-enabled; pending events go out now."
+        } else {
+            "Resending: pending events go out now."
+        })
     });
     after(&state, "/developers", flash)
 }

@@ -49,11 +49,16 @@ impl SqlStore {
         Ok(row.map(app_from_row))
     }
 
-    pub(super) async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<App>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE secret_hash = $1"))
-            .bind(secret_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub(super) async fn app_by_secret(&self, secret_hash: &str, now: i64) -> Result<Option<App>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE secret_hash = $1
+             UNION ALL
+             SELECT {APP_COLUMNS} FROM apps WHERE previous_secret_hash = $1 AND previous_secret_expires_at > $2"
+        ))
+        .bind(secret_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(app_from_row))
     }
 
@@ -99,14 +104,23 @@ impl SqlStore {
         owner: AccountId,
         app_id: &str,
         secret_hash: &str,
+        previous_until: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query("UPDATE apps SET secret_hash = $1 WHERE owner_id = $2 AND app_id = $3")
-            .bind(secret_hash)
-            .bind(owner.0)
-            .bind(app_id)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
+        // The right-hand sides read the row as it was: the current secret becomes the previous
+        // one (replacing any earlier previous one), or none is kept.
+        let updated = sqlx::query(
+            "UPDATE apps SET secret_hash = $1,
+                 previous_secret_hash = CASE WHEN $4 IS NULL THEN NULL ELSE secret_hash END,
+                 previous_secret_expires_at = $4
+             WHERE owner_id = $2 AND app_id = $3",
+        )
+        .bind(secret_hash)
+        .bind(owner.0)
+        .bind(app_id)
+        .bind(previous_until)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
         Ok(updated == 1)
     }
 

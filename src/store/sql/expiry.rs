@@ -1,6 +1,6 @@
-//! Expiry: what the periodic sweep removes (UAIDs nobody uses, expired tokens, consent codes and
-//! notifications), and the mark a closing connection leaves on its UAID. Every statement is
-//! idempotent, so any number of nodes may sweep at once.
+//! Expiry: what the periodic sweep removes (UAIDs nobody uses, expired tokens, consent codes,
+//! apps' previous secrets and notifications), and the mark a closing connection leaves on its
+//! UAID. Every statement is idempotent, so any number of nodes may sweep at once.
 
 use super::SqlStore;
 use crate::domain::Uaid;
@@ -66,6 +66,14 @@ impl SqlStore {
             .execute(&self.writer)
             .await?
             .rows_affected();
-        Ok(Expired { uaids, tokens, codes, notifications })
+        let previous_secrets = sqlx::query(
+            "UPDATE apps SET previous_secret_hash = NULL, previous_secret_expires_at = NULL
+             WHERE previous_secret_expires_at <= $1",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(Expired { uaids, tokens, codes, notifications, previous_secrets })
     }
 }

@@ -4,15 +4,15 @@ use async_trait::async_trait;
 
 use super::SqlStore;
 use crate::domain::{
-    AccountId, AccountSummary, App, AppEvent, AuthCode, ChannelId, DeliveryRecord, DeviceBinding, DeviceId,
-    DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy, PresenceChange, PushUpdate, Status,
-    Uaid, WebhookHealth, WebhookOutcome,
+    AccountId, AccountSummary, App, AppEvent, AuthCode, ChannelId, DeliveryAttempt, DeliveryRecord,
+    DeviceBinding, DeviceId, DeviceInfo, GrantInfo, LiveNotification, NotificationState, Policy,
+    PresenceChange, PushUpdate, Status, Uaid, WebhookHealth, WebhookOutcome,
 };
 use crate::store::{AccountRecord, AppRecord, DisabledAccount, NotificationRecord, SessionRecord, TokenKind};
 use crate::store::{
     AppChanges, Credentials, EventPage, Expired, Granted, Grantee, LogBounds, NewDevice, NewNotification,
-    NotifiedDevice, Registration, RemovedDevice, Revoked, Saved, SentCount, Snapshot, Store, StoreError,
-    UaidOwner, UidStatus, WebhookTarget,
+    NotifiedDevice, Registration, RemovedDevice, Resend, Revoked, Saved, SentCount, Snapshot, Store,
+    StoreError, UaidOwner, UidStatus, WebhookTarget,
 };
 
 #[async_trait]
@@ -202,8 +202,8 @@ impl Store for SqlStore {
         SqlStore::app(self, app_id).await
     }
 
-    async fn app_by_secret(&self, secret_hash: &str) -> Result<Option<App>, StoreError> {
-        SqlStore::app_by_secret(self, secret_hash).await
+    async fn app_by_secret(&self, secret_hash: &str, now: i64) -> Result<Option<App>, StoreError> {
+        SqlStore::app_by_secret(self, secret_hash, now).await
     }
 
     async fn apps_of(&self, owner: AccountId) -> Result<Vec<App>, StoreError> {
@@ -224,8 +224,9 @@ impl Store for SqlStore {
         owner: AccountId,
         app_id: &str,
         secret_hash: &str,
+        previous_until: Option<i64>,
     ) -> Result<bool, StoreError> {
-        SqlStore::rotate_app_secret(self, owner, app_id, secret_hash).await
+        SqlStore::rotate_app_secret(self, owner, app_id, secret_hash, previous_until).await
     }
 
     async fn grant(
@@ -304,8 +305,17 @@ impl Store for SqlStore {
         SqlStore::record_attempt(self, app_id, record, outcome).await
     }
 
-    async fn deliveries(&self, app_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>, StoreError> {
-        SqlStore::deliveries(self, app_id, limit).await
+    async fn delivery_attempts(
+        &self,
+        app_id: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        SqlStore::delivery_attempts(self, app_id, before, limit).await
+    }
+
+    async fn resend_delivery(&self, app_id: &str, attempt: u64) -> Result<Resend, StoreError> {
+        SqlStore::resend_delivery(self, app_id, attempt).await
     }
 
     async fn webhook_health(&self, app_id: &str) -> Result<Option<WebhookHealth>, StoreError> {

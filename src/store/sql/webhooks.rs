@@ -3,8 +3,10 @@
 use sqlx::Row;
 
 use super::SqlStore;
-use crate::domain::{AccountId, DeliveryRecord, WebhookHealth, WebhookOutcome};
-use crate::store::{StoreError, WebhookTarget};
+use crate::domain::{
+    AccountId, AttemptOutcome, DeliveryAttempt, DeliveryRecord, WebhookHealth, WebhookOutcome,
+};
+use crate::store::{Resend, StoreError, WebhookTarget};
 
 impl SqlStore {
     pub(super) async fn webhook_allow(&self, app_id: &str) -> Result<Option<String>, StoreError> {
@@ -135,30 +137,85 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn deliveries(
+    pub(super) async fn delivery_attempts(
         &self,
         app_id: &str,
+        before: Option<u64>,
         limit: u32,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let before = before.map_or(i64::MAX, |id| i64::try_from(id).unwrap_or(i64::MAX));
         let rows = sqlx::query(
-            "SELECT at, message_id, events, status_code, error, duration_ms FROM deliveries
-             WHERE app_id = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, at, message_id, events, status_code, error, duration_ms FROM deliveries
+             WHERE app_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(app_id)
+        .bind(before)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|row| DeliveryRecord {
-                at: row.get(0),
-                message_id: row.get(1),
-                events: row.get::<i64, _>(2) as u32,
-                status_code: row.get::<Option<i64>, _>(3).map(|c| c as u16),
-                error: row.get(4),
-                duration_ms: row.get::<i64, _>(5) as u64,
+            .map(|row| {
+                let record = DeliveryRecord {
+                    at: row.get(1),
+                    message_id: row.get(2),
+                    events: row.get::<i64, _>(3) as u32,
+                    status_code: row.get::<Option<i64>, _>(4).map(|c| c as u16),
+                    error: row.get(5),
+                    duration_ms: row.get::<i64, _>(6) as u64,
+                };
+                let outcome =
+                    if record.delivered() { AttemptOutcome::Delivered } else { AttemptOutcome::Failed };
+                DeliveryAttempt { id: row.get::<i64, _>(0) as u64, record, outcome }
             })
             .collect())
+    }
+
+    pub(super) async fn resend_delivery(&self, app_id: &str, attempt: u64) -> Result<Resend, StoreError> {
+        let Ok(attempt) = i64::try_from(attempt) else { return Ok(Resend::Unknown) };
+        let mut tx = self.begin().await?;
+        let status = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT status_code FROM deliveries WHERE app_id = $1 AND id = $2",
+        )
+        .bind(app_id)
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match status {
+            None => return Ok(Resend::Unknown),
+            Some(Some(code)) if (200..300).contains(&code) => return Ok(Resend::NotFailed),
+            Some(_) => {}
+        }
+        let webhook = sqlx::query(
+            "SELECT CASE WHEN webhook_disabled_at IS NULL THEN 0 ELSE 1 END,
+                    CASE WHEN webhook_url IS NOT NULL AND last_seq > webhook_cursor THEN 1 ELSE 0 END
+             FROM apps WHERE app_id = $1",
+        )
+        .bind(app_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(webhook) = webhook else { return Ok(Resend::Unknown) };
+        let (disabled, pending) = (webhook.get::<i64, _>(0) != 0, webhook.get::<i64, _>(1) != 0);
+        if !pending {
+            return Ok(Resend::NothingPending);
+        }
+        // The next scan finds it due: its backoff (or `Retry-After`) is dropped. A disabled
+        // webhook starts afresh, as when its owner re-enables it; otherwise its failures still
+        // count towards `webhook_disable_after`.
+        sqlx::query(
+            "UPDATE apps SET webhook_next_attempt_at = 0,
+                 webhook_attempts = CASE WHEN webhook_disabled_at IS NULL THEN webhook_attempts ELSE 0 END,
+                 webhook_failing_since = CASE WHEN webhook_disabled_at IS NULL THEN webhook_failing_since
+                                              ELSE NULL END,
+                 webhook_disabled_reason = NULL,
+                 webhook_disabled_at = NULL
+             WHERE app_id = $1",
+        )
+        .bind(app_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Resend::Scheduled { reenabled: disabled })
     }
 
     pub(super) async fn webhook_health(&self, app_id: &str) -> Result<Option<WebhookHealth>, StoreError> {
