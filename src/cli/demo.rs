@@ -83,8 +83,15 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
     let developer =
         account(&core, "developer@example.com", Alphanumeric.sample_string(&mut rand::thread_rng(), 24))
             .await?;
-    let registered =
-        apps::register_app(&core, developer, "appmaker", &[format!("{app_url}/callback")], "").await?;
+    let registered = apps::register_app(
+        &core,
+        developer,
+        "appmaker",
+        &[format!("{app_url}/callback")],
+        "",
+        Default::default(),
+    )
+    .await?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(super::signal_shutdown(shutdown.clone()));

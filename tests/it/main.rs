@@ -12,6 +12,7 @@ mod consent;
 mod delivery;
 mod demo;
 mod expiry;
+mod formats;
 mod gateway;
 mod lifecycle;
 mod malformed;

@@ -1,5 +1,6 @@
 //! `/developers`: a signed-in user registers apps, sees their ids and settings, and rotates
-//! secrets. Secrets are shown once, on the page right after they are made.
+//! secrets (the webhook secret with the default overlap, during which both sign). Secrets are
+//! shown once, on the page right after they are made.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -16,6 +17,7 @@ struct AppRow {
     name: String,
     redirect_uris: Vec<String>,
     webhook_url: Option<String>,
+    webhook_format: &'static str,
     /// "delivering", "failing since …", or why it was disabled.
     webhook_state: Option<String>,
     webhook_disabled: bool,
@@ -66,6 +68,7 @@ pub async fn page(
             name: app.name,
             redirect_uris: app.redirect_uris,
             webhook_url: app.webhook_url,
+            webhook_format: app.webhook_format.as_str(),
             created: format_time(app.created_at),
         });
     }
@@ -88,7 +91,9 @@ pub async fn create(
 ) -> Response {
     let uris: Vec<String> =
         form.redirect_uris.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    let created = crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url).await;
+    let format = crate::domain::EventFormat::default();
+    let created =
+        crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url, format).await;
     let flash = created.map(|created| Flash {
         notice: Some(format!(
             "App registered: {}. Copy its secrets now; they are not shown again.",
@@ -125,6 +130,25 @@ pub async fn rotate(
     let flash = rotated.map(|secret| Flash {
         notice: Some(format!("New secret for {app_id}; the old one no longer works.")),
         secrets: vec![("App secret".to_owned(), secret)],
+        ..Flash::default()
+    });
+    after(&state, "/developers", flash)
+}
+
+pub async fn rotate_webhook_secret(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    SignedForm { account, .. }: SignedForm<NoFields>,
+) -> Response {
+    let overlap = crate::ops::apps::DEFAULT_WEBHOOK_OVERLAP;
+    let rotated = crate::ops::apps::rotate_webhook_secret(&state, account, &app_id, overlap).await;
+    let flash = rotated.map(|rotated| Flash {
+        notice: Some(format!(
+            "New webhook signing secret for {app_id}. Until {} each delivery is signed with the old one too; \
+             switch your receiver to the new one before then.",
+            format_time(rotated.previous_valid_until)
+        )),
+        secrets: vec![("Webhook signing secret".to_owned(), rotated.webhook_secret)],
         ..Flash::default()
     });
     after(&state, "/developers", flash)
