@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::support::service::rfc3339;
 use crate::support::{
-    builder, grant, now, Builder, Device, DeviceClient, Hit, Receiver, RegisteredApp, StreamClient, TestApp,
-    User, REDIRECT,
+    builder, grant, now, Browser, Builder, Device, DeviceClient, Hit, Receiver, RegisteredApp, StreamClient,
+    TestApp, User, REDIRECT,
 };
 
 fn delivering() -> Builder {
@@ -274,4 +274,28 @@ async fn a_rotation_without_overlap_ends_the_old_secret_at_once() {
     assert_eq!(signatures(&hit), 1);
     assert!(verifies(&new_secret, &hit), "under the new secret");
     assert!(!verifies(&world.registered.webhook_secret, &hit), "not under the old one");
+}
+
+#[tokio::test]
+async fn the_developers_page_rotates_the_webhook_secret_showing_the_new_one_once() {
+    let world = world(None).await;
+    let mut dev = Browser::new(&world.app);
+    dev.sign_in("dev@example.com").await;
+    let action = format!("/developers/apps/{}/webhook/secret", world.registered.app_id);
+    let page = dev.get("/developers").await;
+    assert!(page.body.contains(&format!("action=\"{action}\"")), "a button to rotate it");
+    assert!(page.body.contains("<code>pairs</code>"), "the webhook's body format");
+    let rotated = dev.post(&action, &[]).await;
+    assert_eq!(rotated.status, 303);
+    let shown = dev.get("/developers").await;
+    let start = shown.body.find("<code>whsec_").expect("the new secret is shown") + "<code>".len();
+    let new_secret = &shown.body[start..start + shown.body[start..].find('<').unwrap()];
+    assert_ne!(new_secret, world.registered.webhook_secret);
+    assert!(!dev.get("/developers").await.body.contains(new_secret), "and only once");
+
+    let _socket = world.connect_and_report("O").await;
+    let online = world.uid.clone();
+    let hit = world.webhook_after(0, |hit| hit.pairs().contains(&(online.clone(), "online".into()))).await;
+    assert!(verifies(new_secret, &hit), "under the new secret");
+    assert!(verifies(&world.registered.webhook_secret, &hit), "and for a day under the old one");
 }
