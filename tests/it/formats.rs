@@ -7,10 +7,11 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::support::apps::{chat_app_by_cli_in_format, kim_grants_chat_and_adds_a_phone, Kim};
 use crate::support::service::rfc3339;
 use crate::support::{
-    builder, grant, now, Browser, Builder, Device, DeviceClient, Hit, Receiver, RegisteredApp, StreamClient,
-    TestApp, User, REDIRECT,
+    builder, grant, now, spawn_process, Browser, Builder, DataDir, Device, DeviceClient, Hit, Receiver,
+    RegisteredApp, StreamClient, TestApp, User, REDIRECT,
 };
 
 fn delivering() -> Builder {
@@ -298,4 +299,24 @@ async fn the_developers_page_rotates_the_webhook_secret_showing_the_new_one_once
     let hit = world.webhook_after(0, |hit| hit.pairs().contains(&(online.clone(), "online".into()))).await;
     assert!(verifies(new_secret, &hit), "under the new secret");
     assert!(verifies(&world.registered.webhook_secret, &hit), "and for a day under the old one");
+}
+
+#[tokio::test]
+async fn an_app_created_on_the_command_line_in_v1_gets_envelopes() {
+    let data = DataDir::new();
+    let receiver = Receiver::start().await;
+    let registered = chat_app_by_cli_in_format(&data.path, &receiver.url, "v1").await;
+    let flags =
+        ["--webhook-allow", "127.0.0.0/8", "--webhook-batch-interval", "1s", "--presence-grace", "0s"];
+    let server = spawn_process(&data.path, &flags).await;
+    let Kim { uid, phone, .. } = kim_grants_chat_and_adds_a_phone(&server.base(), &registered).await;
+    let mut socket = server.connect().await;
+    assert_eq!(socket.hello_presence(None, &phone.prid).await.unwrap()["status"], 200);
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    let hits = receiver
+        .wait_until(Duration::from_secs(10), |hits| {
+            hits.iter().any(|hit| envelope_events(hit).iter().any(says(&uid, "online")))
+        })
+        .await;
+    assert!(hits.iter().all(|hit| verifies(&registered.webhook_secret, hit)));
 }
