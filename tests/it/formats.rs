@@ -299,6 +299,11 @@ async fn the_developers_page_rotates_the_webhook_secret_showing_the_new_one_once
     let hit = world.webhook_after(0, |hit| hit.pairs().contains(&(online.clone(), "online".into()))).await;
     assert!(verifies(new_secret, &hit), "under the new secret");
     assert!(verifies(&world.registered.webhook_secret, &hit), "and for a day under the old one");
+
+    // The registration form sets the format too.
+    let fields = [("name", "Board"), ("redirect_uris", REDIRECT), ("webhook_format", "v1")];
+    assert_eq!(dev.post("/developers/apps", &fields).await.status, 303);
+    assert!(dev.get("/developers").await.body.contains("<code>v1</code>"));
 }
 
 #[tokio::test]

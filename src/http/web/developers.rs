@@ -83,6 +83,9 @@ pub struct NewAppForm {
     redirect_uris: String,
     #[serde(default)]
     webhook_url: String,
+    /// `pairs` (also when left out) or `v1`.
+    #[serde(default)]
+    webhook_format: String,
 }
 
 pub async fn create(
@@ -91,9 +94,17 @@ pub async fn create(
 ) -> Response {
     let uris: Vec<String> =
         form.redirect_uris.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    let format = crate::domain::EventFormat::default();
-    let created =
-        crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url, format).await;
+    let created = match form.webhook_format.as_str() {
+        "" => Ok(crate::domain::EventFormat::default()),
+        named => crate::ops::apps::parse_webhook_format(named),
+    };
+    let created = match created {
+        Ok(format) => {
+            crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url, format)
+                .await
+        }
+        Err(error) => Err(error),
+    };
     let flash = created.map(|created| Flash {
         notice: Some(format!(
             "App registered: {}. Copy its secrets now; they are not shown again.",
