@@ -10,9 +10,9 @@
 //!
 //! Events are kept for `event_retention` only. A webhook whose cursor fell behind what is kept
 //! (it failed, or was disabled, for longer) would miss the purged changes: its next POST is a
-//! resync instead, the current status of every enabled grant (same body), its `webhook-id`
-//! starting `msg_resync_` and with the header `presence-resync: true`; the cursor then moves to
-//! the end of the log.
+//! resync instead, the current status of every enabled grant (in the same format), its
+//! `webhook-id` starting `msg_resync_` and with the header `presence-resync: true`; the cursor
+//! then moves to the end of the log.
 //!
 //! The body is the app's `webhook_format`: `pairs`, `[["uid", "status"], …]`, or `v1`, the
 //! Standard Webhooks envelope `{"type": "presence.changed" (or "presence.resync"), "timestamp",
