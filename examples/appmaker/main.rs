@@ -6,9 +6,14 @@
 //! Register it first (its redirect URI is `<public url>/callback`):
 //!
 //! ```sh
-//! presence app create --owner you@example.com --name appmaker --redirect-uri http://127.0.0.1:8081/callback
-//! cargo run --example appmaker -- --presence http://127.0.0.1:8080 --app-id app_… --secret ps_…
+//! presence app create --owner you@example.com --name appmaker --redirect-uri http://127.0.0.1:8081/callback \
+//!     --webhook-url http://127.0.0.1:8081/webhook --webhook-format v1
+//! cargo run --example appmaker -- --presence http://127.0.0.1:8080 --app-id app_… --secret ps_… \
+//!     --webhook-secret whsec_…
 //! ```
+//!
+//! (A webhook to loopback needs `webhook_allow = "127.0.0.1"` on the Presence node; without a
+//! webhook, leave out both webhook flags and the stream alone feeds the live page.)
 //!
 //! `presence demo` runs the same code against a Presence of its own, with simulated users.
 
@@ -29,6 +34,9 @@ struct Args {
     /// The app's secret (ps_…). Prefer the environment variable to the flag.
     #[arg(long, env = "APPMAKER_SECRET", hide_env_values = true)]
     secret: String,
+    /// The app's webhook signing secret (whsec_…), to check Presence's webhooks at /webhook.
+    #[arg(long, env = "APPMAKER_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// Where the site listens.
     #[arg(long, env = "APPMAKER_LISTEN", default_value = "127.0.0.1:8081")]
     listen: std::net::SocketAddr,
@@ -49,6 +57,7 @@ async fn main() -> std::io::Result<()> {
         public_url,
         welcome: None,
         default_name: String::new(),
+        webhook_secret: args.webhook_secret,
     };
     site::serve(listener, settings, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -2,17 +2,21 @@
 //!
 //! 1. send the user to the consent page with a `state` and a PKCE challenge (`consent_url`);
 //! 2. trade the code Presence redirects back with for the user's uid (`exchange_code`);
-//! 3. follow the app's stream of presence updates, resuming after the last seq seen (`follow`);
-//! 4. send a user a live notification (`notify`).
+//! 3. follow the app's stream of presence updates (`?format=v1`: objects `{uid, status, seq,
+//!    time}`), resuming after the last seq seen (`follow`);
+//! 4. send a user a live notification (`notify`);
+//! 5. check a webhook Presence sent (`verify_webhook`, Standard Webhooks signatures) and read its
+//!    `v1` envelope (`webhook_batch`).
 //!
 //! The app authenticates with HTTP Basic `app_id:secret`. Every Presence error is JSON
 //! `{"code", "detail"}`.
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
+use hmac::{Hmac, Mac as _};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -63,15 +67,17 @@ pub struct Consent {
     pub verifier: String,
 }
 
-/// What the stream said.
+/// What the stream or a webhook said.
 pub enum Batch {
-    /// Everyone the app may see now (the first batch of a `?snapshot=true` stream).
+    /// Everyone the app may see now (the first batch of a `?snapshot=true` stream, or a
+    /// `presence.resync` webhook).
     Snapshot(Vec<Change>),
     /// Changes since the last batch, in order.
     Changes(Vec<Change>),
 }
 
-/// `[uid, status, seq]` from the stream: status is online, away, offline or revoked.
+/// `{uid, status, seq, time}`: status is online, away, offline or revoked; seq orders the
+/// changes of the app's log, whichever way they came.
 pub struct Change {
     pub uid: String,
     pub status: String,
@@ -187,8 +193,8 @@ impl Presence {
         on_batch: &mut impl FnMut(Batch),
     ) -> Result<Ended, PresenceError> {
         let query = match since {
-            Some(seq) => format!("since={seq}"),
-            None => "snapshot=true".to_owned(),
+            Some(seq) => format!("format=v1&since={seq}"),
+            None => "format=v1&snapshot=true".to_owned(),
         };
         let url = format!("{}/{}/presence.json?{query}", self.url, encode(&self.app_id));
         let response = self.http.get(url).basic_auth(&self.app_id, Some(&self.secret)).send().await?;
@@ -201,7 +207,7 @@ impl Presence {
         let mut pending: Vec<u8> = Vec::new();
         while let Some(chunk) = bytes.next().await {
             pending.extend_from_slice(&chunk?);
-            // Newline-delimited JSON: one array per line, `[]` as a heartbeat.
+            // Newline-delimited JSON: one array of objects per line, `[]` as a heartbeat.
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 match serde_json::from_slice::<Value>(&line) {
@@ -245,10 +251,73 @@ enum Ended {
 
 fn change(entry: &Value) -> Option<Change> {
     Some(Change {
-        uid: entry[0].as_str()?.to_owned(),
-        status: entry[1].as_str()?.to_owned(),
-        seq: entry[2].as_u64()?,
+        uid: entry["uid"].as_str()?.to_owned(),
+        status: entry["status"].as_str()?.to_owned(),
+        seq: entry["seq"].as_u64()?,
     })
+}
+
+/// How far a webhook's timestamp may be from the app's clock: older ones may be replays.
+const WEBHOOK_TOLERANCE_SECS: i64 = 5 * 60;
+
+/// Why a webhook was not taken as Presence's.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WebhookRejected {
+    /// A `webhook-*` header is missing or does not parse.
+    Malformed,
+    /// Its timestamp is more than five minutes from now.
+    Stale,
+    /// None of its signatures is this app's.
+    BadSignature,
+}
+
+/// Step 5: whether a webhook comes from Presence, per Standard Webhooks: one of the
+/// space-separated `v1,<base64>` signatures in `webhook-signature` (during a secret rotation
+/// Presence sends two) is the HMAC-SHA256 of `id.timestamp.body` under the app's `whsec_`
+/// secret, and `webhook-timestamp` is within five minutes of `now` (Unix seconds).
+pub fn verify_webhook(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<(), WebhookRejected> {
+    let key = secret.strip_prefix("whsec_").and_then(|key| STANDARD.decode(key).ok());
+    let key = key.ok_or(WebhookRejected::Malformed)?;
+    let sent: i64 = timestamp.trim().parse().map_err(|_| WebhookRejected::Malformed)?;
+    if id.is_empty() || signatures.is_empty() {
+        return Err(WebhookRejected::Malformed);
+    }
+    if (now - sent).abs() > WEBHOOK_TOLERANCE_SECS {
+        return Err(WebhookRejected::Stale);
+    }
+    let mut mac = <Hmac<Sha256>>::new_from_slice(&key).map_err(|_| WebhookRejected::Malformed)?;
+    mac.update(format!("{id}.{}.", timestamp.trim()).as_bytes());
+    mac.update(body);
+    let matches = signatures
+        .split_whitespace()
+        .filter_map(|signature| signature.strip_prefix("v1,"))
+        .filter_map(|signature| STANDARD.decode(signature).ok())
+        // `verify_slice` compares in constant time.
+        .any(|signature| mac.clone().verify_slice(&signature).is_ok());
+    if matches {
+        Ok(())
+    } else {
+        Err(WebhookRejected::BadSignature)
+    }
+}
+
+/// The changes of a verified `v1` webhook body (`{"type", "timestamp", "data": {"events"}}`);
+/// `None` if it is not one.
+pub fn webhook_batch(body: &[u8]) -> Option<Batch> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let changes: Vec<Change> = body["data"]["events"].as_array()?.iter().filter_map(change).collect();
+    match body["type"].as_str()? {
+        "presence.changed" => Some(Batch::Changes(changes)),
+        "presence.resync" => Some(Batch::Snapshot(changes)),
+        _ => None,
+    }
 }
 
 async fn answer(response: reqwest::Response) -> Result<Value, PresenceError> {

@@ -10,6 +10,10 @@
 //! | `GET /live` | the live page (plain HTML and `/live.js`) |
 //! | `GET /events` | SSE: everyone the app may see, then each change |
 //! | `POST /notify {uid}` | sends that user a live notification through Presence |
+//! | `POST /webhook` | Presence's webhooks (`webhook_format = v1`): checked, then fed to the live page |
+//!
+//! The stream and the webhook may both say the same change, in either order: each user's last
+//! seq is kept, and a change at or before it is ignored.
 //!
 //! Everything is kept in memory: this is an example, not a product.
 
@@ -18,8 +22,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -28,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
-use super::presence_client::{Batch, Presence};
+use super::presence_client::{verify_webhook, webhook_batch, Batch, Change, Presence};
 
 /// How the site is set up.
 pub struct Settings {
@@ -40,6 +45,9 @@ pub struct Settings {
     pub welcome: Option<String>,
     /// The name the form suggests.
     pub default_name: String,
+    /// The app's webhook signing secret (`whsec_…`), if Presence sends it webhooks; without
+    /// one, `/webhook` answers 404.
+    pub webhook_secret: Option<String>,
 }
 
 /// Someone who connected their Presence to appmaker.
@@ -67,6 +75,8 @@ struct Site {
     redirect_uri: String,
     attempts: Mutex<HashMap<String, Attempt>>,
     people: Mutex<Vec<Person>>,
+    /// The seq of the last change applied per uid (kept after a revocation too).
+    seqs: Mutex<HashMap<String, u64>>,
     /// Each change of a person, for the live pages open now.
     changes: broadcast::Sender<Person>,
     /// Becomes true on shutdown, ending the live pages' event streams (which never end alone).
@@ -105,6 +115,17 @@ impl Site {
         let _ = self.changes.send(person);
     }
 
+    /// Whether a change is newer than what was applied for its user; notes it if so.
+    fn is_news(&self, change: &Change) -> bool {
+        let mut seqs = self.seqs.lock().expect("seqs lock");
+        let last = seqs.entry(change.uid.clone()).or_insert(0);
+        if change.seq <= *last {
+            return false;
+        }
+        *last = change.seq;
+        true
+    }
+
     fn apply(&self, batch: Batch) {
         match batch {
             Batch::Snapshot(entries) => {
@@ -120,12 +141,12 @@ impl Site {
                 for uid in gone {
                     self.update(&uid, None, Some("revoked"));
                 }
-                for entry in entries {
+                for entry in entries.iter().filter(|e| self.is_news(e)) {
                     self.update(&entry.uid, None, Some(&entry.status));
                 }
             }
             Batch::Changes(entries) => {
-                for entry in entries {
+                for entry in entries.iter().filter(|e| self.is_news(e)) {
                     self.update(&entry.uid, None, Some(&entry.status));
                 }
             }
@@ -145,6 +166,7 @@ pub async fn serve(
         redirect_uri,
         attempts: Mutex::default(),
         people: Mutex::default(),
+        seqs: Mutex::default(),
         changes: broadcast::channel(256).0,
         closing: watch::channel(false).0,
     });
@@ -166,6 +188,7 @@ pub async fn serve(
         .route("/live.js", get(live_js))
         .route("/events", get(events))
         .route("/notify", post(notify))
+        .route("/webhook", post(webhook))
         .with_state(site);
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     stream.abort();
@@ -358,6 +381,39 @@ async fn notify(State(site): State<Shared>, Json(request): Json<NotifyRequest>) 
                 Json(json!({"name": name, "status": "failed", "detail": error.to_string()})),
             )
                 .into_response()
+        }
+    }
+}
+
+/// Presence's webhook: taken only with a valid signature under the app's webhook secret and a
+/// fresh timestamp (401 otherwise), then applied like a stream batch.
+async fn webhook(State(site): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let Some(secret) = site.settings.webhook_secret.as_deref() else {
+        return StatusCode::NOT_FOUND;
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let checked = verify_webhook(
+        secret,
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &body,
+        now,
+    );
+    if let Err(why) = checked {
+        eprintln!("appmaker: webhook refused: {why:?}");
+        return StatusCode::UNAUTHORIZED;
+    }
+    match webhook_batch(&body) {
+        Some(batch) => {
+            site.apply(batch);
+            StatusCode::NO_CONTENT
+        }
+        None => {
+            eprintln!("appmaker: a webhook that is not a v1 envelope (set webhook_format = v1)");
+            StatusCode::BAD_REQUEST
         }
     }
 }

@@ -106,7 +106,8 @@ async fn seed(devices: usize, database_url: Option<&str>) -> Result<Seed, BoxErr
     let hash = accounts::hash_password(core, "bench password".into()).await?;
     let owner = accounts::sign_up(core, "owner@bench.example", &hash).await?;
     let redirect_uris = ["https://bench.example/cb".to_owned()];
-    let app = crate::ops::apps::register_app(core, owner, "Bench", &redirect_uris, "").await?;
+    let app =
+        crate::ops::apps::register_app(core, owner, "Bench", &redirect_uris, "", Default::default()).await?;
     let (mut prids, mut uids) = (Vec::with_capacity(devices), Vec::with_capacity(devices));
     for i in 0..devices {
         let account = accounts::sign_up(core, &format!("u{i}@bench.example"), &hash).await?;
@@ -188,7 +189,7 @@ async fn start_server(seed: &Seed, webhook: &str, bus: Option<&str>) -> Result<S
     let parts = crate::app::open(config, listen).await?;
     let core = &parts.core;
     let owner = core.store.app(&seed.app_id).await?.ok_or("app")?.owner;
-    crate::ops::apps::update(core, owner, &seed.app_id, None, None, Some(Some(webhook))).await?;
+    crate::ops::apps::update(core, owner, &seed.app_id, None, None, Some(Some(webhook)), None).await?;
     core.store.close().await;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -2,7 +2,8 @@
 //! temporary SQLite directory, registers the seed's example app, appmaker
 //! (`examples/appmaker/`, run here in-process but talking to Presence only over HTTP), creates
 //! three users whose simulated devices change status every few seconds, and prints the URL to
-//! open. Two of the users connected to appmaker beforehand; the browser connects the third,
+//! open. appmaker follows its stream (`?format=v1`) and takes its webhooks (`webhook_format =
+//! v1`, to its own `/webhook` on loopback, which this node's `webhook_allow` opens). Two of the users connected to appmaker beforehand; the browser connects the third,
 //! through the real sign-in and consent pages.
 //!
 //! Everything it prints on stdout is one line starting with `demo:` or `device <name>`, for
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{ClientError, DeviceClient, Received};
 use super::BoxError;
 use crate::config::Config;
-use crate::domain::AccountId;
+use crate::domain::{AccountId, EventFormat};
 use crate::ops::{accounts, apps, devices, grants, Core};
 
 /// `presence demo`'s flags.
@@ -56,15 +57,23 @@ const USERS: [DemoUser; 3] = [
 pub async fn run(options: Options) -> Result<(), BoxError> {
     init_logging();
     let dir = tempfile::tempdir()?;
-    let settings = [("listen", options.listen.to_string()), ("data_dir", dir.path().display().to_string())];
+    let app_listener = tokio::net::TcpListener::bind(options.app_listen)
+        .await
+        .map_err(|error| format!("cannot listen on {} for the app: {error}", options.app_listen))?;
+    let app_addr = reachable(app_listener.local_addr()?);
+    let app_url = format!("http://{app_addr}");
+    // appmaker's webhook is on this machine: the node lets webhooks reach its address, and
+    // sends them every second so that they keep up with the stream.
+    let settings = [
+        ("listen", options.listen.to_string()),
+        ("data_dir", dir.path().display().to_string()),
+        ("webhook_allow", app_addr.ip().to_string()),
+        ("webhook_batch_interval", "1s".to_owned()),
+    ];
     let config = Config::load(None, std::iter::empty(), settings)?;
     let presence = crate::app::build(config).await?;
     let presence_addr = reachable(presence.local_addr());
     let presence_url = format!("http://{presence_addr}");
-    let app_listener = tokio::net::TcpListener::bind(options.app_listen)
-        .await
-        .map_err(|error| format!("cannot listen on {} for the app: {error}", options.app_listen))?;
-    let app_url = format!("http://{}", reachable(app_listener.local_addr()?));
     let core = presence.parts().core.clone();
 
     // The operator's side, done directly: accounts, the app's registration, the devices.
@@ -83,8 +92,10 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
     let developer =
         account(&core, "developer@example.com", Alphanumeric.sample_string(&mut rand::thread_rng(), 24))
             .await?;
+    let redirect_uris = [format!("{app_url}/callback")];
+    let webhook = format!("{app_url}/webhook");
     let registered =
-        apps::register_app(&core, developer, "appmaker", &[format!("{app_url}/callback")], "").await?;
+        apps::register_app(&core, developer, "appmaker", &redirect_uris, &webhook, EventFormat::V1).await?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(super::signal_shutdown(shutdown.clone()));
@@ -98,6 +109,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
             USERS[0].email
         )),
         default_name: USERS[0].name.to_owned(),
+        webhook_secret: Some(registered.webhook_secret.clone()),
     };
     let site = tokio::spawn(site::serve(app_listener, site_settings, shutdown.clone().cancelled_owned()));
 
@@ -284,7 +296,7 @@ mod tests {
     use axum::http::StatusCode;
     use axum::response::IntoResponse as _;
 
-    use super::presence_client::{Batch, Presence};
+    use super::presence_client::{verify_webhook, webhook_batch, Batch, Presence, WebhookRejected};
 
     /// A batch as the consumer handed it over: whether it was the snapshot, and its entries.
     type Seen = (bool, Vec<(String, String, u64)>);
@@ -301,9 +313,20 @@ mod tests {
                 let mut queries = recorded.lock().unwrap();
                 queries.push(query.unwrap_or_default());
                 match queries.len() {
-                    1 => "[[\"u_a\",\"online\",5],[\"u_b\",\"away\",5]]\n".into_response(),
-                    2 => "[]\n[[\"u_a\",\"away\",6]]\n{\"error\":\"shutting_down\",\"resume_since\":7}\n"
-                        .into_response(),
+                    1 => concat!(
+                        r#"[{"uid":"u_a","status":"online","seq":5,"time":"2026-12-04T03:00:00Z"},"#,
+                        r#"{"uid":"u_b","status":"away","seq":5,"time":"2026-12-04T03:00:00Z"}]"#,
+                        "\n"
+                    )
+                    .into_response(),
+                    2 => concat!(
+                        "[]\n",
+                        r#"[{"uid":"u_a","status":"away","seq":6,"time":"2026-12-04T03:00:01Z"}]"#,
+                        "\n",
+                        r#"{"error":"shutting_down","resume_since":7}"#,
+                        "\n"
+                    )
+                    .into_response(),
                     3 => (StatusCode::GONE, "{\"code\":\"resync_required\",\"detail\":\"too old\"}")
                         .into_response(),
                     _ => "[]\n".into_response(),
@@ -337,7 +360,10 @@ mod tests {
         }
         follower.abort();
         let queries = queries.lock().unwrap().clone();
-        assert_eq!(queries[..4], ["snapshot=true", "since=5", "since=7", "snapshot=true"]);
+        assert_eq!(
+            queries[..4],
+            ["format=v1&snapshot=true", "format=v1&since=5", "format=v1&since=7", "format=v1&snapshot=true"]
+        );
         let batches = batches.lock().unwrap().clone();
         let entry = |uid: &str, status: &str, seq| (uid.to_owned(), status.to_owned(), seq);
         assert_eq!(
@@ -347,5 +373,35 @@ mod tests {
                 (false, vec![entry("u_a", "away", 6)])
             ]
         );
+    }
+
+    /// appmaker's webhook check against what Presence's dispatcher signs, and the
+    /// specification's own example.
+    #[test]
+    fn appmaker_takes_a_webhook_signed_by_any_listed_signature_and_only_when_fresh() {
+        let (secret, other) =
+            ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2VjcmV0IGZvciBhcHBtYWtlciB0ZXN0cw==");
+        let body = r#"{"test": 2432232314}"#;
+        let (id, sent) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330);
+        let signed = |secret: &str| crate::fanout::webhooks::sign(secret, id, sent, body).unwrap();
+        let check = |signatures: &str, now: i64| {
+            verify_webhook(secret, id, &sent.to_string(), signatures, body.as_bytes(), now)
+        };
+        assert_eq!(signed(secret), "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(check(&signed(secret), sent), Ok(()));
+        // During a rotation: both signatures, in either order.
+        assert_eq!(check(&format!("{} {}", signed(other), signed(secret)), sent + 299), Ok(()));
+        assert_eq!(check(&format!("{} {}", signed(secret), signed(other)), sent - 299), Ok(()));
+        assert_eq!(check(&signed(other), sent), Err(WebhookRejected::BadSignature));
+        assert_eq!(check(&signed(secret), sent + 301), Err(WebhookRejected::Stale));
+        assert_eq!(check("", sent), Err(WebhookRejected::Malformed));
+        let tampered = verify_webhook(secret, id, &sent.to_string(), &signed(secret), b"{}", sent);
+        assert_eq!(tampered, Err(WebhookRejected::BadSignature));
+
+        let envelope = r#"{"type":"presence.changed","timestamp":"2026-12-04T03:00:00Z",
+            "data":{"events":[{"uid":"u_a","status":"away","seq":6,"time":"2026-12-04T03:00:00Z"}]}}"#;
+        let Some(Batch::Changes(changes)) = webhook_batch(envelope.as_bytes()) else { panic!("changes") };
+        assert_eq!((changes[0].uid.as_str(), changes[0].status.as_str(), changes[0].seq), ("u_a", "away", 6));
+        assert!(webhook_batch(br#"[["u_a","away"]]"#).is_none());
     }
 }

@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 use self::settings::Settings;
 use crate::config::{Config, LogFormat};
+use crate::domain::EventFormat;
 use crate::ops::accounts;
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +109,9 @@ enum AppCommand {
         redirect_uris: Vec<String>,
         #[arg(long, default_value = "")]
         webhook_url: String,
+        /// How webhook bodies are written: pairs (the default) or v1 (the Standard Webhooks envelope).
+        #[arg(long, default_value = "pairs", value_parser = ["pairs", "v1"])]
+        webhook_format: String,
         #[command(flatten)]
         settings: Settings,
     },
@@ -172,7 +176,14 @@ enum Job {
     Serve(Config),
     Migrate(Config),
     AddAccount(Config, String),
-    CreateApp { config: Config, owner: String, name: String, redirect_uris: Vec<String>, webhook_url: String },
+    CreateApp {
+        config: Config,
+        owner: String,
+        name: String,
+        redirect_uris: Vec<String>,
+        webhook_url: String,
+        webhook_format: EventFormat,
+    },
     AllowWebhookRange(Config, webhook_ranges::AllowWebhookRange),
     Device(simulator::Options),
     Bench(bench::Options),
@@ -250,8 +261,11 @@ fn prepare(cli: Cli) -> Result<Job, String> {
         Command::Serve(_) => Job::Serve(config),
         Command::Migrate(_) => Job::Migrate(config),
         Command::Account(AccountCommand::Add { email, .. }) => Job::AddAccount(config, email),
-        Command::App(AppCommand::Create { owner, name, redirect_uris, webhook_url, .. }) => {
-            Job::CreateApp { config, owner, name, redirect_uris, webhook_url }
+        Command::App(AppCommand::Create {
+            owner, name, redirect_uris, webhook_url, webhook_format, ..
+        }) => {
+            let webhook_format = EventFormat::parse(&webhook_format).unwrap_or_default();
+            Job::CreateApp { config, owner, name, redirect_uris, webhook_url, webhook_format }
         }
         Command::App(AppCommand::AllowWebhookRange(args)) => Job::AllowWebhookRange(config, args),
         Command::Account(AccountCommand::List(listing)) => {
@@ -271,8 +285,8 @@ async fn run(job: Job) -> Result<(), BoxError> {
         Job::Serve(config) => serve(config).await,
         Job::Migrate(config) => migrate(config).await,
         Job::AddAccount(config, email) => add_account(config, &email).await,
-        Job::CreateApp { config, owner, name, redirect_uris, webhook_url } => {
-            create_app(config, &owner, &name, &redirect_uris, &webhook_url).await
+        Job::CreateApp { config, owner, name, redirect_uris, webhook_url, webhook_format } => {
+            create_app(config, &owner, &name, &redirect_uris, &webhook_url, webhook_format).await
         }
         Job::AllowWebhookRange(config, args) => webhook_ranges::run(config, args).await,
         Job::Device(options) => Ok(simulator::run(options).await?),
@@ -336,6 +350,7 @@ async fn create_app(
     name: &str,
     redirect_uris: &[String],
     webhook_url: &str,
+    webhook_format: EventFormat,
 ) -> Result<(), BoxError> {
     let email = accounts::normalize_email(owner).ok_or("--owner is not an email address")?;
     let listen = config.listen;
@@ -346,7 +361,8 @@ async fn create_app(
             .await?
             .ok_or_else(|| format!("no local account {email}; create it with presence account add"))?;
         Ok::<_, BoxError>(
-            crate::ops::apps::register_app(core, account, name, redirect_uris, webhook_url).await?,
+            crate::ops::apps::register_app(core, account, name, redirect_uris, webhook_url, webhook_format)
+                .await?,
         )
     }
     .await;

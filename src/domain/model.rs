@@ -54,10 +54,41 @@ pub struct App {
     pub name: String,
     pub redirect_uris: Vec<String>,
     pub webhook_url: Option<String>,
+    /// How its webhook bodies are written.
+    pub webhook_format: EventFormat,
     pub secret_hash: String,
     /// Sealed with the server key (see `vault`).
     pub webhook_secret_sealed: String,
     pub created_at: i64,
+}
+
+/// How an app's updates are written: the seed's `[uid, status]` pairs (the default), or
+/// versioned objects `{uid, status, seq, time}` (`v1`; webhooks then use the Standard
+/// Webhooks envelope).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    #[default]
+    Pairs,
+    V1,
+}
+
+impl EventFormat {
+    /// `pairs` or `v1`; anything else is `None`.
+    pub fn parse(text: &str) -> Option<EventFormat> {
+        match text {
+            "pairs" => Some(EventFormat::Pairs),
+            "v1" => Some(EventFormat::V1),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventFormat::Pairs => "pairs",
+            EventFormat::V1 => "v1",
+        }
+    }
 }
 
 /// A user's grant to an app, as the user sees it.

@@ -10,6 +10,10 @@
 //! with every granted user's current status. The server ends a stream with a last line saying
 //! why: the consumer lagged past `stream_buffer` chunks, a newer stream for the app replaced
 //! it, or the server is shutting down.
+//!
+//! `?format=v1` writes each entry as an object instead, `{"uid", "status", "seq", "time"}`
+//! (`time` the RFC 3339 UTC time of the change), in the same arrays; heartbeats and closing
+//! lines stay as they are. `?format=pairs` is the default.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +28,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::Fanout;
+use super::{EventObject, Fanout};
 use crate::bus::Signal;
+use crate::domain::EventFormat;
 use crate::http::auth::AuthedApp;
 use crate::http::error::ApiError;
 
@@ -123,6 +128,47 @@ pub struct StreamQuery {
     since: Option<u64>,
     #[serde(default)]
     snapshot: Option<bool>,
+    /// `pairs` (the default) or `v1`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// One change as the stream sends it.
+struct Entry {
+    uid: String,
+    status: String,
+    seq: u64,
+    at: i64,
+}
+
+fn serialize(form: EventFormat, entries: Vec<Entry>) -> String {
+    match form {
+        EventFormat::Pairs => {
+            let pairs: Vec<(String, String, u64)> =
+                entries.into_iter().map(|e| (e.uid, e.status, e.seq)).collect();
+            serde_json::to_string(&pairs)
+        }
+        EventFormat::V1 => {
+            let objects: Vec<EventObject> =
+                entries.into_iter().map(|e| EventObject::new(e.uid, e.status, e.seq, e.at)).collect();
+            serde_json::to_string(&objects)
+        }
+    }
+    .expect("entries serialize")
+}
+
+/// The `?format=` of a stream request.
+fn stream_form(named: Option<&str>) -> Result<EventFormat, ApiError> {
+    match named {
+        None => Ok(EventFormat::Pairs),
+        Some(name) => EventFormat::parse(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_format",
+                format!("format={name:?} is not a stream format: use \"pairs\" (the default) or \"v1\""),
+            )
+        }),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -132,14 +178,12 @@ enum Format {
 }
 
 impl Format {
-    fn batch(self, entries: &[(String, String, u64)]) -> Bytes {
-        let array = serde_json::to_string(entries).expect("entries serialize");
+    fn batch(self, form: EventFormat, entries: Vec<Entry>) -> Bytes {
+        let id = entries.last().map_or(0, |e| e.seq);
+        let array = serialize(form, entries);
         match self {
             Format::Lines => Bytes::from(format!("{array}\n")),
-            Format::EventStream => {
-                let id = entries.last().map_or(0, |e| e.2);
-                Bytes::from(format!("id: {id}\ndata: {array}\n\n"))
-            }
+            Format::EventStream => Bytes::from(format!("id: {id}\ndata: {array}\n\n")),
         }
     }
 
@@ -167,6 +211,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authed.require(&app_id)?;
+    let form = stream_form(query.format.as_deref())?;
     let format = match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
         Some(accept) if accept.contains("text/event-stream") => Format::EventStream,
         _ => Format::Lines,
@@ -204,7 +249,7 @@ pub async fn stream(
     let start = since.unwrap_or(bounds.last_seq);
     state.metrics.streams.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        let pump = Pump { state: state.clone(), app_id: app_id.clone(), format, tx, cursor: start };
+        let pump = Pump { state: state.clone(), app_id: app_id.clone(), format, form, tx, cursor: start };
         pump.run(snapshot, replaced, wake).await;
         state.streams.close(&app_id, id);
         state.metrics.streams.fetch_sub(1, Ordering::Relaxed);
@@ -237,6 +282,7 @@ struct Pump {
     state: Fanout,
     app_id: String,
     format: Format,
+    form: EventFormat,
     tx: mpsc::Sender<Bytes>,
     cursor: u64,
 }
@@ -301,9 +347,13 @@ impl Pump {
             Err(error) => return Err(self.store_failed(error)),
         };
         let seq = snapshot.seq;
-        let entries: Vec<(String, String, u64)> =
-            snapshot.entries.into_iter().map(|entry| (entry.uid, entry.status, seq)).collect();
-        self.push(self.format.batch(&entries))?;
+        let now = crate::clock::unix_now();
+        let entries: Vec<Entry> = snapshot
+            .entries
+            .into_iter()
+            .map(|entry| Entry { uid: entry.uid, status: entry.status, seq, at: entry.at.unwrap_or(now) })
+            .collect();
+        self.push(self.format.batch(self.form, entries))?;
         self.cursor = seq;
         Ok(())
     }
@@ -324,9 +374,12 @@ impl Pump {
             };
             let scanned_all = page.complete;
             if !page.events.is_empty() {
-                let entries: Vec<(String, String, u64)> =
-                    page.events.into_iter().map(|e| (e.uid, e.status, e.seq)).collect();
-                self.push(self.format.batch(&entries))?;
+                let entries: Vec<Entry> = page
+                    .events
+                    .into_iter()
+                    .map(|e| Entry { uid: e.uid, status: e.status, seq: e.seq, at: e.at })
+                    .collect();
+                self.push(self.format.batch(self.form, entries))?;
             }
             self.cursor = page.scanned_to;
             if scanned_all {

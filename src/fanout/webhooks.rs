@@ -10,9 +10,14 @@
 //!
 //! Events are kept for `event_retention` only. A webhook whose cursor fell behind what is kept
 //! (it failed, or was disabled, for longer) would miss the purged changes: its next POST is a
-//! resync instead, the current status of every enabled grant (same body), its `webhook-id`
-//! starting `msg_resync_` and with the header `presence-resync: true`; the cursor then moves to
-//! the end of the log.
+//! resync instead, the current status of every enabled grant (in the same format), its
+//! `webhook-id` starting `msg_resync_` and with the header `presence-resync: true`; the cursor
+//! then moves to the end of the log.
+//!
+//! The body is the app's `webhook_format`: `pairs`, `[["uid", "status"], …]`, or `v1`, the
+//! Standard Webhooks envelope `{"type": "presence.changed" (or "presence.resync"), "timestamp",
+//! "data": {"events": [{uid, status, seq, time}, …]}}`. After a webhook secret rotation, while
+//! the old secret's overlap lasts, `webhook-signature` carries both signatures, new first.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,10 +30,10 @@ use sha2::Sha256;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Fanout;
+use super::{EventObject, Fanout};
 use crate::bus::Signal;
 use crate::clock::unix_now;
-use crate::domain::{DeliveryRecord, WebhookOutcome};
+use crate::domain::{DeliveryRecord, Event, EventFormat, WebhookOutcome};
 use crate::egress::Egress;
 use crate::store::WebhookTarget;
 
@@ -47,15 +52,48 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> Option<String
     Some(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
 }
 
-/// The latest status per uid, in the order of each uid's last event.
-pub fn latest_per_uid(events: &[crate::domain::Event]) -> Vec<(String, String)> {
+/// The latest event per uid, in the order of each uid's last event.
+pub fn latest_per_uid(events: Vec<Event>) -> Vec<Event> {
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (index, event) in events.iter().enumerate() {
         last.insert(&event.uid, index);
     }
     let mut indices: Vec<usize> = last.into_values().collect();
     indices.sort_unstable();
-    indices.into_iter().map(|i| (events[i].uid.clone(), events[i].status.clone())).collect()
+    let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+    indices.into_iter().filter_map(|i| events[i].take()).collect()
+}
+
+/// The Standard Webhooks envelope of a `v1` body.
+#[derive(serde::Serialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    data: EnvelopeData,
+}
+
+#[derive(serde::Serialize)]
+struct EnvelopeData {
+    events: Vec<EventObject>,
+}
+
+/// One POST's body in the app's format, sent at `timestamp` (Unix seconds).
+pub fn body(format: EventFormat, resync: bool, batch: Vec<Event>, timestamp: i64) -> String {
+    match format {
+        EventFormat::Pairs => {
+            let pairs: Vec<(String, String)> = batch.into_iter().map(|e| (e.uid, e.status)).collect();
+            serde_json::to_string(&pairs)
+        }
+        EventFormat::V1 => serde_json::to_string(&Envelope {
+            kind: if resync { "presence.resync" } else { "presence.changed" },
+            timestamp: crate::clock::rfc3339(timestamp),
+            data: EnvelopeData {
+                events: batch.into_iter().map(|e| EventObject::new(e.uid, e.status, e.seq, e.at)).collect(),
+            },
+        }),
+    }
+    .expect("bodies serialize")
 }
 
 /// Delay before retry number `attempts` (0-based): doubling from 1 s, capped at an hour, with
@@ -179,8 +217,13 @@ impl Dispatcher {
         let (batch, cursor, message_id) = if behind {
             // Events the webhook never got are gone: send everyone's current status instead.
             let snapshot = timings.time("snapshot", store.snapshot(&target.app_id)).await?;
-            let batch: Vec<(String, String)> =
-                snapshot.entries.into_iter().map(|entry| (entry.uid, entry.status)).collect();
+            let now = unix_now();
+            let seq = snapshot.seq;
+            let batch: Vec<Event> = snapshot
+                .entries
+                .into_iter()
+                .map(|entry| Event { seq, uid: entry.uid, status: entry.status, at: entry.at.unwrap_or(now) })
+                .collect();
             tracing::info!(app_id = %target.app_id, users = batch.len(), "webhook behind the event log: resync");
             (batch, snapshot.seq, format!("msg_resync_{}_{}_{}", target.app_id, target.cursor, snapshot.seq))
         } else {
@@ -191,7 +234,7 @@ impl Dispatcher {
                 )
                 .await?;
             let id = format!("msg_{}_{}_{}", target.app_id, target.cursor, page.scanned_to);
-            (latest_per_uid(&page.events), page.scanned_to, id)
+            (latest_per_uid(page.events), page.scanned_to, id)
         };
         let started = Instant::now();
         let now = unix_now();
@@ -210,7 +253,7 @@ impl Dispatcher {
                 .time("record_attempt", store.record_attempt(&target.app_id, &record, &outcome))
                 .await;
         }
-        let body = serde_json::to_string(&batch).expect("pairs serialize");
+        let body = body(target.format, behind, batch, now);
         let sent = self.send(&target, &message_id, behind, now, body).await;
         let took = started.elapsed();
         record.duration_ms = took.as_millis() as u64;
@@ -289,6 +332,19 @@ impl Dispatcher {
             .clone()
     }
 
+    /// The secret a rotation replaced, while it still signs at `now`.
+    fn previous_secret(&self, target: &WebhookTarget, now: i64) -> Option<String> {
+        let sealed = target.previous_secret_sealed.as_deref()?;
+        if target.previous_until.is_none_or(|until| until <= now) {
+            return None;
+        }
+        let opened = self.state.webhook_vault.open(sealed);
+        if opened.is_none() {
+            tracing::warn!(app_id = %target.app_id, "the previous webhook secret cannot be opened");
+        }
+        opened
+    }
+
     /// POSTs the body; returns the status and any `Retry-After`, or why nothing was received.
     async fn send(
         &self,
@@ -305,8 +361,18 @@ impl Dispatcher {
             self.state.webhook_vault.open(&target.secret_sealed).ok_or_else(|| {
                 "the webhook secret cannot be opened (was the server key changed?)".to_owned()
             })?;
-        let signature = sign(&secret, id, timestamp, &body)
+        let mut signature = sign(&secret, id, timestamp, &body)
             .ok_or_else(|| "the webhook secret is malformed".to_owned())?;
+        // During a rotation's overlap the replaced secret signs too, so the app may check either.
+        if let Some(previous) = self.previous_secret(target, timestamp) {
+            match sign(&previous, id, timestamp, &body) {
+                Some(old) => {
+                    signature.push(' ');
+                    signature.push_str(&old);
+                }
+                None => tracing::warn!(app_id = %target.app_id, "the previous webhook secret is malformed"),
+            }
+        }
         let mut request = client.post(url);
         if resync {
             request = request.header("presence-resync", "true");
@@ -357,22 +423,45 @@ fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Event;
+
+    fn event(seq: u64, uid: &str, status: &str) -> Event {
+        Event { seq, uid: uid.into(), status: status.into(), at: 1_614_265_330 + seq as i64 }
+    }
 
     #[test]
     fn a_batch_keeps_the_latest_status_per_user() {
-        let event =
-            |seq, uid: &str, status: &str| Event { seq, uid: uid.into(), status: status.into(), at: 0 };
-        let events = [
+        let events = vec![
             event(1, "a", "online"),
             event(2, "b", "away"),
             event(3, "a", "offline"),
             event(4, "c", "online"),
         ];
         assert_eq!(
-            latest_per_uid(&events),
-            vec![("b".into(), "away".into()), ("a".into(), "offline".into()), ("c".into(), "online".into())]
+            latest_per_uid(events),
+            vec![event(2, "b", "away"), event(3, "a", "offline"), event(4, "c", "online")]
         );
+    }
+
+    #[test]
+    fn bodies_are_pairs_by_default_and_an_envelope_in_v1() {
+        let batch = || vec![event(7, "u_a", "online"), event(9, "u_b", "away")];
+        assert_eq!(body(EventFormat::Pairs, false, batch(), 0), r#"[["u_a","online"],["u_b","away"]]"#);
+        let v1: serde_json::Value =
+            serde_json::from_str(&body(EventFormat::V1, false, batch(), 1_614_265_400)).unwrap();
+        assert_eq!(
+            v1,
+            serde_json::json!({
+                "type": "presence.changed",
+                "timestamp": "2021-02-25T15:03:20Z",
+                "data": {"events": [
+                    {"uid": "u_a", "status": "online", "seq": 7, "time": "2021-02-25T15:02:17Z"},
+                    {"uid": "u_b", "status": "away", "seq": 9, "time": "2021-02-25T15:02:19Z"},
+                ]},
+            })
+        );
+        let resync: serde_json::Value =
+            serde_json::from_str(&body(EventFormat::V1, true, batch(), 0)).unwrap();
+        assert_eq!(resync["type"], "presence.resync");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/apps", post(create_app).get(list_apps))
         .route("/v1/apps/{app_id}", patch(update_app))
         .route("/v1/apps/{app_id}/secret", post(rotate_secret))
+        .route("/v1/apps/{app_id}/webhook/secret", post(rotate_webhook_secret))
         .route("/v1/apps/{app_id}/presence", get(current_presence))
         .route("/v1/apps/{app_id}/deliveries", get(list_deliveries))
         .route("/v1/apps/{app_id}/webhook/enable", post(enable_webhook))
@@ -35,6 +36,14 @@ struct NewApp {
     redirect_uris: Vec<String>,
     #[serde(default)]
     webhook_url: Option<String>,
+    /// `pairs` (the default) or `v1`.
+    #[serde(default)]
+    webhook_format: Option<String>,
+}
+
+/// `pairs` unless the request names a format.
+fn webhook_format(named: Option<&str>) -> Result<crate::domain::EventFormat, ApiError> {
+    Ok(named.map(apps::parse_webhook_format).transpose()?.unwrap_or_default())
 }
 
 async fn create_app(
@@ -43,7 +52,9 @@ async fn create_app(
     ApiJson(body): ApiJson<NewApp>,
 ) -> Result<Response, ApiError> {
     let webhook_url = body.webhook_url.as_deref().unwrap_or("");
-    let created = apps::register_app(&state, account, &body.name, &body.redirect_uris, webhook_url).await?;
+    let format = webhook_format(body.webhook_format.as_deref())?;
+    let created =
+        apps::register_app(&state, account, &body.name, &body.redirect_uris, webhook_url, format).await?;
     let body =
         json!({"app_id": created.app_id, "secret": created.secret, "webhook_secret": created.webhook_secret});
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -55,6 +66,7 @@ fn app_json(app: &App) -> serde_json::Value {
         "name": app.name,
         "redirect_uris": app.redirect_uris,
         "webhook_url": app.webhook_url,
+        "webhook_format": app.webhook_format,
         "created_at": app.created_at,
     })
 }
@@ -77,6 +89,8 @@ struct AppPatch {
     /// `""` or `null` removes the webhook.
     #[serde(default, deserialize_with = "present")]
     webhook_url: Option<Option<String>>,
+    #[serde(default)]
+    webhook_format: Option<String>,
 }
 
 /// Tells a field that is absent (`None`) from one that is `null` (`Some(None)`).
@@ -91,6 +105,7 @@ async fn update_app(
     ApiJson(patch): ApiJson<AppPatch>,
 ) -> Result<Response, ApiError> {
     let webhook_url = patch.webhook_url.as_ref().map(Option::as_deref);
+    let format = patch.webhook_format.as_deref().map(apps::parse_webhook_format).transpose()?;
     let app = apps::update(
         &state,
         account,
@@ -98,6 +113,7 @@ async fn update_app(
         patch.name.as_deref(),
         patch.redirect_uris.as_deref(),
         webhook_url,
+        format,
     )
     .await?;
     Ok(Json(app_json(&app)).into_response())
@@ -140,6 +156,47 @@ async fn rotate_secret(
         secret: rotated.secret,
         previous_valid_until: rotated.previous_valid_until,
     }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WebhookSecretRotation {
+    /// How long the replaced secret keeps signing too; 24 hours when absent.
+    #[serde(default)]
+    overlap_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct RotatedWebhookSecret {
+    webhook_secret: String,
+    /// RFC 3339 UTC: until when deliveries also carry the old secret's signature.
+    previous_valid_until: String,
+}
+
+/// `POST /v1/apps/{app_id}/webhook/secret`: a new webhook signing secret, shown once; the old
+/// one signs alongside it for the overlap.
+async fn rotate_webhook_secret(
+    State(state): State<HttpState>,
+    AuthedAccount(account): AuthedAccount,
+    Path(app_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RotatedWebhookSecret>, ApiError> {
+    let body: WebhookSecretRotation = optional_json(&body)?;
+    let overlap = body.overlap_seconds.map_or(apps::DEFAULT_WEBHOOK_OVERLAP, std::time::Duration::from_secs);
+    let rotated = apps::rotate_webhook_secret(&state, account, &app_id, overlap).await?;
+    Ok(Json(RotatedWebhookSecret {
+        webhook_secret: rotated.webhook_secret,
+        previous_valid_until: crate::clock::rfc3339(rotated.previous_valid_until),
+    }))
+}
+
+/// A JSON body that may be left out entirely (every field then takes its default).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", error.to_string()))
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-//! Apps: how a developer registers one, changes it, rotates its secret, and how an app proves
+//! Apps: how a developer registers one, changes it, rotates its secrets, and how an app proves
 //! who it is.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use url::Url;
 
 use super::{Core, Error, Result};
 use crate::clock::unix_now;
-use crate::domain::{AccountId, App};
+use crate::domain::{AccountId, App, EventFormat};
 use crate::egress::{format_allow_list, parse_allow_list, Cidr};
 use crate::secrets::{constant_time_eq, digest, new_secret};
 use crate::store::AppChanges;
@@ -17,6 +17,9 @@ use crate::store::AppChanges;
 pub const APP_SECRET_PREFIX: &str = "ps_";
 const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URL_LENGTH: usize = 2000;
+/// How long a replaced webhook secret signs alongside the new one unless the developer says.
+pub const DEFAULT_WEBHOOK_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const MAX_WEBHOOK_OVERLAP_SECS: u64 = 7 * 24 * 3600;
 
 /// A redirect URI apps may register: absolute, no fragment, https (or http to loopback only).
 pub fn validate_redirect_uri(raw: &str) -> Result<String> {
@@ -113,6 +116,16 @@ pub async fn allow_webhook_ranges(core: &Core, app_id: &str, change: RangeChange
     Ok(ranges)
 }
 
+/// A webhook format as a developer names it: `pairs` or `v1`.
+pub fn parse_webhook_format(text: &str) -> Result<EventFormat> {
+    EventFormat::parse(text.trim()).ok_or_else(|| {
+        Error::invalid(
+            "invalid_webhook_format",
+            format!("{text:?} is not a webhook format: use \"pairs\" (the default) or \"v1\""),
+        )
+    })
+}
+
 pub fn validate_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
@@ -148,19 +161,21 @@ pub async fn register_app(
     name: &str,
     redirect_uris: &[String],
     webhook_url: &str,
+    webhook_format: EventFormat,
 ) -> Result<AppCredentials> {
     let name = validate_name(name)?;
     let redirect_uris = validate_redirect_uris(redirect_uris)?;
     let webhook_url = checked_webhook_url(core, webhook_url, &[])?;
     let app_id = format!("app_{}", hex::encode(rand::random::<[u8; 8]>()));
     let secret = new_secret(APP_SECRET_PREFIX);
-    let webhook_secret = format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()));
+    let webhook_secret = new_webhook_secret();
     let app = App {
         app_id: app_id.clone(),
         owner,
         name,
         redirect_uris,
         webhook_url,
+        webhook_format,
         secret_hash: digest(&secret),
         webhook_secret_sealed: core.webhook_vault.seal(&webhook_secret),
         created_at: unix_now(),
@@ -203,6 +218,44 @@ pub async fn rotate_app_secret(
     Ok(RotatedSecret { secret, previous_valid_until })
 }
 
+fn new_webhook_secret() -> String {
+    format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()))
+}
+
+/// A new webhook signing secret, shown once, and until when the one it replaced still signs.
+pub struct RotatedWebhookSecret {
+    pub webhook_secret: String,
+    /// Unix seconds; now when there is no overlap.
+    pub previous_valid_until: i64,
+}
+
+/// Gives the app a new webhook secret. For `overlap` (at most 7 days; zero ends the old one at
+/// once) every delivery is signed with both, so the app can switch without missing one. A
+/// rotation during an overlap replaces the older secret: only the last two ever sign.
+pub async fn rotate_webhook_secret(
+    core: &Core,
+    owner: AccountId,
+    app_id: &str,
+    overlap: std::time::Duration,
+) -> Result<RotatedWebhookSecret> {
+    if overlap.as_secs() > MAX_WEBHOOK_OVERLAP_SECS {
+        return Err(Error::invalid(
+            "invalid_overlap",
+            format!("overlap_seconds is at most {MAX_WEBHOOK_OVERLAP_SECS} (7 days)"),
+        ));
+    }
+    let webhook_secret = new_webhook_secret();
+    let now = unix_now();
+    let until = now + overlap.as_secs() as i64;
+    let previous_until = (overlap.as_secs() > 0).then_some(until);
+    let sealed = core.webhook_vault.seal(&webhook_secret);
+    if !core.store.rotate_webhook_secret(owner, app_id, &sealed, previous_until).await? {
+        return Err(Error::NotFound("no such app"));
+    }
+    tracing::info!(app_id = %app_id, overlap_seconds = overlap.as_secs(), "webhook secret rotated");
+    Ok(RotatedWebhookSecret { webhook_secret, previous_valid_until: until })
+}
+
 /// Applies a developer's changes to one of their apps; returns the app as it now is.
 pub async fn update(
     core: &Core,
@@ -211,6 +264,7 @@ pub async fn update(
     name: Option<&str>,
     redirect_uris: Option<&[String]>,
     webhook_url: Option<Option<&str>>,
+    webhook_format: Option<EventFormat>,
 ) -> Result<App> {
     let allow = match webhook_url {
         Some(Some(_)) => match core.store.app(app_id).await?.filter(|app| app.owner == owner) {
@@ -226,6 +280,7 @@ pub async fn update(
             Some(url) => Some(checked_webhook_url(core, url.unwrap_or(""), &allow)?),
             None => None,
         },
+        webhook_format,
     };
     if !core.store.update_app(owner, app_id, &changes).await? {
         return Err(Error::NotFound("no such app"));

@@ -227,6 +227,17 @@ pub trait Store: Send + Sync + 'static {
         previous_until: Option<i64>,
     ) -> Result<bool, StoreError>;
 
+    /// Replaces the app's webhook secret (sealed). With `previous_until`, the replaced one is
+    /// kept and still signs until then; without, it is forgotten. `false` if the owner has no
+    /// such app.
+    async fn rotate_webhook_secret(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        secret_sealed: &str,
+        previous_until: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
     /// Grants the app access (enabled), keeping the uid of an existing grant; returns the uid
     /// and the event telling the app the user's current status, if it did not know it.
     async fn grant(

@@ -19,6 +19,7 @@ pub struct AppChanges {
     pub redirect_uris: Option<Vec<String>>,
     /// `Some(None)` removes the webhook.
     pub webhook_url: Option<Option<String>>,
+    pub webhook_format: Option<crate::domain::EventFormat>,
 }
 
 /// Deliverable events after a cursor; `scanned_to` is where the next read starts (events
@@ -44,6 +45,10 @@ pub struct WebhookTarget {
     pub app_id: String,
     pub url: String,
     pub secret_sealed: String,
+    /// The secret a rotation replaced, while it still signs (until `previous_until`).
+    pub previous_secret_sealed: Option<String>,
+    pub previous_until: Option<i64>,
+    pub format: crate::domain::EventFormat,
     pub cursor: u64,
     pub attempts: u32,
     pub failing_since: Option<i64>,
@@ -127,6 +132,8 @@ pub struct Revoked {
 pub struct UidStatus {
     pub uid: String,
     pub status: String,
+    /// When the app was last told this status (Unix seconds), if it was.
+    pub at: Option<i64>,
 }
 
 /// Every enabled grant's status as the app sees it, current at `seq`.

@@ -280,14 +280,19 @@ async fn app_secrets_never_reach_the_database_in_clear() {
     };
     assert_eq!(with(&chat.secret).await, 401);
     assert_eq!(with(&new_secret).await, 400);
+    // A rotated webhook secret, and the one it replaced (kept for the overlap), are sealed too.
+    let path = format!("/v1/apps/{}/webhook/secret", chat.app_id);
+    let rotated = app.send_as(Method::POST, &developer.token, &path, None).await;
+    let new_webhook_secret = rotated.json()["webhook_secret"].as_str().unwrap().to_owned();
     let data = app.stop().await;
     let database = data.database_bytes().await;
     let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(contains("Chat"), "the database was read");
-    for secret in [&chat.secret, &new_secret, &chat.webhook_secret] {
+    for secret in [&chat.secret, &new_secret, &chat.webhook_secret, &new_webhook_secret] {
         assert!(!contains(secret), "{secret} is in the database in clear");
     }
     assert!(!contains(&chat.webhook_secret["whsec_".len()..]));
+    assert!(!contains(&new_webhook_secret["whsec_".len()..]));
 }
 
 #[tokio::test]

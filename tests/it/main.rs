@@ -14,6 +14,7 @@ mod deliveries;
 mod delivery;
 mod demo;
 mod expiry;
+mod formats;
 mod gateway;
 mod lifecycle;
 mod malformed;

@@ -1,5 +1,6 @@
 //! `/developers`: a signed-in user registers apps, sees their ids and settings, rotates
-//! secrets (optionally keeping the old one working for a while), and sees each webhook's
+//! secrets (optionally keeping the old one working for a while; the webhook secret with the
+//! default overlap, during which both sign), and sees each webhook's
 //! recent deliveries, resending after a failed one. Secrets are shown once, on the page right
 //! after they are made.
 
@@ -22,6 +23,7 @@ struct AppRow {
     name: String,
     redirect_uris: Vec<String>,
     webhook_url: Option<String>,
+    webhook_format: &'static str,
     /// "delivering", "failing since …", or why it was disabled.
     webhook_state: Option<String>,
     webhook_disabled: bool,
@@ -113,6 +115,7 @@ pub async fn page(
             name: app.name,
             redirect_uris: app.redirect_uris,
             webhook_url: app.webhook_url,
+            webhook_format: app.webhook_format.as_str(),
             created: format_time(app.created_at),
         });
     }
@@ -127,6 +130,9 @@ pub struct NewAppForm {
     redirect_uris: String,
     #[serde(default)]
     webhook_url: String,
+    /// `pairs` (also when left out) or `v1`.
+    #[serde(default)]
+    webhook_format: String,
 }
 
 pub async fn create(
@@ -135,7 +141,17 @@ pub async fn create(
 ) -> Response {
     let uris: Vec<String> =
         form.redirect_uris.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    let created = crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url).await;
+    let created = match form.webhook_format.as_str() {
+        "" => Ok(crate::domain::EventFormat::default()),
+        named => crate::ops::apps::parse_webhook_format(named),
+    };
+    let created = match created {
+        Ok(format) => {
+            crate::ops::apps::register_app(&state, account, &form.name, &uris, &form.webhook_url, format)
+                .await
+        }
+        Err(error) => Err(error),
+    };
     let flash = created.map(|created| Flash {
         notice: Some(format!(
             "App registered: {}. Copy its secrets now; they are not shown again.",
@@ -213,6 +229,25 @@ pub async fn resend(
         } else {
             "Resending: pending events go out now."
         })
+    });
+    after(&state, "/developers", flash)
+}
+
+pub async fn rotate_webhook_secret(
+    State(state): State<HttpState>,
+    Path(app_id): Path<String>,
+    SignedForm { account, .. }: SignedForm<NoFields>,
+) -> Response {
+    let overlap = crate::ops::apps::DEFAULT_WEBHOOK_OVERLAP;
+    let rotated = crate::ops::apps::rotate_webhook_secret(&state, account, &app_id, overlap).await;
+    let flash = rotated.map(|rotated| Flash {
+        notice: Some(format!(
+            "New webhook signing secret for {app_id}. Until {} each delivery is signed with the old one too; \
+             switch your receiver to the new one before then.",
+            format_time(rotated.previous_valid_until)
+        )),
+        secrets: vec![("Webhook signing secret".to_owned(), rotated.webhook_secret)],
+        ..Flash::default()
     });
     after(&state, "/developers", flash)
 }

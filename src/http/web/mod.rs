@@ -66,6 +66,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/developers/apps/{app_id}/secret", post(developers::rotate))
         .route("/developers/apps/{app_id}/webhook/enable", post(developers::enable_webhook))
         .route("/developers/apps/{app_id}/deliveries/{attempt}/resend", post(developers::resend))
+        .route("/developers/apps/{app_id}/webhook/secret", post(developers::rotate_webhook_secret))
 }
 
 async fn stylesheet() -> Response {

@@ -6,11 +6,11 @@ use sqlx::Row;
 use super::events::{append_event, tell_app};
 use super::notifications::cancel_notifications;
 use super::{lock_account, SqlStore};
-use crate::domain::{AccountId, App, AppEvent, AuthCode, GrantInfo, Status};
+use crate::domain::{AccountId, App, AppEvent, AuthCode, EventFormat, GrantInfo, Status};
 use crate::store::{AppChanges, Granted, Grantee, Revoked, StoreError};
 
 const APP_COLUMNS: &str =
-    "app_id, owner_id, name, redirect_uris, webhook_url, secret_hash, webhook_secret, created_at";
+    "app_id, owner_id, name, redirect_uris, webhook_url, secret_hash, webhook_secret, created_at, webhook_format";
 
 fn app_from_row(row: AnyRow) -> App {
     App {
@@ -22,12 +22,13 @@ fn app_from_row(row: AnyRow) -> App {
         secret_hash: row.get(5),
         webhook_secret_sealed: row.get(6),
         created_at: row.get(7),
+        webhook_format: EventFormat::parse(row.get::<&str, _>(8)).unwrap_or_default(),
     }
 }
 
 impl SqlStore {
     pub(super) async fn create_app(&self, app: &App) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        sqlx::query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
             .bind(&app.app_id)
             .bind(app.owner.0)
             .bind(&app.name)
@@ -36,6 +37,7 @@ impl SqlStore {
             .bind(&app.secret_hash)
             .bind(&app.webhook_secret_sealed)
             .bind(app.created_at)
+            .bind(app.webhook_format.as_str())
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -84,7 +86,8 @@ impl SqlStore {
                 redirect_uris = COALESCE($4, redirect_uris),
                 webhook_cursor = CASE WHEN $5 = 1 AND webhook_url IS NULL AND $6 IS NOT NULL THEN last_seq
                                       ELSE webhook_cursor END,
-                webhook_url = CASE WHEN $5 = 1 THEN $6 ELSE webhook_url END
+                webhook_url = CASE WHEN $5 = 1 THEN $6 ELSE webhook_url END,
+                webhook_format = COALESCE($7, webhook_format)
              WHERE owner_id = $1 AND app_id = $2",
         )
         .bind(owner.0)
@@ -93,6 +96,7 @@ impl SqlStore {
         .bind(changes.redirect_uris.as_ref().map(|u| serde_json::to_string(u).expect("strings serialize")))
         .bind(i64::from(changes.webhook_url.is_some()))
         .bind(changes.webhook_url.clone().flatten())
+        .bind(changes.webhook_format.map(EventFormat::as_str))
         .execute(&self.writer)
         .await?
         .rows_affected();
@@ -117,6 +121,31 @@ impl SqlStore {
         .bind(secret_hash)
         .bind(owner.0)
         .bind(app_id)
+        .bind(previous_until)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    pub(super) async fn rotate_webhook_secret(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        secret_sealed: &str,
+        previous_until: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        // The right-hand sides read the row as it was: the current secret becomes the previous.
+        let updated = sqlx::query(
+            "UPDATE apps SET
+                webhook_secret_previous = CASE WHEN $4 IS NULL THEN NULL ELSE webhook_secret END,
+                webhook_secret_previous_until = $4,
+                webhook_secret = $3
+             WHERE owner_id = $1 AND app_id = $2",
+        )
+        .bind(owner.0)
+        .bind(app_id)
+        .bind(secret_sealed)
         .bind(previous_until)
         .execute(&self.writer)
         .await?

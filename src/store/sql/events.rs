@@ -167,14 +167,18 @@ impl SqlStore {
             .await?
             .unwrap_or(0);
         let rows = sqlx::query(
-            "SELECT uid, last_status FROM grants WHERE app_id = $1 AND enabled = 1 AND last_status IS NOT NULL ORDER BY uid",
+            "SELECT uid, last_status, last_update_at FROM grants
+             WHERE app_id = $1 AND enabled = 1 AND last_status IS NOT NULL ORDER BY uid",
         )
         .bind(app_id)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Snapshot {
-            entries: rows.into_iter().map(|row| UidStatus { uid: row.get(0), status: row.get(1) }).collect(),
+            entries: rows
+                .into_iter()
+                .map(|row| UidStatus { uid: row.get(0), status: row.get(1), at: row.get(2) })
+                .collect(),
             seq: last_seq as u64,
         })
     }
@@ -186,16 +190,17 @@ impl SqlStore {
     ) -> Result<Vec<UidStatus>, StoreError> {
         let mut found = Vec::new();
         for uid in uids {
-            let status: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT last_status FROM grants WHERE app_id = $1 AND uid = $2 AND enabled = 1",
+            let row = sqlx::query(
+                "SELECT last_status, last_update_at FROM grants WHERE app_id = $1 AND uid = $2 AND enabled = 1",
             )
             .bind(app_id)
             .bind(uid)
             .fetch_optional(&self.pool)
             .await?;
-            if let Some(status) = status {
+            if let Some(row) = row {
+                let status: Option<String> = row.get(0);
                 let status = status.unwrap_or_else(|| Status::Offline.name().to_owned());
-                found.push(UidStatus { uid: uid.clone(), status });
+                found.push(UidStatus { uid: uid.clone(), status, at: row.get(1) });
             }
         }
         Ok(found)

@@ -229,6 +229,16 @@ impl Store for SqlStore {
         SqlStore::rotate_app_secret(self, owner, app_id, secret_hash, previous_until).await
     }
 
+    async fn rotate_webhook_secret(
+        &self,
+        owner: AccountId,
+        app_id: &str,
+        secret_sealed: &str,
+        previous_until: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        SqlStore::rotate_webhook_secret(self, owner, app_id, secret_sealed, previous_until).await
+    }
+
     async fn grant(
         &self,
         account: AccountId,

@@ -50,7 +50,7 @@ impl SqlStore {
         let rows = sqlx::query(&format!(
             "UPDATE apps SET webhook_node = $2, webhook_claimed_until = $4 WHERE {DUE}
              RETURNING app_id, webhook_url, webhook_secret, webhook_cursor, webhook_attempts, webhook_failing_since,
-                 webhook_allow"
+                 webhook_allow, webhook_secret_previous, webhook_secret_previous_until, webhook_format"
         ))
         .bind(now)
         .bind(&self.node)
@@ -68,6 +68,9 @@ impl SqlStore {
                 attempts: row.get::<i64, _>(4) as u32,
                 failing_since: row.get(5),
                 allow: row.get(6),
+                previous_secret_sealed: row.get(7),
+                previous_until: row.get(8),
+                format: crate::domain::EventFormat::parse(row.get::<&str, _>(9)).unwrap_or_default(),
             })
             .collect())
     }

@@ -60,6 +60,15 @@ async fn create_app(app: &TestApp, developer: &User, body: serde_json::Value) ->
 /// On a data directory, with the CLI: the accounts dev@example.com (a developer) and
 /// kim@example.com (a user), and dev's app "Chat" with a webhook to `webhook_url`.
 pub async fn chat_app_by_cli(dir: &std::path::Path, webhook_url: &str) -> RegisteredApp {
+    chat_app_by_cli_in_format(dir, webhook_url, "pairs").await
+}
+
+/// `chat_app_by_cli` with `--webhook-format` (`pairs` or `v1`).
+pub async fn chat_app_by_cli_in_format(
+    dir: &std::path::Path,
+    webhook_url: &str,
+    format: &str,
+) -> RegisteredApp {
     let password = format!("{PASSWORD}\n");
     cli(&["account", "add", "--email", "dev@example.com"], dir, &password).await;
     cli(&["account", "add", "--email", "kim@example.com"], dir, &password).await;
@@ -74,6 +83,8 @@ pub async fn chat_app_by_cli(dir: &std::path::Path, webhook_url: &str) -> Regist
         REDIRECT,
         "--webhook-url",
         webhook_url,
+        "--webhook-format",
+        format,
         "--webhook-allow",
         "127.0.0.0/8",
     ];

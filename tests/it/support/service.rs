@@ -16,6 +16,11 @@ pub fn now() -> i64 {
     presence::clock::unix_now()
 }
 
+/// Unix seconds as the RFC 3339 UTC time the service writes (`2026-12-04T03:52:10Z`).
+pub fn rfc3339(unix: i64) -> String {
+    presence::clock::rfc3339(unix)
+}
+
 /// A new random secret with this prefix, as the service makes them.
 pub fn new_secret(prefix: &str) -> String {
     presence::secrets::new_secret(prefix)
@@ -109,9 +114,8 @@ pub async fn seed_granted_devices(dir: &std::path::Path, users: usize) -> Seeded
     let core = &parts.core;
     let hash = accounts::hash_password(core, "seeded password".into()).await.unwrap();
     let owner = accounts::sign_up(core, "owner@seed.example", &hash).await.unwrap();
-    let app = apps::register_app(core, owner, "Seeded", &["http://127.0.0.1:1/callback".to_owned()], "")
-        .await
-        .unwrap();
+    let redirect = ["http://127.0.0.1:1/callback".to_owned()];
+    let app = apps::register_app(core, owner, "Seeded", &redirect, "", Default::default()).await.unwrap();
     // A few users at a time: each write waits for the store, and the waits overlap.
     let tasks: Vec<_> = (0..8)
         .map(|part| {
