@@ -14,7 +14,7 @@ pub struct PushUpdate {
 }
 
 /// A device as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceInfo {
     pub device_id: DeviceId,
     pub name: String,
@@ -61,7 +61,7 @@ pub struct App {
 }
 
 /// A user's grant to an app, as the user sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct GrantInfo {
     pub app_id: String,
     pub app_name: String,
@@ -105,7 +105,7 @@ pub struct Event {
 }
 
 /// A webhook's health, for its developer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WebhookHealth {
     pub failing_since: Option<i64>,
     pub attempts: u32,
@@ -116,7 +116,7 @@ pub struct WebhookHealth {
 }
 
 /// One webhook attempt.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub at: i64,
     pub message_id: String,
@@ -150,10 +150,11 @@ pub struct LiveNotification {
 }
 
 /// Where a notification stands, for its app.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct NotificationState {
     pub id: String,
     /// `queued`, `delivered`, `expired` or `cancelled`.
+    #[schema(value_type = String, pattern = "^(queued|delivered|expired|cancelled)$")]
     pub status: &'static str,
     pub sent_at: i64,
     pub expires_at: i64,

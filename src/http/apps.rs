@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::{AuthedAccount, AuthedApp};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ErrorBody};
 use super::HttpState;
-use crate::domain::App;
+use crate::domain::{App, DeliveryRecord, GrantInfo, WebhookHealth};
 use crate::ops::{apps, grants};
 
 pub fn routes() -> Router<HttpState> {
@@ -29,14 +29,94 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/me/grants/{app_id}", patch(change_grant).delete(revoke_grant))
 }
 
-#[derive(Deserialize)]
-struct NewApp {
-    name: String,
-    redirect_uris: Vec<String>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NewApp {
+    /// 1 to 80 characters, no control characters.
+    pub name: String,
+    /// Exact redirect URIs: https, or http to loopback only.
+    pub redirect_uris: Vec<String>,
     #[serde(default)]
-    webhook_url: Option<String>,
+    pub webhook_url: Option<String>,
 }
 
+/// A new app's id and secrets, shown once.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreatedApp {
+    pub app_id: String,
+    /// `ps_…`: HTTP Basic `app_id:secret`, or `Authorization: Bearer <secret>`.
+    pub secret: String,
+    /// `whsec_…`: the key webhooks are signed with.
+    pub webhook_secret: String,
+}
+
+/// An app as its owner sees it (no secrets).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    pub app_id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub webhook_url: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<&App> for AppView {
+    fn from(app: &App) -> AppView {
+        AppView {
+            app_id: app.app_id.clone(),
+            name: app.name.clone(),
+            redirect_uris: app.redirect_uris.clone(),
+            webhook_url: app.webhook_url.clone(),
+            created_at: app.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AppList {
+    pub apps: Vec<AppView>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RotatedSecret {
+    pub app_id: String,
+    /// The new `ps_…`; the old one stopped working.
+    pub secret: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ExchangedCode {
+    /// The user's id at this app (`u_…`).
+    pub uid: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PresenceList {
+    /// `[uid, status]` for each asked uid with an enabled grant.
+    #[schema(value_type = Vec<(String, crate::domain::Status)>)]
+    pub presence: Vec<(String, String)>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deliveries {
+    pub webhook_url: Option<String>,
+    /// `null` before the first attempt.
+    pub webhook: Option<WebhookHealth>,
+    /// The latest attempts, newest first, at most 100.
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantInfo>,
+}
+
+/// Registers an app for the signed-in user.
+#[utoipa::path(post, path = "/v1/apps", tag = "apps", security(("user" = [])), request_body = NewApp,
+    responses(
+        (status = 201, description = "registered", body = CreatedApp),
+        (status = 400, description = "`invalid_name`, `invalid_redirect_uri` or `invalid_webhook_url`", body = ErrorBody),
+    ))]
 async fn create_app(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
@@ -45,37 +125,31 @@ async fn create_app(
     let webhook_url = body.webhook_url.as_deref().unwrap_or("");
     let created = apps::register_app(&state, account, &body.name, &body.redirect_uris, webhook_url).await?;
     let body =
-        json!({"app_id": created.app_id, "secret": created.secret, "webhook_secret": created.webhook_secret});
+        CreatedApp { app_id: created.app_id, secret: created.secret, webhook_secret: created.webhook_secret };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-fn app_json(app: &App) -> serde_json::Value {
-    json!({
-        "app_id": app.app_id,
-        "name": app.name,
-        "redirect_uris": app.redirect_uris,
-        "webhook_url": app.webhook_url,
-        "created_at": app.created_at,
-    })
-}
-
+/// The signed-in user's apps.
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", security(("user" = [])),
+    responses((status = 200, description = "the apps", body = AppList)))]
 async fn list_apps(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
 ) -> Result<Response, ApiError> {
-    let apps: Vec<_> = state.store.apps_of(account).await?.iter().map(app_json).collect();
-    Ok(Json(json!({"apps": apps})).into_response())
+    let apps = state.store.apps_of(account).await?.iter().map(AppView::from).collect();
+    Ok(Json(AppList { apps }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AppPatch {
+pub struct AppPatch {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     redirect_uris: Option<Vec<String>>,
     /// `""` or `null` removes the webhook.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     webhook_url: Option<Option<String>>,
 }
 
@@ -84,6 +158,14 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<O
     Ok(Some(Option::deserialize(deserializer)?))
 }
 
+/// Changes an app's name, redirect URIs or webhook URL (absent fields stay).
+#[utoipa::path(patch, path = "/v1/apps/{app_id}", tag = "apps", security(("user" = [])), request_body = AppPatch,
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 200, description = "the app now", body = AppView),
+        (status = 400, description = "`invalid_name`, `invalid_redirect_uri` or `invalid_webhook_url`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn update_app(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
@@ -100,28 +182,44 @@ async fn update_app(
         webhook_url,
     )
     .await?;
-    Ok(Json(app_json(&app)).into_response())
+    Ok(Json(AppView::from(&app)).into_response())
 }
 
+/// Gives the app a new secret; the old one stops working at once.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/secret", tag = "apps", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 200, description = "the new secret, shown once", body = RotatedSecret),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn rotate_secret(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
     Path(app_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let secret = apps::rotate_app_secret(&state, account, &app_id).await?;
-    Ok(Json(json!({"app_id": app_id, "secret": secret})).into_response())
+    Ok(Json(RotatedSecret { app_id, secret }).into_response())
 }
 
-#[derive(Deserialize)]
-struct CodeExchange {
-    code: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CodeExchange {
+    /// `pc_…`, from the consent redirect.
+    pub code: String,
+    /// Required: the one the consent was asked with.
     #[serde(default)]
-    redirect_uri: Option<String>,
+    pub redirect_uri: Option<String>,
+    /// The PKCE verifier, when the consent was asked with a `code_challenge`.
     #[serde(default)]
-    code_verifier: Option<String>,
+    pub code_verifier: Option<String>,
 }
 
 /// `POST /v1/grants/token`: the app trades the code from the consent redirect for the user's uid.
+#[utoipa::path(post, path = "/v1/grants/token", tag = "grants", security(("app_basic" = []), ("app_bearer" = [])),
+    request_body = CodeExchange,
+    responses(
+        (status = 200, description = "the user's uid at this app", body = ExchangedCode),
+        (status = 400, description = "`invalid_grant`, or `invalid_request` without `redirect_uri`", body = ErrorBody),
+    ))]
 async fn exchange_code(
     State(state): State<HttpState>,
     AuthedApp(app): AuthedApp,
@@ -135,11 +233,20 @@ async fn exchange_code(
         body.code_verifier.as_deref(),
     )
     .await?;
-    Ok(Json(json!({"uid": uid})).into_response())
+    Ok(Json(ExchangedCode { uid }).into_response())
 }
 
 /// `GET /v1/apps/{app_id}/presence?uid=…&uid=…` (or `uid=a,b`): the current status of granted
 /// users; uids without an enabled grant are left out.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/presence", tag = "apps", security(("app_basic" = []), ("app_bearer" = [])),
+    params(
+        ("app_id" = String, Path),
+        ("uid" = Vec<String>, Query, description = "1 to 100 uids, repeated or comma-separated", explode = true),
+    ),
+    responses(
+        (status = 200, description = "the statuses", body = PresenceList),
+        (status = 400, description = "`invalid_uid`: no uid or more than 100", body = ErrorBody),
+    ))]
 async fn current_presence(
     State(state): State<HttpState>,
     Path(app_id): Path<String>,
@@ -155,10 +262,13 @@ async fn current_presence(
         .collect();
     let found = grants::presence_of(&state, &app_id, &uids).await?;
     let found: Vec<(String, String)> = found.into_iter().map(|entry| (entry.uid, entry.status)).collect();
-    Ok(Json(json!({"presence": found})).into_response())
+    Ok(Json(PresenceList { presence: found }).into_response())
 }
 
 /// `GET /v1/apps/{app_id}/deliveries`: the webhook's health and its latest attempts.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/deliveries", tag = "apps", security(("app_basic" = []), ("app_bearer" = [])),
+    params(("app_id" = String, Path)),
+    responses((status = 200, description = "the webhook's health and attempts", body = Deliveries)))]
 async fn list_deliveries(
     State(state): State<HttpState>,
     Path(app_id): Path<String>,
@@ -167,10 +277,16 @@ async fn list_deliveries(
     let app = authed.require(&app_id)?;
     let health = state.store.webhook_health(&app_id).await?;
     let deliveries = state.store.deliveries(&app_id, 100).await?;
-    Ok(Json(json!({"webhook_url": app.webhook_url, "webhook": health, "deliveries": deliveries}))
-        .into_response())
+    Ok(Json(Deliveries { webhook_url: app.webhook_url.clone(), webhook: health, deliveries }).into_response())
 }
 
+/// Re-enables a disabled webhook.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/webhook/enable", tag = "apps", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 204, description = "enabled"),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn enable_webhook(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
@@ -180,23 +296,35 @@ async fn enable_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The apps the signed-in user granted.
+#[utoipa::path(get, path = "/v1/me/grants", tag = "grants", security(("user" = [])),
+    responses((status = 200, description = "the grants", body = GrantList)))]
 async fn list_grants(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
 ) -> Result<Response, ApiError> {
     let grants = grants::list(&state, account).await?;
-    Ok(Json(json!({"grants": grants})).into_response())
+    Ok(Json(GrantList { grants }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantPatch {
+pub struct GrantPatch {
+    /// `false` pauses, `true` resumes.
     #[serde(default)]
-    enabled: Option<bool>,
+    pub enabled: Option<bool>,
+    /// Away is shown to the app as online.
     #[serde(default)]
-    coarse: Option<bool>,
+    pub coarse: Option<bool>,
 }
 
+/// Pauses or resumes a grant, or sets its coarse mode.
+#[utoipa::path(patch, path = "/v1/me/grants/{app_id}", tag = "grants", security(("user" = [])), request_body = GrantPatch,
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 200, description = "the grant now", body = GrantInfo),
+        (status = 404, description = "`not_found`: no grant for that app", body = ErrorBody),
+    ))]
 async fn change_grant(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
@@ -208,6 +336,13 @@ async fn change_grant(
     Ok(Json(grant).into_response())
 }
 
+/// Revokes a grant: the app is told `revoked` once, then nothing.
+#[utoipa::path(delete, path = "/v1/me/grants/{app_id}", tag = "grants", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 404, description = "`not_found`: no grant for that app", body = ErrorBody),
+    ))]
 async fn revoke_grant(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,

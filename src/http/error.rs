@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -16,10 +16,15 @@ pub struct ApiError {
     pub retry_after: Option<std::time::Duration>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    detail: &'a str,
+/// Every error's body: a stable snake_case `code` and a human `detail`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// Stable, snake_case: what programs match on.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub code: String,
+    /// A sentence for people.
+    pub detail: String,
 }
 
 impl ApiError {
@@ -65,7 +70,7 @@ impl From<crate::ops::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body { code: self.code, detail: &self.detail });
+        let body = Json(ErrorBody { code: self.code.to_owned(), detail: self.detail });
         let mut response = (self.status, body).into_response();
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
