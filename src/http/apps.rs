@@ -93,7 +93,7 @@ pub struct ExchangedCode {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct PresenceList {
     /// `[uid, status]` for each asked uid with an enabled grant.
-    #[schema(value_type = Vec<(String, crate::domain::Status)>)]
+    #[schema(schema_with = super::openapi::uid_status_pairs)]
     pub presence: Vec<(String, String)>,
 }
 

@@ -68,6 +68,7 @@ pub struct SessionList {
         (status = 400, description = "`weak_password`: under 8 characters", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: the current password is wrong", body = ErrorBody),
         (status = 409, description = "`no_password`: an identity provider's account", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts` for this email, with `Retry-After`", body = ErrorBody),
     ))]
 async fn change_password(
     State(state): State<HttpState>,
