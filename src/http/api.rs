@@ -1,6 +1,6 @@
 //! The device and user API under `/v1`: tokens, devices, the user's status and policy.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{AuthedAccount, BearerToken, ClientAddr};
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::HttpState;
 use crate::domain::{DeviceId, DeviceInfo, Policy, Status};
 use crate::ops::accounts::TOKEN_PREFIX;
@@ -165,7 +165,7 @@ async fn list_devices(
 async fn delete_device(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(device_id): Path<String>,
+    ApiPath(device_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     devices::remove(&state, account, &device_id).await?;
     Ok(StatusCode::NO_CONTENT)

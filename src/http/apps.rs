@@ -2,7 +2,7 @@
 //! uids and read their users' presence and webhook deliveries, users list, pause and revoke
 //! their grants.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{AuthedAccount, AuthedApp};
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::HttpState;
 use crate::domain::{App, DeliveryRecord, GrantInfo, WebhookHealth};
 use crate::ops::{apps, grants};
@@ -169,7 +169,7 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<O
 async fn update_app(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     ApiJson(patch): ApiJson<AppPatch>,
 ) -> Result<Response, ApiError> {
     let webhook_url = patch.webhook_url.as_ref().map(Option::as_deref);
@@ -195,7 +195,7 @@ async fn update_app(
 async fn rotate_secret(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let secret = apps::rotate_app_secret(&state, account, &app_id).await?;
     Ok(Json(RotatedSecret { app_id, secret }).into_response())
@@ -249,7 +249,7 @@ async fn exchange_code(
     ))]
 async fn current_presence(
     State(state): State<HttpState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     authed: AuthedApp,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
@@ -271,7 +271,7 @@ async fn current_presence(
     responses((status = 200, description = "the webhook's health and attempts", body = Deliveries)))]
 async fn list_deliveries(
     State(state): State<HttpState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     authed: AuthedApp,
 ) -> Result<Response, ApiError> {
     let app = authed.require(&app_id)?;
@@ -290,7 +290,7 @@ async fn list_deliveries(
 async fn enable_webhook(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     apps::reenable_webhook(&state, account, &app_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -328,7 +328,7 @@ pub struct GrantPatch {
 async fn change_grant(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     ApiJson(patch): ApiJson<GrantPatch>,
 ) -> Result<Response, ApiError> {
     grants::set(&state, account, &app_id, patch.enabled, patch.coarse).await?;
@@ -346,7 +346,7 @@ async fn change_grant(
 async fn revoke_grant(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     grants::revoke(&state, account, &app_id).await?;
     Ok(StatusCode::NO_CONTENT)

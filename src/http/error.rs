@@ -102,3 +102,22 @@ where
         }
     }
 }
+
+/// Path parameters whose rejections (a segment that is not UTF-8) are `ApiError`s
+/// (`invalid_path`), like every other error.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_path", rejection.body_text())),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! What a user can do about their own account on the JSON API: take their data (export),
 //! change their password, see and end their sessions, and delete the account.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{AuthedAccount, BearerToken};
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::HttpState;
 use crate::ops::accounts::Session;
 use crate::ops::lifecycle::Export;
@@ -107,7 +107,7 @@ async fn sessions(
 async fn revoke_session(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     accounts::revoke_session(&state, account, &id).await?;
     Ok(StatusCode::NO_CONTENT)

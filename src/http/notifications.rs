@@ -1,7 +1,7 @@
 //! `POST /v1/apps/{app_id}/notifications` sends a live notification to a user's devices;
 //! `GET …/notifications/{id}` tells the app what became of it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::AuthedApp;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::HttpState;
 use crate::domain::NotificationState;
 use crate::ops::notifications::{self, Outcome};
@@ -62,7 +62,7 @@ pub enum Sent {
     ))]
 async fn send(
     State(state): State<HttpState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     authed: AuthedApp,
     ApiJson(request): ApiJson<NotificationRequest>,
 ) -> Result<Response, ApiError> {
@@ -90,7 +90,7 @@ async fn send(
     ))]
 async fn status(
     State(state): State<HttpState>,
-    Path((app_id, id)): Path<(String, String)>,
+    ApiPath((app_id, id)): ApiPath<(String, String)>,
     authed: AuthedApp,
 ) -> Result<Response, ApiError> {
     authed.require(&app_id)?;

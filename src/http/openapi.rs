@@ -85,9 +85,12 @@ impl utoipa::Modify for SecuritySchemes {
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     let paths = doc["paths"].as_object_mut().expect("paths");
-    for item in paths.values_mut() {
+    for (path, item) in paths.iter_mut() {
+        // The JSON API's handlers (not the stream's, nor the device gateway's) read their path
+        // parameters with `ApiPath`.
+        let api_path = path.starts_with("/v1/") && !path.ends_with("/presence.json");
         for operation in item.as_object_mut().into_iter().flat_map(|item| item.values_mut()) {
-            add_shared_answers(operation);
+            add_shared_answers(operation, api_path);
         }
     }
     // The webhook is a request Presence makes, not a path it serves.
@@ -116,9 +119,9 @@ fn add_answer(responses: &mut Map<String, Value>, status: &str, description: &st
     }
 }
 
-/// What every operation of a kind answers: authentication failures, body rejections, and the
-/// opaque `500 internal` of a store failure.
-fn add_shared_answers(operation: &mut Value) {
+/// What every operation of a kind answers: path and body rejections, authentication failures,
+/// and the opaque `500 internal` of a store failure.
+fn add_shared_answers(operation: &mut Value, api_path: bool) {
     let schemes: Vec<String> = operation["security"]
         .as_array()
         .into_iter()
@@ -126,9 +129,15 @@ fn add_shared_answers(operation: &mut Value) {
         .filter_map(Value::as_object)
         .flat_map(|requirement| requirement.keys().cloned())
         .collect();
+    let has_path_parameters = operation["parameters"]
+        .as_array()
+        .is_some_and(|parameters| parameters.iter().any(|parameter| parameter["in"] == "path"));
     let has_body = operation.get("requestBody").is_some();
     let has_json_body = operation["requestBody"]["content"].get("application/json").is_some();
     let Some(responses) = operation["responses"].as_object_mut() else { return };
+    if api_path && has_path_parameters {
+        add_answer(responses, "400", "`invalid_path`: a path segment that is not UTF-8 once decoded");
+    }
     if schemes.iter().any(|scheme| scheme == "user") {
         add_answer(responses, "401", "`unauthorized`: no bearer token, or one unknown, expired or revoked");
         add_answer(
@@ -283,7 +292,8 @@ impl<T: ToSchema> NameRef for T {
             `Accept: text/event-stream` events whose `id` is the batch's last seq and whose `data` is the \
             same array; heartbeats when idle",
             content((StreamLine = "application/x-ndjson"), (String = "text/event-stream"))),
-        (status = 400, description = "`invalid_since`: beyond the newest event", body = ErrorBody),
+        (status = 400, description = "`invalid_since`: beyond the newest event (a `since` or `snapshot` that \
+            does not parse gets a plain-text 400)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such app", body = ErrorBody),
         (status = 410, description = "`resync_required`: before the retained log; reconnect with ?snapshot=true", body = ErrorBody),
     ))]

@@ -169,6 +169,9 @@ async fn real_answers_of_the_main_paths_match_their_documented_schemas() {
     let me = app.get_as(&kim.token, "/v1/me").await;
     assert_eq!(me.status, 200);
     assert_eq!(conforms(&doc, "/v1/me", "get", &me)["devices"][0]["name"], "phone");
+    let garbled = app.send_as(Method::DELETE, &kim.token, "/v1/devices/%FF", None).await;
+    assert_eq!(garbled.status, 400);
+    assert_eq!(conforms(&doc, "/v1/devices/{device_id}", "delete", &garbled)["code"], "invalid_path");
     let signed_out = app.get_as("pt_not-a-token", "/v1/me").await;
     assert_eq!(signed_out.status, 401);
     assert_eq!(conforms(&doc, "/v1/me", "get", &signed_out)["code"], "unauthorized");
