@@ -89,7 +89,7 @@ status=0
 (cd "$data" && timeout 900 "$venv/bin/schemathesis" --config-file "$config" run "$base/v1/openapi.json" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance \
   --max-examples "${OPENAPI_MAX_EXAMPLES:-25}" --seed "${OPENAPI_SEED:-1}" --workers 1 --no-color --warnings off \
-  --phases examples,coverage,fuzzing \
+  --phases "${OPENAPI_PHASES:-examples,coverage,fuzzing}" \
   --exclude-operation-id stream --exclude-operation-id v1_stream \
   --exclude-operation-id revoke_token --exclude-operation-id delete_account \
   --exclude-operation-id revoke_session --exclude-operation-id rotate_secret \

@@ -257,7 +257,9 @@ async fn current_presence(
     let uids: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(key, _)| key == "uid")
         .flat_map(|(_, value)| {
-            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+            // No uid holds a NUL: such a one is left out like any unknown uid.
+            let uids = value.split(',').map(str::trim).filter(|v| !v.is_empty() && !v.contains('\0'));
+            uids.map(str::to_owned).collect::<Vec<_>>()
         })
         .collect();
     let found = grants::presence_of(&state, &app_id, &uids).await?;

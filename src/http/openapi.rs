@@ -136,7 +136,11 @@ fn add_shared_answers(operation: &mut Value, api_path: bool) {
     let has_json_body = operation["requestBody"]["content"].get("application/json").is_some();
     let Some(responses) = operation["responses"].as_object_mut() else { return };
     if api_path && has_path_parameters {
-        add_answer(responses, "400", "`invalid_path`: a path segment that is not UTF-8 once decoded");
+        add_answer(
+            responses,
+            "400",
+            "`invalid_path`: a path segment that is not UTF-8 once decoded, or holds a NUL",
+        );
     }
     if schemes.iter().any(|scheme| scheme == "user") {
         add_answer(responses, "401", "`unauthorized`: no bearer token, or one unknown, expired or revoked");
@@ -155,7 +159,7 @@ fn add_shared_answers(operation: &mut Value, api_path: bool) {
         );
     }
     if has_json_body {
-        add_answer(responses, "400", "`invalid_body`: not JSON");
+        add_answer(responses, "400", "`invalid_body`: not JSON, or a string holding a NUL character");
         add_answer(responses, "413", "`invalid_body`: over `max_json_body`");
         add_answer(responses, "415", "`invalid_body`: not `application/json`");
         add_answer(responses, "422", "`invalid_body`: JSON without the fields this body needs");

@@ -1,6 +1,8 @@
 //! The OpenAPI document at `/v1/openapi.json`: it is OpenAPI 3.1, it documents every route the
 //! server serves under `/v1` (found in the source, so a new route without documentation fails
-//! here), and real answers of the main paths match the schemas it documents for them.
+//! here), and real answers of the main paths match the schemas it documents for them. Inputs
+//! found while fuzzing the API against it (NUL characters, which PostgreSQL cannot store) answer
+//! their documented 4xx, never a 500.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -192,4 +194,44 @@ async fn real_answers_of_the_main_paths_match_their_documented_schemas() {
     let refused = as_app_at(&base, &chat, Method::POST, &notifications, Some(stranger)).await;
     assert_eq!(refused.status, 404);
     assert_eq!(conforms(&doc, "/v1/apps/{app_id}/notifications", "post", &refused)["code"], "not_found");
+}
+
+#[tokio::test]
+async fn nul_characters_in_bodies_paths_and_credentials_answer_documented_refusals() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let base = app.url("");
+    let developer = app.user("dev@example.com").await;
+    let chat = register_app(&app, &developer, "Chat").await;
+
+    let named = json!({"name": "Chat", "redirect_uris": ["https://chat.example/cb"], "webhook_url": "https://chat.example/\u{0}"});
+    let refused = app.send_as(Method::POST, &developer.token, "/v1/apps", Some(named)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(conforms(&doc, "/v1/apps", "post", &refused)["code"], "invalid_body");
+
+    let notifications = format!("/v1/apps/{}/notifications", chat.app_id);
+    let nul_uid = json!({"uid": "u_\u{0}", "title": "Hi", "ttl": 0});
+    let refused = as_app_at(&base, &chat, Method::POST, &notifications, Some(nul_uid)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(conforms(&doc, "/v1/apps/{app_id}/notifications", "post", &refused)["code"], "invalid_body");
+
+    let revoke = app.send_as(Method::DELETE, &developer.token, "/v1/me/grants/app_%00", None).await;
+    assert_eq!(revoke.status, 400, "{}", revoke.body);
+    assert_eq!(conforms(&doc, "/v1/me/grants/{app_id}", "delete", &revoke)["code"], "invalid_path");
+
+    let presence = format!("/v1/apps/{}/presence?uid=u_%00,u_unknown", chat.app_id);
+    let presence = as_app_at(&base, &chat, Method::GET, &presence, None).await;
+    assert_eq!(presence.status, 200, "{}", presence.body);
+    assert_eq!(conforms(&doc, "/v1/apps/{app_id}/presence", "get", &presence)["presence"], json!([]));
+
+    let deliveries = format!("/v1/apps/{}/deliveries", chat.app_id);
+    let impostor = reqwest::Client::new()
+        .get(format!("{base}{deliveries}"))
+        .basic_auth(format!("{}\u{0}", chat.app_id), Some(&chat.secret))
+        .send()
+        .await
+        .unwrap();
+    let impostor = crate::support::reply(impostor).await;
+    assert_eq!(impostor.status, 401, "{}", impostor.body);
+    assert_eq!(conforms(&doc, "/v1/apps/{app_id}/deliveries", "get", &impostor)["code"], "invalid_client");
 }
