@@ -96,7 +96,52 @@ pub fn document() -> Value {
     // The webhook is a request Presence makes, not a path it serves.
     let webhook = paths.remove(WEBHOOK_STUB).expect("the webhook stub");
     doc["webhooks"] = json!({ "presence": webhook });
+    answers_carry_every_field(&mut doc);
     doc
+}
+
+/// Schemas whose fields an answer may leave out (`skip_serializing_if`).
+const SOMETIMES_ABSENT: &[&str] = &["Readiness"];
+
+/// utoipa lists `Option` fields as optional, as they are in requests; answers carry them all
+/// (`null` when empty). So in every schema no request body uses, every property is required.
+fn answers_carry_every_field(doc: &mut Value) {
+    let mut pending = Vec::new();
+    for item in doc["paths"].as_object().into_iter().flat_map(|paths| paths.values()) {
+        for operation in item.as_object().into_iter().flat_map(|item| item.values()) {
+            schema_refs(&operation["requestBody"], &mut pending);
+        }
+    }
+    let mut in_requests = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if in_requests.insert(name.clone()) {
+            schema_refs(&doc["components"]["schemas"][&name], &mut pending);
+        }
+    }
+    let Some(schemas) = doc["components"]["schemas"].as_object_mut() else { return };
+    for (name, schema) in schemas {
+        if in_requests.contains(name) || SOMETIMES_ABSENT.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            let every: Vec<Value> = properties.keys().cloned().map(Value::String).collect();
+            schema["required"] = Value::Array(every);
+        }
+    }
+}
+
+/// The names of the component schemas `value` refers to.
+fn schema_refs(value: &Value, names: &mut Vec<String>) {
+    match value {
+        Value::Object(fields) => {
+            if let Some(name) = fields.get("$ref").and_then(Value::as_str) {
+                names.extend(name.strip_prefix("#/components/schemas/").map(str::to_owned));
+            }
+            fields.values().for_each(|field| schema_refs(field, names));
+        }
+        Value::Array(items) => items.iter().for_each(|item| schema_refs(item, names)),
+        _ => {}
+    }
 }
 
 fn error(description: &str) -> Value {
@@ -383,5 +428,9 @@ mod tests {
         assert!(create["401"]["description"].as_str().unwrap().contains("unauthorized"));
         assert!(create["422"]["description"].as_str().unwrap().contains("invalid_body"));
         assert!(doc["components"]["securitySchemes"]["app_basic"].is_object());
+        // Answers carry their `null`s; requests may leave optional fields out.
+        let required = |name: &str| doc["components"]["schemas"][name]["required"].clone();
+        assert!(required("Me").as_array().unwrap().contains(&"email".into()));
+        assert!(!required("NewApp").as_array().unwrap().contains(&"webhook_url".into()));
     }
 }
