@@ -1,9 +1,10 @@
 //! The OpenAPI 3.1 document of the HTTP API, served at `GET /v1/openapi.json`. It is assembled
 //! from the handlers' `#[utoipa::path]` annotations and their typed bodies; what every path of a
-//! kind answers alike (authentication, body rejections, internal errors) is added here in one
-//! place, so the statuses stay honest without repeating them on each handler. The stream, the
-//! AppServers' update and the webhook payload have no JSON handler to derive from: they are
-//! described by the stubs below.
+//! kind answers alike (path and body rejections, authentication failures, internal errors) is
+//! added here in one place, so the statuses stay honest without repeating them on each handler.
+//! The stream, the AppServers' update and the webhook payload have no JSON handler to derive
+//! from: they are described by the stubs below. A new route needs its `#[utoipa::path]` and a
+//! place in `paths(…)`: `tests/it/openapi.rs` fails on a `/v1` route the document lacks.
 
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
