@@ -76,7 +76,7 @@ impl fmt::Debug for ChannelId {
 pub struct AccountId(pub i64);
 
 /// A device's public id: `d` and 24 hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceId(String);
 
 impl DeviceId {

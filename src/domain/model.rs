@@ -14,7 +14,7 @@ pub struct PushUpdate {
 }
 
 /// A device as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceInfo {
     pub device_id: DeviceId,
     pub name: String,
@@ -92,7 +92,7 @@ impl EventFormat {
 }
 
 /// A user's grant to an app, as the user sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct GrantInfo {
     pub app_id: String,
     pub app_name: String,
@@ -136,7 +136,7 @@ pub struct Event {
 }
 
 /// A webhook's health, for its developer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WebhookHealth {
     pub failing_since: Option<i64>,
     pub attempts: u32,
@@ -147,7 +147,7 @@ pub struct WebhookHealth {
 }
 
 /// One webhook attempt.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub at: i64,
     pub message_id: String,
@@ -165,7 +165,7 @@ impl DeliveryRecord {
 }
 
 /// A recorded webhook attempt, by its stable id.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub id: u64,
     #[serde(flatten)]
@@ -174,7 +174,7 @@ pub struct DeliveryAttempt {
 }
 
 /// Whether an attempt delivered its events (a 2xx) or not (any other answer, or none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Delivered,
@@ -205,10 +205,11 @@ pub struct LiveNotification {
 }
 
 /// Where a notification stands, for its app.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct NotificationState {
     pub id: String,
     /// `queued`, `delivered`, `expired` or `cancelled`.
+    #[schema(value_type = String, pattern = "^(queued|delivered|expired|cancelled)$")]
     pub status: &'static str,
     pub sent_at: i64,
     pub expires_at: i64,

@@ -62,8 +62,19 @@ impl serde::Serialize for Status {
     }
 }
 
+impl utoipa::PartialSchema for Status {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some([Status::Online, Status::Away, Status::Offline].map(Status::name)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Status {}
+
 /// A user's presence policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Idle minutes before a device reports away.

@@ -2,18 +2,18 @@
 //! uids and read their users' presence and webhook deliveries, users list, pause and revoke
 //! their grants.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::auth::{AuthedAccount, AuthedApp};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::HttpState;
-use crate::domain::{App, DeliveryAttempt, DeliveryRecord, WebhookHealth};
+use crate::domain::{App, DeliveryAttempt, DeliveryRecord, GrantInfo, WebhookHealth};
 use crate::ops::{apps, deliveries, grants};
 
 pub fn routes() -> Router<HttpState> {
@@ -30,15 +30,17 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/me/grants/{app_id}", patch(change_grant).delete(revoke_grant))
 }
 
-#[derive(Deserialize)]
-struct NewApp {
-    name: String,
-    redirect_uris: Vec<String>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NewApp {
+    /// 1 to 80 characters, no control characters.
+    pub name: String,
+    /// Exact redirect URIs: https, or http to loopback only.
+    pub redirect_uris: Vec<String>,
     #[serde(default)]
-    webhook_url: Option<String>,
+    pub webhook_url: Option<String>,
     /// `pairs` (the default) or `v1`.
     #[serde(default)]
-    webhook_format: Option<String>,
+    pub webhook_format: Option<String>,
 }
 
 /// `pairs` unless the request names a format.
@@ -46,6 +48,94 @@ fn webhook_format(named: Option<&str>) -> Result<crate::domain::EventFormat, Api
     Ok(named.map(apps::parse_webhook_format).transpose()?.unwrap_or_default())
 }
 
+/// A new app's id and secrets, shown once.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CreatedApp {
+    pub app_id: String,
+    /// `ps_…`: HTTP Basic `app_id:secret`, or `Authorization: Bearer <secret>`.
+    pub secret: String,
+    /// `whsec_…`: the key webhooks are signed with.
+    pub webhook_secret: String,
+}
+
+/// An app as its owner sees it (no secrets).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    pub app_id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub webhook_url: Option<String>,
+    /// The webhook body: `pairs` or `v1`.
+    #[schema(value_type = String)]
+    pub webhook_format: crate::domain::EventFormat,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<&App> for AppView {
+    fn from(app: &App) -> AppView {
+        AppView {
+            app_id: app.app_id.clone(),
+            name: app.name.clone(),
+            redirect_uris: app.redirect_uris.clone(),
+            webhook_url: app.webhook_url.clone(),
+            webhook_format: app.webhook_format,
+            created_at: app.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AppList {
+    pub apps: Vec<AppView>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RotatedSecret {
+    pub app_id: String,
+    /// The new `ps_…`, shown once.
+    pub secret: String,
+    /// Unix seconds until which the old secret still works; `null` when it stopped at once.
+    pub previous_valid_until: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ExchangedCode {
+    /// The user's id at this app (`u_…`).
+    pub uid: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PresenceList {
+    /// `[uid, status]` for each asked uid with an enabled grant.
+    #[schema(schema_with = super::openapi::uid_status_pairs)]
+    pub presence: Vec<(String, String)>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deliveries {
+    pub webhook_url: Option<String>,
+    /// `null` before the first attempt.
+    pub webhook: Option<WebhookHealth>,
+    /// The page's attempts as before attempts had ids (kept for existing clients).
+    pub deliveries: Vec<DeliveryRecord>,
+    /// The page's attempts, newest first, each with its id (for a resend).
+    pub attempts: Vec<DeliveryAttempt>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantInfo>,
+}
+
+/// Registers an app for the signed-in user.
+#[utoipa::path(post, path = "/v1/apps", tag = "apps", security(("user" = [])), request_body = NewApp,
+    responses(
+        (status = 201, description = "registered", body = CreatedApp),
+        (status = 400, description = "`invalid_name`, `invalid_redirect_uri` or `invalid_webhook_url`", body = ErrorBody),
+    ))]
 async fn create_app(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
@@ -56,38 +146,31 @@ async fn create_app(
     let created =
         apps::register_app(&state, account, &body.name, &body.redirect_uris, webhook_url, format).await?;
     let body =
-        json!({"app_id": created.app_id, "secret": created.secret, "webhook_secret": created.webhook_secret});
+        CreatedApp { app_id: created.app_id, secret: created.secret, webhook_secret: created.webhook_secret };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-fn app_json(app: &App) -> serde_json::Value {
-    json!({
-        "app_id": app.app_id,
-        "name": app.name,
-        "redirect_uris": app.redirect_uris,
-        "webhook_url": app.webhook_url,
-        "webhook_format": app.webhook_format,
-        "created_at": app.created_at,
-    })
-}
-
+/// The signed-in user's apps.
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", security(("user" = [])),
+    responses((status = 200, description = "the apps", body = AppList)))]
 async fn list_apps(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
 ) -> Result<Response, ApiError> {
-    let apps: Vec<_> = state.store.apps_of(account).await?.iter().map(app_json).collect();
-    Ok(Json(json!({"apps": apps})).into_response())
+    let apps = state.store.apps_of(account).await?.iter().map(AppView::from).collect();
+    Ok(Json(AppList { apps }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AppPatch {
+pub struct AppPatch {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     redirect_uris: Option<Vec<String>>,
     /// `""` or `null` removes the webhook.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     webhook_url: Option<Option<String>>,
     #[serde(default)]
     webhook_format: Option<String>,
@@ -98,10 +181,18 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<O
     Ok(Some(Option::deserialize(deserializer)?))
 }
 
+/// Changes an app's name, redirect URIs or webhook URL (absent fields stay).
+#[utoipa::path(patch, path = "/v1/apps/{app_id}", tag = "apps", security(("user" = [])), request_body = AppPatch,
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 200, description = "the app now", body = AppView),
+        (status = 400, description = "`invalid_name`, `invalid_redirect_uri` or `invalid_webhook_url`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn update_app(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     ApiJson(patch): ApiJson<AppPatch>,
 ) -> Result<Response, ApiError> {
     let webhook_url = patch.webhook_url.as_ref().map(Option::as_deref);
@@ -116,39 +207,36 @@ async fn update_app(
         format,
     )
     .await?;
-    Ok(Json(app_json(&app)).into_response())
+    Ok(Json(AppView::from(&app)).into_response())
 }
 
 /// The optional body of `POST /v1/apps/{app_id}/secret`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SecretRotation {
-    /// How long the old secret keeps working (0: it stops at once).
+pub struct SecretRotation {
+    /// How long the old secret keeps working, in seconds (0, the default: it stops at once; at
+    /// most 604800).
     #[serde(default)]
-    overlap_seconds: u64,
+    pub overlap_seconds: u64,
 }
 
-#[derive(Serialize)]
-struct RotatedSecret {
-    app_id: String,
-    secret: String,
-    /// Unix seconds; `null` when the old secret stopped at once.
-    previous_valid_until: Option<i64>,
-}
-
+/// Gives the app a new secret; the old one stops working at once, or after the overlap.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/secret", tag = "apps", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    request_body(content = Option<SecretRotation>, description = "optional"),
+    responses(
+        (status = 200, description = "the new secret, shown once", body = RotatedSecret),
+        (status = 400, description = "`invalid_overlap` or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn rotate_secret(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     // The body is optional: none (or `{}`) rotates as before, the old secret stopping at once.
-    let rotation: SecretRotation = if body.iter().all(u8::is_ascii_whitespace) {
-        SecretRotation::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", error.to_string()))?
-    };
+    let rotation: SecretRotation = optional_json(&body)?;
     let overlap = std::time::Duration::from_secs(rotation.overlap_seconds);
     let rotated = apps::rotate_app_secret(&state, account, &app_id, overlap).await?;
     Ok(Json(RotatedSecret {
@@ -158,27 +246,37 @@ async fn rotate_secret(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WebhookSecretRotation {
-    /// How long the replaced secret keeps signing too; 24 hours when absent.
+pub struct WebhookSecretRotation {
+    /// How long the replaced secret keeps signing too, in seconds; 86400 when absent, at most
+    /// 604800, 0 ends it at once.
     #[serde(default)]
-    overlap_seconds: Option<u64>,
+    pub overlap_seconds: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct RotatedWebhookSecret {
-    webhook_secret: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RotatedWebhookSecret {
+    /// The new `whsec_…`, shown once.
+    pub webhook_secret: String,
     /// RFC 3339 UTC: until when deliveries also carry the old secret's signature.
-    previous_valid_until: String,
+    pub previous_valid_until: String,
 }
 
 /// `POST /v1/apps/{app_id}/webhook/secret`: a new webhook signing secret, shown once; the old
 /// one signs alongside it for the overlap.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/webhook/secret", tag = "apps", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    request_body(content = Option<WebhookSecretRotation>, description = "optional"),
+    responses(
+        (status = 200, description = "the new webhook secret, shown once", body = RotatedWebhookSecret),
+        (status = 400, description = "`invalid_overlap` or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn rotate_webhook_secret(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<RotatedWebhookSecret>, ApiError> {
     let body: WebhookSecretRotation = optional_json(&body)?;
@@ -199,16 +297,25 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", error.to_string()))
 }
 
-#[derive(Deserialize)]
-struct CodeExchange {
-    code: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CodeExchange {
+    /// `pc_…`, from the consent redirect.
+    pub code: String,
+    /// Required: the one the consent was asked with.
     #[serde(default)]
-    redirect_uri: Option<String>,
+    pub redirect_uri: Option<String>,
+    /// The PKCE verifier, when the consent was asked with a `code_challenge`.
     #[serde(default)]
-    code_verifier: Option<String>,
+    pub code_verifier: Option<String>,
 }
 
 /// `POST /v1/grants/token`: the app trades the code from the consent redirect for the user's uid.
+#[utoipa::path(post, path = "/v1/grants/token", tag = "grants", security(("app_basic" = []), ("app_bearer" = [])),
+    request_body = CodeExchange,
+    responses(
+        (status = 200, description = "the user's uid at this app", body = ExchangedCode),
+        (status = 400, description = "`invalid_grant`, or `invalid_request` without `redirect_uri`", body = ErrorBody),
+    ))]
 async fn exchange_code(
     State(state): State<HttpState>,
     AuthedApp(app): AuthedApp,
@@ -222,14 +329,23 @@ async fn exchange_code(
         body.code_verifier.as_deref(),
     )
     .await?;
-    Ok(Json(json!({"uid": uid})).into_response())
+    Ok(Json(ExchangedCode { uid }).into_response())
 }
 
 /// `GET /v1/apps/{app_id}/presence?uid=…&uid=…` (or `uid=a,b`): the current status of granted
 /// users; uids without an enabled grant are left out.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/presence", tag = "apps", security(("app_basic" = []), ("app_bearer" = [])),
+    params(
+        ("app_id" = String, Path),
+        ("uid" = Vec<String>, Query, description = "1 to 100 uids, repeated or comma-separated", explode = true),
+    ),
+    responses(
+        (status = 200, description = "the statuses", body = PresenceList),
+        (status = 400, description = "`invalid_uid`: no uid or more than 100", body = ErrorBody),
+    ))]
 async fn current_presence(
     State(state): State<HttpState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     authed: AuthedApp,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
@@ -237,33 +353,34 @@ async fn current_presence(
     let uids: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(key, _)| key == "uid")
         .flat_map(|(_, value)| {
-            value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+            // No uid holds a NUL: such a one is left out like any unknown uid.
+            let uids = value.split(',').map(str::trim).filter(|v| !v.is_empty() && !v.contains('\0'));
+            uids.map(str::to_owned).collect::<Vec<_>>()
         })
         .collect();
     let found = grants::presence_of(&state, &app_id, &uids).await?;
     let found: Vec<(String, String)> = found.into_iter().map(|entry| (entry.uid, entry.status)).collect();
-    Ok(Json(json!({"presence": found})).into_response())
-}
-
-#[derive(Serialize)]
-struct DeliveriesPage {
-    webhook_url: Option<String>,
-    webhook: Option<WebhookHealth>,
-    /// The page's attempts as before attempts had ids (kept for existing clients).
-    deliveries: Vec<DeliveryRecord>,
-    attempts: Vec<DeliveryAttempt>,
-    /// Pass as `cursor` for the next (older) page; `null` on the last page.
-    next_cursor: Option<String>,
+    Ok(Json(PresenceList { presence: found }).into_response())
 }
 
 /// `GET /v1/apps/{app_id}/deliveries?limit=N&cursor=C`: the webhook's health and its attempts,
 /// newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/deliveries", tag = "apps", security(("app_basic" = []), ("app_bearer" = [])),
+    params(
+        ("app_id" = String, Path),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 100"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "the webhook's health and a page of attempts", body = Deliveries),
+        (status = 400, description = "`invalid_cursor` or `invalid_limit`", body = ErrorBody),
+    ))]
 async fn list_deliveries(
     State(state): State<HttpState>,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     authed: AuthedApp,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Result<Json<DeliveriesPage>, ApiError> {
+) -> Result<Json<Deliveries>, ApiError> {
     let app = authed.require(&app_id)?;
     let query: Vec<(String, String)> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
@@ -271,7 +388,7 @@ async fn list_deliveries(
     let limit = deliveries::parse_limit(param("limit"))?;
     let page = deliveries::page(&state, &app_id, limit, param("cursor")).await?;
     let health = state.store.webhook_health(&app_id).await?;
-    Ok(Json(DeliveriesPage {
+    Ok(Json(Deliveries {
         webhook_url: app.webhook_url.clone(),
         webhook: health,
         deliveries: page.attempts.iter().map(|attempt| attempt.record.clone()).collect(),
@@ -280,36 +397,55 @@ async fn list_deliveries(
     }))
 }
 
+/// Re-enables a disabled webhook.
+#[utoipa::path(post, path = "/v1/apps/{app_id}/webhook/enable", tag = "apps", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 204, description = "enabled"),
+        (status = 404, description = "`not_found`: no such app of yours", body = ErrorBody),
+    ))]
 async fn enable_webhook(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     apps::reenable_webhook(&state, account, &app_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The apps the signed-in user granted.
+#[utoipa::path(get, path = "/v1/me/grants", tag = "grants", security(("user" = [])),
+    responses((status = 200, description = "the grants", body = GrantList)))]
 async fn list_grants(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
 ) -> Result<Response, ApiError> {
     let grants = grants::list(&state, account).await?;
-    Ok(Json(json!({"grants": grants})).into_response())
+    Ok(Json(GrantList { grants }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantPatch {
+pub struct GrantPatch {
+    /// `false` pauses, `true` resumes.
     #[serde(default)]
-    enabled: Option<bool>,
+    pub enabled: Option<bool>,
+    /// Away is shown to the app as online.
     #[serde(default)]
-    coarse: Option<bool>,
+    pub coarse: Option<bool>,
 }
 
+/// Pauses or resumes a grant, or sets its coarse mode.
+#[utoipa::path(patch, path = "/v1/me/grants/{app_id}", tag = "grants", security(("user" = [])), request_body = GrantPatch,
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 200, description = "the grant now", body = GrantInfo),
+        (status = 404, description = "`not_found`: no grant for that app", body = ErrorBody),
+    ))]
 async fn change_grant(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
     ApiJson(patch): ApiJson<GrantPatch>,
 ) -> Result<Response, ApiError> {
     grants::set(&state, account, &app_id, patch.enabled, patch.coarse).await?;
@@ -317,10 +453,17 @@ async fn change_grant(
     Ok(Json(grant).into_response())
 }
 
+/// Revokes a grant: the app is told `revoked` once, then nothing.
+#[utoipa::path(delete, path = "/v1/me/grants/{app_id}", tag = "grants", security(("user" = [])),
+    params(("app_id" = String, Path)),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 404, description = "`not_found`: no grant for that app", body = ErrorBody),
+    ))]
 async fn revoke_grant(
     State(state): State<HttpState>,
     AuthedAccount(account): AuthedAccount,
-    Path(app_id): Path<String>,
+    ApiPath(app_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     grants::revoke(&state, account, &app_id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -108,6 +108,9 @@ where
             let decoded = STANDARD.decode(credentials.trim()).map_err(|_| invalid_client())?;
             let decoded = String::from_utf8(decoded).map_err(|_| invalid_client())?;
             let (app_id, secret) = decoded.split_once(':').ok_or_else(invalid_client)?;
+            if app_id.contains('\0') {
+                return Err(invalid_client());
+            }
             crate::ops::apps::authenticate(state, app_id, secret).await?
         } else if scheme.eq_ignore_ascii_case("bearer") {
             crate::ops::apps::authenticate_secret(state, credentials.trim()).await?

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -16,10 +16,15 @@ pub struct ApiError {
     pub retry_after: Option<std::time::Duration>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    detail: &'a str,
+/// Every error's body: a stable snake_case `code` and a human `detail`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// Stable, snake_case: what programs match on.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub code: String,
+    /// A sentence for people.
+    pub detail: String,
 }
 
 impl ApiError {
@@ -65,7 +70,7 @@ impl From<crate::ops::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body { code: self.code, detail: &self.detail });
+        let body = Json(ErrorBody { code: self.code.to_owned(), detail: self.detail });
         let mut response = (self.status, body).into_response();
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -80,7 +85,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body whose rejections are `ApiError`s (`invalid_body`), like every other error.
+/// A JSON body whose rejections are `ApiError`s (`invalid_body`), like every other error. A
+/// string holding a NUL character is refused too: no id, name or URL has one, and PostgreSQL
+/// cannot store one.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
@@ -91,9 +98,53 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_body", rejection.body_text())),
+        let invalid = |status, detail| ApiError::new(status, "invalid_body", detail);
+        let value = match Json::<serde_json::Value>::from_request(request, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => return Err(invalid(rejection.status(), rejection.body_text())),
+        };
+        if holds_nul(&value) {
+            return Err(invalid(StatusCode::BAD_REQUEST, "a JSON string holds a NUL character".to_owned()));
+        }
+        serde_json::from_value(value).map(ApiJson).map_err(|error| {
+            let detail = format!("Failed to deserialize the JSON body into the target type: {error}");
+            invalid(StatusCode::UNPROCESSABLE_ENTITY, detail)
+        })
+    }
+}
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// Path parameters whose rejections (a segment that is not UTF-8) are `ApiError`s
+/// (`invalid_path`), like every other error; so is a NUL character (`%00`), which no id holds.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.path().contains("%00") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the path holds a NUL character",
+            ));
+        }
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_path", rejection.body_text())),
         }
     }
 }

@@ -7,8 +7,44 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::HttpState;
+
+/// `ok` or `unavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Unavailable,
+}
+
+impl Health {
+    fn of(up: bool) -> Health {
+        if up {
+            Health::Ok
+        } else {
+            Health::Unavailable
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Liveness {
+    pub status: Health,
+}
+
+/// Readiness: the store, and on a node of a cluster the bus and the node's id.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub status: Health,
+    pub store: Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<Health>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
 
 /// The health endpoints, and `/metrics` unless an admin listener serves it.
 pub fn routes(with_metrics: bool) -> Router<HttpState> {
@@ -27,28 +63,41 @@ pub fn admin(state: HttpState) -> Router {
 
 /// 200 while the process answers at all: restart it when this fails, not when the store is
 /// down (that is `/healthz`, readiness).
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "the process serves", body = Liveness)))]
 async fn livez() -> Response {
-    Json(serde_json::json!({"status": "ok"})).into_response()
+    Json(Liveness { status: Health::Ok }).into_response()
 }
 
 /// 503 when the store does not answer. A bus that is down is reported but not fatal: the node
 /// still serves, delivering through the store.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "the store does not answer", body = Readiness),
+    ))]
 async fn healthz(State(state): State<HttpState>) -> Response {
-    let mut body = match state.store.check().await {
-        Ok(()) => serde_json::json!({"status": "ok", "store": "ok"}),
+    let store = match state.store.check().await {
+        Ok(()) => Health::Ok,
         Err(error) => {
             tracing::warn!(error = %crate::error::chain(&error), "health check: store unavailable");
-            serde_json::json!({"status": "unavailable", "store": "unavailable"})
+            Health::Unavailable
         }
     };
-    if state.is_clustered() {
-        body["bus"] = (if state.bus.is_connected() { "ok" } else { "unavailable" }).into();
-        body["node"] = state.node.as_ref().into();
-    }
-    let status = if body["store"] == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let clustered = state.is_clustered();
+    let body = Readiness {
+        status: store,
+        store,
+        bus: clustered.then(|| Health::of(state.bus.is_connected())),
+        node: clustered.then(|| state.node.to_string()),
+    };
+    let status = if store == Health::Ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
+/// Prometheus text; on the admin listener instead when `admin_listen` is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<HttpState>) -> Response {
     let bus = state.is_clustered().then(|| state.bus.is_connected());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(bus)).into_response()

@@ -13,6 +13,7 @@ pub mod health;
 pub mod me;
 pub mod notifications;
 pub mod oidc;
+pub mod openapi;
 pub mod web;
 
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub fn routes(state: HttpState) -> Router {
                 .merge(notifications::routes())
                 .layer(json_limit),
         )
+        .merge(openapi::routes())
         .merge(web::routes())
         .merge(health::routes(state.config.admin_addr().is_none()))
         .with_state(state)

@@ -187,7 +187,7 @@ pub async fn set_policy(core: &Core, account: AccountId, policy: &Policy) -> Res
 /// A signed-in session or token as its owner sees it: an id to revoke it by (derived from the
 /// stored digest, so neither the token nor its digest is shown), and whether it is the one
 /// asking.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub kind: TokenKind,

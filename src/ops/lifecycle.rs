@@ -14,7 +14,7 @@ use crate::store::{AccountRecord, AppRecord, NotificationRecord};
 
 /// Everything Presence holds about a user, secrets left out (no password hash, no PrIDs, no
 /// tokens: sessions appear by their ids).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Export {
     pub account: ExportedAccount,
     pub devices: Vec<DeviceInfo>,
@@ -24,7 +24,7 @@ pub struct Export {
     pub sessions: Vec<Session>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportedAccount {
     pub email: Option<String>,
     pub issuer: Option<String>,
@@ -36,7 +36,7 @@ pub struct ExportedAccount {
 }
 
 /// A grant with the uid the app knows the user by (the user's own data).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportedGrant {
     pub uid: String,
     #[serde(flatten)]
@@ -44,7 +44,7 @@ pub struct ExportedGrant {
 }
 
 /// An app the user registered as a developer (its secrets are not exported).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportedApp {
     pub app_id: String,
     pub name: String,

@@ -210,7 +210,7 @@ impl PresenceBatch {
 }
 
 /// Whether a bearer token is a browser's session (the cookie) or a token from `POST /v1/tokens`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenKind {
     Browser,
@@ -277,7 +277,7 @@ pub struct DisabledAccount {
 }
 
 /// A notification sent to a user, as their data export shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NotificationRecord {
     pub id: String,
     pub app_id: String,

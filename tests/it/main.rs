@@ -19,6 +19,7 @@ mod gateway;
 mod lifecycle;
 mod malformed;
 mod notifications;
+mod openapi;
 mod operations;
 mod operators;
 mod pages;
