@@ -386,8 +386,11 @@ async fn list_deliveries(
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
     let limit = deliveries::parse_limit(param("limit"))?;
-    let page = deliveries::page(&state, &app_id, limit, param("cursor")).await?;
+    // Health first: an attempt and the health it changes commit together, so every attempt
+    // behind the health read here is on the page read after it (the other order could show a
+    // webhook disabled by an attempt the page does not hold yet).
     let health = state.store.webhook_health(&app_id).await?;
+    let page = deliveries::page(&state, &app_id, limit, param("cursor")).await?;
     Ok(Json(Deliveries {
         webhook_url: app.webhook_url.clone(),
         webhook: health,
