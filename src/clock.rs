@@ -7,9 +7,15 @@ pub fn unix_now() -> i64 {
 
 /// Unix seconds as an RFC 3339 UTC time, `2026-12-04T03:52:10Z`.
 pub fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let (year, month, day) = civil_date(unix);
+    let secs = unix.rem_euclid(86_400);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// The UTC calendar date `(year, month 1–12, day 1–31)` of Unix seconds.
+pub fn civil_date(unix: i64) -> (i64, i64, i64) {
     // Days to a civil date (the proleptic Gregorian calendar), counting in 400-year eras.
-    let z = days + 719_468;
+    let z = unix.div_euclid(86_400) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -17,8 +23,7 @@ pub fn rfc3339(unix: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
