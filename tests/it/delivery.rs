@@ -8,8 +8,9 @@ use serde_json::json;
 
 use crate::support::apps::{chat_app_by_cli, deliveries_at, kim_grants_chat_and_adds_a_phone, Kim};
 use crate::support::{
-    builder, cli, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder, Canary, DataDir,
-    Device, DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, StubResolver, TestApp, User,
+    builder, cli, delivering, grant, register_app_with_webhook, spawn_process, Answer, Browser, Builder,
+    Canary, DataDir, Device, DeviceClient, Hit, Receiver, RegisteredApp, Status, StreamClient, StubResolver,
+    TestApp, User,
 };
 
 /// A server, an app with a webhook, a user who granted it, and that user's device.
@@ -22,14 +23,6 @@ struct World {
     device: Device,
     uid: String,
     browser: Browser,
-}
-
-fn delivering() -> Builder {
-    builder()
-        .set("webhook_allow", "127.0.0.0/8")
-        .set("webhook_batch_interval", "1s")
-        .set("presence_grace", "0s")
-        .set("status_min_interval", "0s")
 }
 
 async fn world(builder: Builder) -> World {

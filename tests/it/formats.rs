@@ -10,17 +10,9 @@ use serde_json::{json, Value};
 use crate::support::apps::{chat_app_by_cli_in_format, kim_grants_chat_and_adds_a_phone, Kim};
 use crate::support::service::rfc3339;
 use crate::support::{
-    builder, grant, now, spawn_process, Browser, Builder, DataDir, Device, DeviceClient, Hit, Receiver,
+    delivering, grant, now, spawn_process, Browser, DataDir, Device, DeviceClient, Hit, Receiver,
     RegisteredApp, StreamClient, TestApp, User, REDIRECT,
 };
-
-fn delivering() -> Builder {
-    builder()
-        .set("webhook_allow", "127.0.0.0/8")
-        .set("webhook_batch_interval", "1s")
-        .set("presence_grace", "0s")
-        .set("status_min_interval", "0s")
-}
 
 /// A server, an app with a webhook in `format` (none: the default), a user who granted it and
 /// her phone.

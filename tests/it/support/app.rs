@@ -93,6 +93,15 @@ pub fn builder() -> Builder {
     Builder::default()
 }
 
+/// A node that delivers at once: webhooks to loopback every second, no grace, no coalescing.
+pub fn delivering() -> Builder {
+    builder()
+        .set("webhook_allow", "127.0.0.0/8")
+        .set("webhook_batch_interval", "1s")
+        .set("presence_grace", "0s")
+        .set("status_min_interval", "0s")
+}
+
 pub async fn spawn_app() -> TestApp {
     builder().spawn().await
 }

@@ -17,7 +17,7 @@ pub mod receiver;
 pub mod service;
 pub mod stream;
 
-pub use app::{builder, spawn_app, Builder, TestApp};
+pub use app::{builder, delivering, spawn_app, Builder, TestApp};
 pub use apps::{
     consent, exchange, grant, register_app, register_app_with_webhook, urlencode, RegisteredApp, REDIRECT,
 };
