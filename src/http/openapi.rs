@@ -337,6 +337,8 @@ impl<T: ToSchema> NameRef for T {
         ("app_id" = String, Path),
         ("since" = Option<u64>, Query, description = "resume right after this seq (or `Last-Event-ID`)"),
         ("snapshot" = Option<bool>, Query, description = "start with every granted user's current status"),
+        ("format" = Option<String>, Query, description = "`pairs` (the default: `[uid, status, seq]` entries) or \
+            `v1` (`{uid, status, seq, time}` objects); anything else `400 invalid_format`"),
     ),
     responses(
         (status = 200, description = "held open: `application/x-ndjson` lines (the default), or with \
@@ -358,6 +360,8 @@ fn stream() {}
         ("app_id" = String, Path),
         ("since" = Option<u64>, Query, description = "resume right after this seq (or `Last-Event-ID`)"),
         ("snapshot" = Option<bool>, Query, description = "start with every granted user's current status"),
+        ("format" = Option<String>, Query, description = "`pairs` (the default: `[uid, status, seq]` entries) or \
+            `v1` (`{uid, status, seq, time}` objects); anything else `400 invalid_format`"),
     ),
     responses(
         (status = 200, description = "as `GET /{app_id}/presence.json`",
