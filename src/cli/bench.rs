@@ -198,6 +198,8 @@ async fn start_server(seed: &Seed, webhook: &str, bus: Option<&str>) -> Result<S
         .args(seed.database_url.iter().flat_map(|url| ["--database-url", url.as_str()]))
         .args(bus.iter().flat_map(|url| ["--bus-url", *url, "--bus-subject", "presence.bench"]))
         .args(["--presence-grace", "0s", "--status-min-interval", "0s", "--hello-timeout", "60s"])
+        // Every device, the stream consumer and the bench's own requests fit under the cap.
+        .args(["--max-connections", &(seed.prids.len() + 1000).to_string()])
         .args(["--webhook-allow", "127.0.0.0/8", "--webhook-batch-interval", "1s", "--stream-buffer", "4096"])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())

@@ -365,6 +365,9 @@ impl Pump {
             let page = match self.state.presence.recent_events(&self.app_id, self.cursor, PAGE as usize) {
                 Some(page) => page,
                 None => {
+                    // The store follows the journal a little behind: let it catch up first, or
+                    // this read could end short of events whose wake has already come.
+                    self.state.presence.settle().await;
                     let read = self.state.store.events_after(&self.app_id, self.cursor, PAGE);
                     match self.state.metrics.timings.time("events_after", read).await {
                         Ok(page) => page,

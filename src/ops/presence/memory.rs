@@ -53,7 +53,7 @@ pub(super) struct Memory {
 }
 
 /// Events remembered per app (the newest; older ones are read from the store).
-const RECENT_PER_APP: usize = 4096;
+const RECENT_PER_APP: usize = 16_384;
 
 /// The recent part of every app's log: the journal adds what it committed, writes outside the
 /// status path clear it (they may change what apps may see of events already held).
