@@ -131,6 +131,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
             grace: config.presence_grace,
             stale_after: config.stale_after,
             commit_window: config.presence_commit_window,
+            store_interval: config.presence_store_interval,
         },
         config.bus_url.is_empty(),
         config.data_dir.join("journal"),

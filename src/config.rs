@@ -139,6 +139,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub presence_commit_window: Duration,
     #[serde(with = "humantime_serde")]
+    pub presence_store_interval: Duration,
+    #[serde(with = "humantime_serde")]
     pub grant_code_ttl: Duration,
     pub login_attempts_per_minute: u32,
     pub login_attempts_per_minute_per_address: u32,

@@ -3,7 +3,7 @@
 //! writer, which appends each batch to the journal file with one write (`journal`) and only
 //! then announces the events: an app never sees an event that is not durable. The store
 //! catches up in the background (`apply`): many batches per transaction, at most
-//! `APPLY_EVERY` behind, and at once for a write that needs it current (`flush`). Seqs are
+//! `presence_store_interval` behind, and at once for a write that needs it current (`flush`). Seqs are
 //! taken in memory, in the order reports are applied, and written in that order; a seq is
 //! never handed out twice.
 
@@ -41,9 +41,6 @@ enum Applying {
     Batch(PresenceBatch, journal::Segment),
     Barrier(oneshot::Sender<()>, bool),
 }
-
-/// How far the store may lag the journal.
-const APPLY_EVERY: Duration = Duration::from_millis(100);
 
 pub(super) struct Memory {
     pub roster: Arc<Mutex<Roster>>,
@@ -88,11 +85,20 @@ impl RecentLogs {
 }
 
 impl Memory {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, window: Duration, metrics: Arc<Metrics>) -> Memory {
+    /// `window`: the least time between journal writes; `interval`: how far the store may lag
+    /// the journal.
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        window: Duration,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Memory {
         let roster = Arc::new(Mutex::new(Roster::default()));
         let (journal, queue) = mpsc::channel(16 * MAX_BATCH);
         let recent = Arc::new(RecentLogs::default());
-        tokio::spawn(write_journal(store, bus, queue, roster.clone(), recent.clone(), window, metrics));
+        let timing = (window, interval);
+        tokio::spawn(write_journal(store, bus, queue, roster.clone(), recent.clone(), timing, metrics));
         Memory { roster, journal, recent }
     }
 
@@ -151,7 +157,7 @@ async fn write_journal(
     mut queue: mpsc::Receiver<Entry>,
     roster: Arc<Mutex<Roster>>,
     recent: Arc<RecentLogs>,
-    window: Duration,
+    (window, interval): (Duration, Duration),
     metrics: Arc<Metrics>,
 ) {
     let mut file: Option<(journal::Journal, mpsc::UnboundedSender<Applying>)> = None;
@@ -192,7 +198,7 @@ async fn write_journal(
                 Entry::Open(journal) => {
                     let (to_store, applying) = mpsc::unbounded_channel();
                     let dir = journal.dir().to_owned();
-                    tokio::spawn(apply(store.clone(), applying, dir, metrics.clone()));
+                    tokio::spawn(apply(store.clone(), applying, dir, interval, metrics.clone()));
                     file = Some((journal, to_store));
                 }
             }
@@ -284,13 +290,14 @@ async fn write_journal(
     }
 }
 
-/// The store catching up with the journal: gathers batches for up to `APPLY_EVERY` (less when a
+/// The store catching up with the journal: gathers batches for up to `interval` (less when a
 /// barrier waits), records them in one transaction, then removes the journal segments that
 /// are wholly recorded. A failed transaction is tried again with what came meanwhile.
 async fn apply(
     store: Arc<dyn Store>,
     mut queue: mpsc::UnboundedReceiver<Applying>,
     dir: std::path::PathBuf,
+    interval: Duration,
     metrics: Arc<Metrics>,
 ) {
     let mut pending = PresenceBatch::default();
@@ -306,7 +313,7 @@ async fn apply(
                 None => break,
             }
         } else {
-            match tokio::time::timeout(APPLY_EVERY, queue.recv()).await {
+            match tokio::time::timeout(interval, queue.recv()).await {
                 Ok(Some(item)) => Some(item),
                 Ok(None) => {
                     open = false;
@@ -315,7 +322,7 @@ async fn apply(
                 Err(_) => None,
             }
         };
-        let deadline = tokio::time::Instant::now() + APPLY_EVERY;
+        let deadline = tokio::time::Instant::now() + interval;
         loop {
             match next.take() {
                 Some(Applying::Batch(batch, from)) => {

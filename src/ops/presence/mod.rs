@@ -74,6 +74,8 @@ pub struct Timing {
     pub grace: Duration,
     pub stale_after: Duration,
     pub commit_window: Duration,
+    /// How far a lone node's store may lag its journal (`presence_store_interval`).
+    pub store_interval: Duration,
 }
 
 /// Journal lines recorded per transaction when a start catches up with what a crash left.
@@ -113,9 +115,15 @@ impl Engine {
         journal_dir: std::path::PathBuf,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Engine {
-        let Timing { grace, stale_after, commit_window } = timing;
+        let Timing { grace, stale_after, commit_window, store_interval } = timing;
         let truth = if alone {
-            Truth::Memory(memory::Memory::new(store.clone(), bus.clone(), commit_window, metrics))
+            Truth::Memory(memory::Memory::new(
+                store.clone(),
+                bus.clone(),
+                commit_window,
+                store_interval,
+                metrics,
+            ))
         } else {
             let (reports, queue) = mpsc::channel(16 * MAX_BATCH);
             tokio::spawn(shared::write_reports(store.clone(), bus.clone(), queue));
