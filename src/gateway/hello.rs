@@ -54,7 +54,10 @@ pub async fn upgrade(
 async fn serve(state: Gateway, mut socket: WebSocket) {
     state.metrics.connections.fetch_add(1, Relaxed);
     state.metrics.connections_total.fetch_add(1, Relaxed);
-    let reason = match handshake(&state, &mut socket).await {
+    // The handshake and the closing work are boxed, and so is each round of actions in the
+    // loop: a task's future takes the size of its largest state for as long as it lives, and
+    // an idle connection only ever waits in the loop's select.
+    let reason = match Box::pin(handshake(&state, &mut socket)).await {
         Ok(mut connection) => {
             let reason = connection.run(&mut socket).await;
             // Unless a newer connection has it, the UAID is connected nowhere from now: the
@@ -62,7 +65,7 @@ async fn serve(state: Gateway, mut socket: WebSocket) {
             state.registry.detach(&connection.uaid, connection.attachment.id);
             let closing = connection.session.step(Input::Closed(reason), Instant::now());
             // Nothing is sent any more; only the store and the presence engine hear of it.
-            let _ = connection.perform(&mut socket, closing.into()).await;
+            let _ = Box::pin(connection.perform(&mut socket, closing.into())).await;
             reason
         }
         Err(reason) => reason,

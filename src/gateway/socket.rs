@@ -145,14 +145,15 @@ impl Connection {
                         }
                         Err(_) => ServerMessage::Ping { status: 500, reason: Some("status not recorded") },
                     };
-                    if let Err(reason) = send(socket, &answer, self.state.config.ws_write_timeout).await {
+                    if let Err(reason) = Box::pin(send(socket, &answer, self.state.config.ws_write_timeout)).await {
                         return reason;
                     }
                     continue;
                 }
             };
             let actions = self.session.step(input, Instant::now());
-            if let Err(reason) = self.perform(socket, actions.into()).await {
+            // Boxed: only the select above is held while the connection is idle (see `hello::serve`).
+            if let Err(reason) = Box::pin(self.perform(socket, actions.into())).await {
                 return reason;
             }
         }
