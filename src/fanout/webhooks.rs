@@ -123,7 +123,8 @@ pub struct Dispatcher {
     /// allow-webhook-range`), made when first needed.
     widened: Mutex<HashMap<String, (Egress, reqwest::Client)>>,
     in_flight: Mutex<HashSet<String>>,
-    /// When each endpoint was last tried by this node (finer than the stored seconds).
+    /// When each endpoint was last tried by this node (finer than the stored seconds), within
+    /// the last batch interval: older entries decide nothing and are dropped at each scan.
     last_tried: Mutex<HashMap<String, Instant>>,
 }
 
@@ -179,6 +180,7 @@ impl Dispatcher {
 
     fn start(self: &Arc<Self>, due: Vec<WebhookTarget>) {
         let interval = self.state.config.webhook_batch_interval;
+        self.last_tried.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, at| at.elapsed() < interval);
         for target in due {
             // At most one POST per interval: the store only lists apps whose stored last send
             // (seconds; it covers restarts and other nodes) is an interval old, and the
