@@ -81,6 +81,35 @@ pub(super) async fn apply_status(
     recompute(conn, store.backend, account, now).await
 }
 
+/// The account of each of these devices (read without a lock; a device never changes account).
+async fn accounts_of(
+    conn: &mut AnyConnection,
+    devices: &[&str],
+) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+    let mut found = std::collections::HashMap::with_capacity(devices.len());
+    // In slices, to stay far below either database's limit of bound values.
+    for chunk in devices.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT id, account_id FROM devices WHERE id IN ({})", marks.join(", "));
+        let mut query = sqlx::query(&sql);
+        for device in chunk {
+            query = query.bind(*device);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.insert(row.get::<String, _>(0), row.get::<i64, _>(1));
+        }
+    }
+    Ok(found)
+}
+
+/// The order to apply a batch in: by account, ascending (devices no longer there last), and in
+/// arrival order within an account.
+fn lock_order(devices: &[&str], accounts: &std::collections::HashMap<String, i64>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..devices.len()).collect();
+    order.sort_by_key(|&index| accounts.get(devices[index]).copied().unwrap_or(i64::MAX));
+    order
+}
+
 impl SqlStore {
     pub(super) async fn create_device(&self, device: &NewDevice<'_>, now: i64) -> Result<bool, StoreError> {
         // A UAID belongs to one device: one held by another device is refused (the unique index
@@ -185,9 +214,15 @@ impl SqlStore {
     ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
         retrying(|| async {
             let mut tx = self.begin().await?;
-            let mut changes = Vec::with_capacity(batch.len());
-            for (device, status) in batch {
-                changes.push(apply_status(&mut tx, self, device, *status, now).await?);
+            // Accounts are locked in ascending order, so two nodes' batches that share users
+            // wait for each other instead of deadlocking; one device's reports keep their order.
+            let ids: Vec<&str> = batch.iter().map(|(device, _)| device.as_str()).collect();
+            let accounts = accounts_of(&mut tx, &ids).await?;
+            let order = lock_order(&ids, &accounts);
+            let mut changes: Vec<Option<PresenceChange>> = (0..batch.len()).map(|_| None).collect();
+            for index in order {
+                let (device, status) = &batch[index];
+                changes[index] = apply_status(&mut tx, self, device, *status, now).await?;
             }
             tx.commit().await?;
             Ok(changes)
@@ -202,5 +237,22 @@ impl SqlStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_locks_accounts_in_ascending_order_and_keeps_each_devices_reports_in_order() {
+        let devices = ["d-b1", "d-a1", "d-gone", "d-b2", "d-a1", "d-c"];
+        let accounts =
+            [("d-a1", 1), ("d-b1", 2), ("d-b2", 2), ("d-c", 3)].map(|(d, a)| (d.to_owned(), a)).into();
+        let order = lock_order(&devices, &accounts);
+        assert_eq!(order, [1, 4, 0, 3, 5, 2]);
+        let locked: Vec<i64> =
+            order.iter().map(|&i| accounts.get(devices[i]).copied().unwrap_or(i64::MAX)).collect();
+        assert!(locked.windows(2).all(|pair| pair[0] <= pair[1]), "{locked:?}");
     }
 }
