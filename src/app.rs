@@ -18,7 +18,7 @@ use crate::fanout::Fanout;
 use crate::gateway::endpoint::EndpointKeys;
 use crate::gateway::registry::Registry;
 use crate::gateway::relay::Relay;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayParts};
 use crate::http::error::ApiError;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
@@ -174,7 +174,12 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
         config: Arc::new(config),
     };
     Ok(Parts {
-        gateway: Gateway { core: core.clone(), registry, relay, keys: Arc::new(EndpointKeys::new(&secret)) },
+        gateway: Gateway::new(GatewayParts {
+            core: core.clone(),
+            registry,
+            relay,
+            keys: Arc::new(EndpointKeys::new(&secret)),
+        }),
         fanout: Fanout { core: core.clone(), streams: Arc::default() },
         http: HttpState {
             core: core.clone(),

@@ -19,16 +19,33 @@ use axum::Router;
 
 use crate::ops::Core;
 
-/// What the gateway's handlers share.
+/// What the gateway's handlers share: one handle, so each connection keeps a pointer to it
+/// rather than a copy of every part.
 #[derive(Clone)]
-pub struct Gateway {
+pub struct Gateway(Arc<GatewayParts>);
+
+pub struct GatewayParts {
     pub core: Core,
     pub registry: Arc<registry::Registry>,
     pub relay: Arc<relay::Relay>,
     pub keys: Arc<endpoint::EndpointKeys>,
 }
 
+impl Gateway {
+    pub fn new(parts: GatewayParts) -> Gateway {
+        Gateway(Arc::new(parts))
+    }
+}
+
 impl std::ops::Deref for Gateway {
+    type Target = GatewayParts;
+
+    fn deref(&self) -> &GatewayParts {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for GatewayParts {
     type Target = Core;
 
     fn deref(&self) -> &Core {
