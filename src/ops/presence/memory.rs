@@ -3,9 +3,9 @@
 //! writer, which appends each batch to the journal file with one write (`journal`) and only
 //! then announces the events: an app never sees an event that is not durable. The store
 //! catches up in the background (`apply`): many batches per transaction, at most
-//! `presence_store_interval` behind, and at once for a write that needs it current (`flush`). Seqs are
-//! taken in memory, in the order reports are applied, and written in that order; a seq is
-//! never handed out twice.
+//! `presence_store_interval` behind, and at once for a write that needs it current (`flush`).
+//! Seqs are taken in memory, in the order reports are applied, and written in that order; a seq
+//! is never handed out twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
