@@ -176,6 +176,39 @@ async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
     server.kill9().await;
 }
 
+/// A lone node writes devices' rows (status, last report) to the database a few seconds late;
+/// until then they live in the journal. A kill -9 in between loses none of them.
+#[tokio::test]
+async fn a_devices_last_report_survives_a_sigkill_before_the_database_caught_up() {
+    let data = DataDir::new();
+    cli(&["account", "add", "--email", "held@example.com"], &data.path, "password123\n").await;
+
+    let server = spawn_process(&data.path, &[]).await;
+    let token = sign_in(&server.base(), "held@example.com").await;
+    let device = register_device_at(&server.base(), &token, "phone").await;
+    let mut socket = server.connect().await;
+    socket.hello_presence(None, &device.prid).await.unwrap();
+    // Times are in seconds: the report comes in a later second than the hello.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let reported = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(socket.status("O").await.unwrap()["status"], 200);
+    server.kill9().await;
+
+    let server = spawn_process(&data.path, &[]).await;
+    let listed = reqwest::Client::new()
+        .get(format!("{}/v1/devices", server.base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let last_seen = listed["devices"][0]["last_seen"].as_u64().unwrap_or(0);
+    assert!(last_seen >= reported, "last seen {last_seen}, reported at {reported}: {listed}");
+    server.kill9().await;
+}
+
 #[tokio::test]
 async fn one_users_device_never_changes_another_users_status() {
     let app = builder().spawn().await;

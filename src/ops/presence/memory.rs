@@ -290,9 +290,16 @@ async fn write_journal(
     }
 }
 
+/// How long devices' rows (each device's status and the time of its last report) may wait in
+/// memory before the store catches up with them: a device that reports again meanwhile is
+/// written once. A flush (any request or write through the API, and the node's stop) writes
+/// them at once. They are the one large table a change touches; nothing reads them unflushed.
+const DEVICE_ROWS_EVERY: Duration = Duration::from_secs(5);
+
 /// The store catching up with the journal: gathers batches for up to `interval` (less when a
 /// barrier waits), records them in one transaction, then removes the journal segments that
-/// are wholly recorded. A failed transaction is tried again with what came meanwhile.
+/// are wholly recorded. Devices' rows are held back for up to `DEVICE_ROWS_EVERY` (latest per
+/// device). A failed transaction is tried again with what came meanwhile.
 async fn apply(
     store: Arc<dyn Store>,
     mut queue: mpsc::UnboundedReceiver<Applying>,
@@ -300,35 +307,35 @@ async fn apply(
     interval: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut pending = PresenceBatch::default();
-    let mut segment = None;
+    let mut caught_up = CatchUp::default();
     let mut barriers: Vec<(oneshot::Sender<()>, bool)> = Vec::new();
     let mut open = true;
     while open {
         // With nothing pending, wait for work; with a failed transaction's batches, try again
-        // soon even if nothing comes.
-        let mut next = if pending.is_empty() {
-            match queue.recv().await {
+        // soon even if nothing comes; with devices' rows held, write them when they are due.
+        let wait = if !caught_up.pending.is_empty() {
+            Some(interval)
+        } else {
+            caught_up.held_since.map(|since| DEVICE_ROWS_EVERY.saturating_sub(since.elapsed()))
+        };
+        let mut next = match wait {
+            None => match queue.recv().await {
                 Some(item) => Some(item),
                 None => break,
-            }
-        } else {
-            match tokio::time::timeout(interval, queue.recv()).await {
+            },
+            Some(wait) => match tokio::time::timeout(wait, queue.recv()).await {
                 Ok(Some(item)) => Some(item),
                 Ok(None) => {
                     open = false;
                     None
                 }
                 Err(_) => None,
-            }
+            },
         };
         let deadline = tokio::time::Instant::now() + interval;
         loop {
             match next.take() {
-                Some(Applying::Batch(batch, from)) => {
-                    pending.absorb(batch);
-                    segment = Some(from);
-                }
+                Some(Applying::Batch(batch, from)) => caught_up.add(batch, from),
                 Some(Applying::Barrier(done, last)) => barriers.push((done, last)),
                 None => {}
             }
@@ -336,10 +343,7 @@ async fn apply(
                 // Take what is already queued, then record at once.
                 while let Ok(item) = queue.try_recv() {
                     match item {
-                        Applying::Batch(batch, from) => {
-                            pending.absorb(batch);
-                            segment = Some(from);
-                        }
+                        Applying::Batch(batch, from) => caught_up.add(batch, from),
                         Applying::Barrier(done, last) => barriers.push((done, last)),
                     }
                 }
@@ -359,17 +363,23 @@ async fn apply(
                 },
             }
         }
-        if !pending.is_empty() {
+        let all = !barriers.is_empty()
+            || !open
+            || caught_up.held_since.is_some_and(|since| since.elapsed() >= DEVICE_ROWS_EVERY);
+        if all {
+            caught_up.release_devices();
+        }
+        if !caught_up.pending.is_empty() {
             let started = Instant::now();
-            let recorded = std::panic::AssertUnwindSafe(store.record_presence(&pending))
+            let recorded = std::panic::AssertUnwindSafe(store.record_presence(&caught_up.pending))
                 .catch_unwind()
                 .await
                 .unwrap_or(Err(StoreError::Panicked));
             metrics.timings.store_query("record_presence", started.elapsed());
             match recorded {
                 Ok(()) => {
-                    pending = PresenceBatch::default();
-                    if let Some(segment) = segment {
+                    caught_up.pending = PresenceBatch::default();
+                    if let Some(segment) = caught_up.removable() {
                         if let Err(error) = journal::recorded_before(&dir, segment) {
                             tracing::error!(error = %error, "cannot remove a recorded journal segment");
                         }
@@ -381,7 +391,7 @@ async fn apply(
             }
         }
         let stopping = barriers.iter().any(|(_, last)| *last);
-        if stopping && pending.is_empty() {
+        if stopping && caught_up.pending.is_empty() {
             if let Err(error) = journal::recorded_all(&dir) {
                 tracing::error!(error = %error, "cannot remove the journal at stop");
             }
@@ -389,5 +399,91 @@ async fn apply(
         for (done, _) in barriers.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+/// What the store has yet to record: the batches' rows (`pending`), and devices' rows held
+/// back (the latest of each device) with the journal segment of the oldest of them.
+#[derive(Default)]
+struct CatchUp {
+    pending: PresenceBatch,
+    held: HashMap<crate::domain::DeviceId, (crate::domain::Status, i64)>,
+    /// Since when rows are held, and the segment the first of them came from.
+    held_since: Option<Instant>,
+    held_from: Option<journal::Segment>,
+    /// The segment of the newest batch taken.
+    newest: Option<journal::Segment>,
+}
+
+impl CatchUp {
+    fn add(&mut self, mut batch: PresenceBatch, from: journal::Segment) {
+        if !batch.devices.is_empty() && self.held_since.is_none() {
+            self.held_since = Some(Instant::now());
+            self.held_from = Some(from);
+        }
+        for (device, status, at) in batch.devices.drain(..) {
+            self.held.insert(device, (status, at));
+        }
+        self.pending.absorb(batch);
+        self.newest = Some(from);
+    }
+
+    /// Devices' rows go with the next transaction. (Rows of a failed one stay in `pending`;
+    /// these come after them, and the last row of a device wins.)
+    fn release_devices(&mut self) {
+        let mut rows: Vec<_> = self.held.drain().map(|(device, (status, at))| (device, status, at)).collect();
+        rows.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        self.pending.devices.extend(rows);
+        self.held_since = None;
+        self.held_from = None;
+    }
+
+    /// Once `pending` is recorded: the segments before this one hold nothing unrecorded.
+    fn removable(&self) -> Option<journal::Segment> {
+        self.held_from.or(self.newest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeviceId, Status};
+
+    fn device(n: u8) -> DeviceId {
+        DeviceId::parse(&format!("d{}", hex::encode([n; 12]))).unwrap()
+    }
+
+    fn reported(rows: &[(u8, Status, i64)]) -> PresenceBatch {
+        PresenceBatch {
+            devices: rows.iter().map(|(n, status, at)| (device(*n), *status, *at)).collect(),
+            ..PresenceBatch::default()
+        }
+    }
+
+    #[test]
+    fn held_device_rows_keep_their_journal_segments() {
+        let mut caught_up = CatchUp::default();
+        caught_up.add(PresenceBatch::default(), 1);
+        caught_up.add(reported(&[(1, Status::Online, 10)]), 2);
+        caught_up.add(reported(&[(2, Status::Away, 11)]), 3);
+        // The rows from segment 2 are not recorded yet: only segment 1 may go.
+        assert_eq!(caught_up.removable(), Some(2));
+        assert!(caught_up.pending.devices.is_empty());
+        caught_up.release_devices();
+        assert_eq!(caught_up.removable(), Some(3));
+        assert_eq!(caught_up.pending.devices.len(), 2);
+    }
+
+    #[test]
+    fn a_device_reporting_again_while_held_is_written_once_with_its_latest_status() {
+        let mut caught_up = CatchUp::default();
+        caught_up.add(reported(&[(1, Status::Online, 10), (2, Status::Online, 10)]), 1);
+        caught_up.add(reported(&[(1, Status::Away, 12)]), 1);
+        caught_up.release_devices();
+        assert_eq!(
+            caught_up.pending.devices,
+            vec![(device(1), Status::Away, 12), (device(2), Status::Online, 10)]
+        );
+        assert!(caught_up.held_since.is_none());
     }
 }
