@@ -4,7 +4,7 @@
 use sqlx::{AnyConnection, Row};
 
 use super::events::tell_apps;
-use super::{lock_account, retrying, Backend, SqlStore};
+use super::{lock_account, Backend, SqlStore};
 use crate::domain::presence::{best_of, visible};
 use crate::domain::{AccountId, DeviceBinding, DeviceId, DeviceInfo, PresenceChange, Status, Uaid};
 use crate::store::{NewDevice, RemovedDevice, StoreError};
@@ -46,68 +46,6 @@ pub(super) async fn recompute(
     }
     let events = tell_apps(conn, account, shown, now).await?;
     Ok(Some(PresenceChange { account: AccountId(account), status: shown, at: now, events }))
-}
-
-/// Records one device's status and recomputes its user's, inside the caller's transaction.
-pub(super) async fn apply_status(
-    conn: &mut AnyConnection,
-    store: &SqlStore,
-    device: &DeviceId,
-    status: Status,
-    now: i64,
-) -> Result<Option<PresenceChange>, StoreError> {
-    let Some(row) = sqlx::query("SELECT account_id, status, node_id FROM devices WHERE id = $1")
-        .bind(device.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None); // removed meanwhile
-    };
-    let (account, old): (i64, i64) = (row.get(0), row.get(1));
-    if row.get::<Option<&str>, _>(2).is_some_and(|node| node != store.node) {
-        // The device has connected to another node since: that node owns its status now, and
-        // this node's late word (say, the old connection's grace running out) must not undo it.
-        return Ok(None);
-    }
-    sqlx::query("UPDATE devices SET status = $2, status_at = $3, last_seen = $3 WHERE id = $1")
-        .bind(device.as_str())
-        .bind(status.rank())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    if old == status.rank() {
-        return Ok(None);
-    }
-    recompute(conn, store.backend, account, now).await
-}
-
-/// The account of each of these devices (read without a lock; a device never changes account).
-async fn accounts_of(
-    conn: &mut AnyConnection,
-    devices: &[&str],
-) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-    let mut found = std::collections::HashMap::with_capacity(devices.len());
-    // In slices, to stay far below either database's limit of bound values.
-    for chunk in devices.chunks(500) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-        let sql = format!("SELECT id, account_id FROM devices WHERE id IN ({})", marks.join(", "));
-        let mut query = sqlx::query(&sql);
-        for device in chunk {
-            query = query.bind(*device);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            found.insert(row.get::<String, _>(0), row.get::<i64, _>(1));
-        }
-    }
-    Ok(found)
-}
-
-/// The order to apply a batch in: by account, ascending (devices no longer there last), and in
-/// arrival order within an account.
-fn lock_order(devices: &[&str], accounts: &std::collections::HashMap<String, i64>) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..devices.len()).collect();
-    order.sort_by_key(|&index| accounts.get(devices[index]).copied().unwrap_or(i64::MAX));
-    order
 }
 
 impl SqlStore {
@@ -207,29 +145,6 @@ impl SqlStore {
         Ok(bound == 1)
     }
 
-    pub(super) async fn set_device_statuses(
-        &self,
-        batch: &[(DeviceId, Status)],
-        now: i64,
-    ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
-        retrying(|| async {
-            let mut tx = self.begin().await?;
-            // Accounts are locked in ascending order, so two nodes' batches that share users
-            // wait for each other instead of deadlocking; one device's reports keep their order.
-            let ids: Vec<&str> = batch.iter().map(|(device, _)| device.as_str()).collect();
-            let accounts = accounts_of(&mut tx, &ids).await?;
-            let order = lock_order(&ids, &accounts);
-            let mut changes: Vec<Option<PresenceChange>> = (0..batch.len()).map(|_| None).collect();
-            for index in order {
-                let (device, status) = &batch[index];
-                changes[index] = apply_status(&mut tx, self, device, *status, now).await?;
-            }
-            tx.commit().await?;
-            Ok(changes)
-        })
-        .await
-    }
-
     pub(super) async fn touch_device(&self, device: &DeviceId, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE devices SET status_at = $2, last_seen = $2 WHERE id = $1")
             .bind(device.as_str())
@@ -237,22 +152,5 @@ impl SqlStore {
             .execute(&self.writer)
             .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_locks_accounts_in_ascending_order_and_keeps_each_devices_reports_in_order() {
-        let devices = ["d-b1", "d-a1", "d-gone", "d-b2", "d-a1", "d-c"];
-        let accounts =
-            [("d-a1", 1), ("d-b1", 2), ("d-b2", 2), ("d-c", 3)].map(|(d, a)| (d.to_owned(), a)).into();
-        let order = lock_order(&devices, &accounts);
-        assert_eq!(order, [1, 4, 0, 3, 5, 2]);
-        let locked: Vec<i64> =
-            order.iter().map(|&i| accounts.get(devices[i]).copied().unwrap_or(i64::MAX)).collect();
-        assert!(locked.windows(2).all(|pair| pair[0] <= pair[1]), "{locked:?}");
     }
 }

@@ -2,13 +2,13 @@
 //! what the roster applied as one transaction of at most five multi-row statements, sent as one
 //! text (a group commit: neither the statements nor the round trips grow with the batch).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Executor as _, Row};
 
-use super::{Backend, SqlStore, StoreError};
-use crate::domain::roster::{AccountPresence, GrantState};
-use crate::domain::{AccountId, DeviceId, Status};
+use super::{retrying, Backend, SqlStore, StoreError};
+use crate::domain::roster::{AccountPresence, GrantState, Roster};
+use crate::domain::{AccountId, AppEvent, DeviceId, PresenceChange, Status};
 use crate::store::{PresenceBatch, PresenceLoad};
 
 /// `$1, $2, …` for an `IN` list.
@@ -22,86 +22,8 @@ impl SqlStore {
         accounts: Option<&[AccountId]>,
         apps: &[String],
     ) -> Result<PresenceLoad, StoreError> {
-        let ids: Vec<i64> = accounts.map(|a| a.iter().map(|a| a.0).collect()).unwrap_or_default();
-        let filter = |column: &str| match accounts {
-            None => String::new(),
-            Some(_) if ids.is_empty() => " WHERE 1 = 0".to_owned(),
-            Some(_) => format!(" WHERE {column} IN ({})", list(ids.len())),
-        };
-        let mut found: BTreeMap<i64, AccountPresence> = BTreeMap::new();
-        let sql = format!("SELECT id, appear_offline, status, visible FROM accounts{}", filter("id"));
-        let mut query = sqlx::query(&sql);
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&self.pool).await? {
-            let id: i64 = row.get(0);
-            found.insert(
-                id,
-                AccountPresence {
-                    account: AccountId(id),
-                    appear_offline: row.get::<i64, _>(1) != 0,
-                    best: Status::from_rank(row.get(2)),
-                    visible: Status::from_rank(row.get(3)),
-                    devices: Vec::new(),
-                    grants: Vec::new(),
-                },
-            );
-        }
-        let sql = format!("SELECT id, account_id, status FROM devices{} ORDER BY id", filter("account_id"));
-        let mut query = sqlx::query(&sql);
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&self.pool).await? {
-            let Some(device) = DeviceId::parse(row.get::<&str, _>(0)) else { continue };
-            if let Some(account) = found.get_mut(&row.get::<i64, _>(1)) {
-                account.devices.push((device, Status::from_rank(row.get(2))));
-            }
-        }
-        let sql = format!(
-            "SELECT account_id, app_id, uid, coarse, enabled, last_status FROM grants{} ORDER BY app_id",
-            filter("account_id")
-        );
-        let mut query = sqlx::query(&sql);
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        let mut granted: Vec<String> = apps.to_vec();
-        for row in query.fetch_all(&self.pool).await? {
-            let app_id: String = row.get(1);
-            let told = row.get::<Option<&str>, _>(5).and_then(Status::named);
-            if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
-                account.grants.push(GrantState {
-                    app_id: app_id.as_str().into(),
-                    uid: row.get::<&str, _>(2).into(),
-                    coarse: row.get::<i64, _>(3) != 0,
-                    enabled: row.get::<i64, _>(4) != 0,
-                    told,
-                });
-            }
-            granted.push(app_id);
-        }
-        granted.sort();
-        granted.dedup();
-        let sql = match accounts {
-            None => "SELECT app_id, last_seq FROM apps".to_owned(),
-            Some(_) if granted.is_empty() => "SELECT app_id, last_seq FROM apps WHERE 1 = 0".to_owned(),
-            Some(_) => format!("SELECT app_id, last_seq FROM apps WHERE app_id IN ({})", list(granted.len())),
-        };
-        let mut query = sqlx::query(&sql);
-        if accounts.is_some() {
-            for app in &granted {
-                query = query.bind(app.as_str());
-            }
-        }
-        let seqs = query
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1) as u64))
-            .collect();
-        Ok(PresenceLoad { accounts: found.into_values().collect(), seqs })
+        let mut conn = self.pool.acquire().await?;
+        load_roster_in(&mut conn, accounts, apps, None).await
     }
 
     /// One batch is one call: the whole transaction goes to the database as one text, so the
@@ -112,7 +34,11 @@ impl SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let sql = batch_sql(batch, self.backend);
+        let sql = match self.backend {
+            Backend::Sqlite => format!("BEGIN IMMEDIATE;\n{}COMMIT;", batch_sql(batch)),
+            // PostgreSQL runs a text of several statements as one transaction by itself.
+            Backend::Postgres => batch_sql(batch),
+        };
         if let Err(error) = sqlx::raw_sql(&sql).execute(&self.writer).await {
             if self.backend == Backend::Sqlite {
                 // SQLite's writer is one connection: leave it without a half-done transaction.
@@ -122,6 +48,196 @@ impl SqlStore {
         }
         Ok(())
     }
+
+    /// A cluster node's batch of reports: the users they touch are locked (in ascending order,
+    /// then their apps' logs, so two nodes' batches that share users wait for each other instead
+    /// of deadlocking) and read, the domain's roster applies the reports, and what it changed
+    /// is written as one text. The round trips do not grow with the batch.
+    pub(super) async fn set_device_statuses(
+        &self,
+        batch: &[(DeviceId, Status)],
+        now: i64,
+    ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
+        retrying(|| async {
+            let mut tx = self.begin().await?;
+            let ids: Vec<&str> = batch.iter().map(|(device, _)| device.as_str()).collect();
+            let owners = owners_of(&mut tx, &ids).await?;
+            let mut accounts: Vec<AccountId> = owners.values().map(|(account, _)| *account).collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            let lock = (self.backend == Backend::Postgres).then_some(" FOR UPDATE");
+            let loaded = load_roster_in(&mut tx, Some(&accounts), &[], lock).await?;
+            let mut roster = Roster::default();
+            for account in loaded.accounts {
+                roster.load(account);
+            }
+            for (app_id, seq) in loaded.seqs {
+                roster.load_seq(&app_id, seq);
+            }
+            let mut record = PresenceBatch::default();
+            let mut changes = Vec::with_capacity(batch.len());
+            for (device, status) in batch {
+                // A device bound to another node since is that node's to report (this node's late
+                // word, say an old connection's grace running out, must not undo it).
+                let elsewhere = owners
+                    .get(device.as_str())
+                    .is_some_and(|(_, node)| node.as_deref().is_some_and(|node| node != self.node));
+                let applied = if elsewhere { None } else { roster.report(device, *status) };
+                let Some(applied) = applied else {
+                    changes.push(None);
+                    continue;
+                };
+                record.devices.push((device.clone(), *status, now));
+                if let Some((best, shown)) = applied.totals {
+                    record.accounts.push((applied.account, best, shown));
+                }
+                record.events.extend(applied.events.iter().map(|event| (event.clone(), now)));
+                changes.push(match applied.totals {
+                    Some((_, shown)) if applied.visible_changed => Some(PresenceChange {
+                        account: applied.account,
+                        status: shown,
+                        at: now,
+                        events: applied
+                            .events
+                            .iter()
+                            .map(|event| AppEvent { app_id: event.app_id.to_string(), seq: event.seq })
+                            .collect(),
+                    }),
+                    _ => None,
+                });
+            }
+            if !record.is_empty() {
+                write_batch(&mut tx, batch_sql(&record)).await?;
+            }
+            tx.commit().await?;
+            Ok(changes)
+        })
+        .await
+    }
+}
+
+/// Runs a batch's statements inside the caller's transaction.
+async fn write_batch(conn: &mut AnyConnection, sql: String) -> Result<(), StoreError> {
+    // A text without arguments: sent as it is, several statements at once.
+    conn.execute(sql.as_str()).await?;
+    Ok(())
+}
+
+/// The account and node of each of these devices (read without a lock: a device never changes
+/// account, and its node is checked again under the lock by nothing: binding a device to a node
+/// is that node's word from then on).
+async fn owners_of(
+    conn: &mut AnyConnection,
+    devices: &[&str],
+) -> Result<HashMap<String, (AccountId, Option<String>)>, StoreError> {
+    let mut found = HashMap::with_capacity(devices.len());
+    if devices.is_empty() {
+        return Ok(found);
+    }
+    let sql = format!("SELECT id, account_id, node_id FROM devices WHERE id IN ({})", list(devices.len()));
+    let mut query = sqlx::query(&sql);
+    for device in devices {
+        query = query.bind(*device);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        found.insert(row.get::<String, _>(0), (AccountId(row.get(1)), row.get::<Option<String>, _>(2)));
+    }
+    Ok(found)
+}
+
+/// Reads these accounts' presence (every account's with `None`) and the seqs of their apps and
+/// of `apps`. `lock`: a locking clause for the accounts and the apps, taken in ascending order.
+async fn load_roster_in(
+    conn: &mut AnyConnection,
+    accounts: Option<&[AccountId]>,
+    apps: &[String],
+    lock: Option<&str>,
+) -> Result<PresenceLoad, StoreError> {
+    let lock = lock.unwrap_or_default();
+    let ids: Vec<i64> = accounts.map(|a| a.iter().map(|a| a.0).collect()).unwrap_or_default();
+    let filter = |column: &str| match accounts {
+        None => String::new(),
+        Some(_) if ids.is_empty() => " WHERE 1 = 0".to_owned(),
+        Some(_) => format!(" WHERE {column} IN ({})", list(ids.len())),
+    };
+    let mut found: BTreeMap<i64, AccountPresence> = BTreeMap::new();
+    let sql =
+        format!("SELECT id, appear_offline, status, visible FROM accounts{} ORDER BY id{lock}", filter("id"));
+    let mut query = sqlx::query(&sql);
+    for id in &ids {
+        query = query.bind(*id);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        let id: i64 = row.get(0);
+        found.insert(
+            id,
+            AccountPresence {
+                account: AccountId(id),
+                appear_offline: row.get::<i64, _>(1) != 0,
+                best: Status::from_rank(row.get(2)),
+                visible: Status::from_rank(row.get(3)),
+                devices: Vec::new(),
+                grants: Vec::new(),
+            },
+        );
+    }
+    let sql = format!("SELECT id, account_id, status FROM devices{} ORDER BY id", filter("account_id"));
+    let mut query = sqlx::query(&sql);
+    for id in &ids {
+        query = query.bind(*id);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        let Some(device) = DeviceId::parse(row.get::<&str, _>(0)) else { continue };
+        if let Some(account) = found.get_mut(&row.get::<i64, _>(1)) {
+            account.devices.push((device, Status::from_rank(row.get(2))));
+        }
+    }
+    let sql = format!(
+        "SELECT account_id, app_id, uid, coarse, enabled, last_status FROM grants{} ORDER BY app_id",
+        filter("account_id")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in &ids {
+        query = query.bind(*id);
+    }
+    let mut granted: Vec<String> = apps.to_vec();
+    for row in query.fetch_all(&mut *conn).await? {
+        let app_id: String = row.get(1);
+        let told = row.get::<Option<&str>, _>(5).and_then(Status::named);
+        if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
+            account.grants.push(GrantState {
+                app_id: app_id.as_str().into(),
+                uid: row.get::<&str, _>(2).into(),
+                coarse: row.get::<i64, _>(3) != 0,
+                enabled: row.get::<i64, _>(4) != 0,
+                told,
+            });
+        }
+        granted.push(app_id);
+    }
+    granted.sort();
+    granted.dedup();
+    let sql = match accounts {
+        None => "SELECT app_id, last_seq FROM apps".to_owned(),
+        Some(_) if granted.is_empty() => "SELECT app_id, last_seq FROM apps WHERE 1 = 0".to_owned(),
+        Some(_) => format!(
+            "SELECT app_id, last_seq FROM apps WHERE app_id IN ({}) ORDER BY app_id{lock}",
+            list(granted.len())
+        ),
+    };
+    let mut query = sqlx::query(&sql);
+    if accounts.is_some() {
+        for app in &granted {
+            query = query.bind(app.as_str());
+        }
+    }
+    let seqs = query
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1) as u64))
+        .collect();
+    Ok(PresenceLoad { accounts: found.into_values().collect(), seqs })
 }
 
 /// A text literal.
@@ -151,10 +267,10 @@ impl Told {
     }
 }
 
-/// The batch as one transaction: at most five statements, rows in a fixed order. Each row is
+/// The batch's statements (the caller makes them one transaction): at most five, rows in a fixed order. Each row is
 /// the latest of its device, account or grant; events of an app already recorded (a replay) or
 /// of an app since deleted are skipped, and an app's `last_seq` never goes back.
-fn batch_sql(batch: &PresenceBatch, backend: Backend) -> String {
+fn batch_sql(batch: &PresenceBatch) -> String {
     use std::fmt::Write as _;
     let devices: BTreeMap<&str, (i64, i64)> =
         batch.devices.iter().map(|(device, status, at)| (device.as_str(), (status.rank(), *at))).collect();
@@ -170,11 +286,7 @@ fn batch_sql(batch: &PresenceBatch, backend: Backend) -> String {
         let seq = last_seqs.entry(&event.app_id).or_insert(0);
         *seq = (*seq).max(event.seq);
     }
-    // PostgreSQL runs a text of several statements as one transaction by itself.
-    let mut sql = String::from(match backend {
-        Backend::Sqlite => "BEGIN IMMEDIATE;\n",
-        Backend::Postgres => "",
-    });
+    let mut sql = String::new();
     let rows = |sql: &mut String, rows: Vec<String>| sql.push_str(&rows.join(", "));
     if !devices.is_empty() {
         sql.push_str("WITH v(id, status, at) AS (VALUES ");
@@ -247,9 +359,6 @@ fn batch_sql(batch: &PresenceBatch, backend: Backend) -> String {
         sql.push_str(
             ") UPDATE apps SET last_seq = v.seq FROM v WHERE apps.app_id = v.app_id AND apps.last_seq < v.seq;\n",
         );
-    }
-    if backend == Backend::Sqlite {
-        sql.push_str("COMMIT;");
     }
     sql
 }
