@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::support::cluster::{Cluster, Nats, LEASE};
 use crate::support::data::postgres;
+use crate::support::http::register_device_at;
 use crate::support::{builder, close_code, sign_in, Answer, TestApp};
 
 /// The same endpoint, as the other node serves it.
@@ -221,6 +222,45 @@ async fn concurrent_changes_on_two_nodes_leave_the_app_with_the_true_status() {
             .unwrap();
         assert_eq!(seen["presence"], json!([[cluster.uid, name]]), "round {round}");
     }
+}
+
+/// Five of one user's devices close at once: node 0's writer takes their offline reports in
+/// one batch or a few. The app hears each change of the user's visible status once, in seqs
+/// with no gap and no repeat, and the user ends offline.
+#[tokio::test]
+#[ignore = "needs PostgreSQL and NATS: TEST_DATABASE_URL=… cargo test --test it -- --include-ignored"]
+async fn a_users_devices_closing_together_tell_the_app_each_change_once_with_no_gap() {
+    let cluster = Cluster::start().await;
+    let mut stream = cluster.stream_on(1).await;
+    let (phone, _) = cluster.phone_on(0, None, "O").await;
+    let mut devices = vec![phone];
+    for n in 0..4 {
+        let tablet = register_device_at(&cluster.base(0), &cluster.token, &format!("tablet {n}")).await;
+        let mut socket = cluster.node(0).connect().await;
+        assert_eq!(socket.hello_presence(None, &tablet.prid).await.unwrap()["status"], 200);
+        assert_eq!(socket.status("A").await.unwrap()["status"], 200);
+        devices.push(socket);
+    }
+    drop(devices);
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let read = async {
+        while seen.last().is_none_or(|(status, _)| status != "offline") {
+            for (uid, status, seq) in stream.entries().await {
+                assert_eq!(uid, cluster.uid);
+                seen.push((status, seq));
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.expect("the app never heard offline");
+    assert_eq!(seen[0].0, "online", "{seen:?}");
+    for pair in seen.windows(2) {
+        assert_eq!(pair[1].1, pair[0].1 + 1, "a gap or a repeat in seqs: {seen:?}");
+        assert_ne!(pair[1].0, pair[0].0, "one change told twice: {seen:?}");
+    }
+    // Nothing more was appended: the next change takes the next seq.
+    let (_phone, _) = cluster.phone_on(0, None, "O").await;
+    let entries = stream.entries().await;
+    assert_eq!(entries, vec![(cluster.uid.clone(), "online".to_owned(), seen.last().unwrap().1 + 1)]);
 }
 
 #[tokio::test]
