@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use reqwest::Method;
 
 use crate::support::http::{register_device_at, status_at};
+use crate::support::process::ServerProcess;
 use crate::support::service::new_secret;
 use crate::support::{builder, cli, sign_in, spawn_process, DataDir, DeviceClient, Received, User};
 
@@ -157,16 +158,22 @@ async fn a_stop_makes_everyone_offline_and_the_restart_keeps_it_so() {
     app.wait_for_status(&user, "online").await;
 }
 
-#[tokio::test]
-async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
+/// A node of its own (a process, to be killed), with one user signed in (the token) and the
+/// user's phone connected.
+async fn a_node_and_a_phone(email: &str) -> (DataDir, ServerProcess, String, DeviceClient) {
     let data = DataDir::new();
-    cli(&["account", "add", "--email", "ghost@example.com"], &data.path, "password123\n").await;
-
+    cli(&["account", "add", "--email", email], &data.path, "password123\n").await;
     let server = spawn_process(&data.path, &[]).await;
-    let token = sign_in(&server.base(), "ghost@example.com").await;
+    let token = sign_in(&server.base(), email).await;
     let device = register_device_at(&server.base(), &token, "phone").await;
     let mut socket = server.connect().await;
     socket.hello_presence(None, &device.prid).await.unwrap();
+    (data, server, token, socket)
+}
+
+#[tokio::test]
+async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
+    let (data, server, token, mut socket) = a_node_and_a_phone("ghost@example.com").await;
     socket.status("O").await.unwrap();
     assert_eq!(status_at(&server.base(), &token).await, "online");
     server.kill9().await;
@@ -180,14 +187,7 @@ async fn a_sigkilled_node_leaves_no_ghosts_after_restart() {
 /// until then they live in the journal. A kill -9 in between loses none of them.
 #[tokio::test]
 async fn a_devices_last_report_survives_a_sigkill_before_the_database_caught_up() {
-    let data = DataDir::new();
-    cli(&["account", "add", "--email", "held@example.com"], &data.path, "password123\n").await;
-
-    let server = spawn_process(&data.path, &[]).await;
-    let token = sign_in(&server.base(), "held@example.com").await;
-    let device = register_device_at(&server.base(), &token, "phone").await;
-    let mut socket = server.connect().await;
-    socket.hello_presence(None, &device.prid).await.unwrap();
+    let (data, server, token, mut socket) = a_node_and_a_phone("held@example.com").await;
     // Times are in seconds: the report comes in a later second than the hello.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let reported = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -195,15 +195,8 @@ async fn a_devices_last_report_survives_a_sigkill_before_the_database_caught_up(
     server.kill9().await;
 
     let server = spawn_process(&data.path, &[]).await;
-    let listed = reqwest::Client::new()
-        .get(format!("{}/v1/devices", server.base()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let listed = reqwest::Client::new().get(format!("{}/v1/devices", server.base())).bearer_auth(&token);
+    let listed: serde_json::Value = listed.send().await.unwrap().json().await.unwrap();
     let last_seen = listed["devices"][0]["last_seen"].as_u64().unwrap_or(0);
     assert!(last_seen >= reported, "last seen {last_seen}, reported at {reported}: {listed}");
     server.kill9().await;
