@@ -161,6 +161,8 @@ async fn every_page_a_person_sees_passes_the_wcag_aa_checks() {
     // The developer's own page lists the app.
     client.goto(&format!("{presence}/")).await.unwrap();
     click(&client, "form[action='/logout'] button").await;
+    // Signed out once the logout's redirect lands (going on before it raced the old session).
+    wait_for_url(&client, &format!("{presence}/login")).await;
     client.goto(&format!("{presence}/login?next=/developers")).await.unwrap();
     wait_for(&client, "#email").await.send_keys("dev@example.com").await.unwrap();
     wait_for(&client, "#password").await.send_keys("password123").await.unwrap();
