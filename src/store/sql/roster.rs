@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use futures_util::TryStreamExt as _;
 use sqlx::{AnyConnection, Executor as _, Row};
 
 use super::{retrying, Backend, SqlStore, StoreError};
@@ -23,7 +24,7 @@ impl SqlStore {
         apps: &[String],
     ) -> Result<PresenceLoad, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        load_roster_in(&mut conn, accounts, apps, None).await
+        load_roster_in(&mut conn, accounts, apps).await
     }
 
     /// One batch is one call: the whole transaction goes to the database as one text, so the
@@ -49,10 +50,11 @@ impl SqlStore {
         Ok(())
     }
 
-    /// A cluster node's batch of reports: the users they touch are locked (in ascending order,
-    /// then their apps' logs, so two nodes' batches that share users wait for each other instead
-    /// of deadlocking) and read, the domain's roster applies the reports, and what it changed
-    /// is written as one text. The round trips do not grow with the batch.
+    /// A cluster node's batch of reports, in four round trips whatever its size: `BEGIN`; one
+    /// text that locks and reads the users they touch (in ascending order, then their apps'
+    /// logs, so two nodes' batches that share users wait for each other instead of
+    /// deadlocking); the domain's roster applies the reports; one text writes what changed;
+    /// `COMMIT`.
     pub(super) async fn set_device_statuses(
         &self,
         batch: &[(DeviceId, Status)],
@@ -60,13 +62,8 @@ impl SqlStore {
     ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
         retrying(|| async {
             let mut tx = self.begin().await?;
-            let ids: Vec<&str> = batch.iter().map(|(device, _)| device.as_str()).collect();
-            let owners = owners_of(&mut tx, &ids).await?;
-            let mut accounts: Vec<AccountId> = owners.values().map(|(account, _)| *account).collect();
-            accounts.sort_unstable();
-            accounts.dedup();
-            let lock = (self.backend == Backend::Postgres).then_some(" FOR UPDATE");
-            let loaded = load_roster_in(&mut tx, Some(&accounts), &[], lock).await?;
+            let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+            let (loaded, owners) = lock_and_read(&mut tx, batch, lock).await?;
             let mut roster = Roster::default();
             for account in loaded.accounts {
                 roster.load(account);
@@ -81,7 +78,7 @@ impl SqlStore {
                 // word, say an old connection's grace running out, must not undo it).
                 let elsewhere = owners
                     .get(device.as_str())
-                    .is_some_and(|(_, node)| node.as_deref().is_some_and(|node| node != self.node));
+                    .is_some_and(|node| node.as_deref().is_some_and(|node| node != self.node));
                 let applied = if elsewhere { None } else { roster.report(device, *status) };
                 let Some(applied) = applied else {
                     changes.push(None);
@@ -123,37 +120,85 @@ async fn write_batch(conn: &mut AnyConnection, sql: String) -> Result<(), StoreE
     Ok(())
 }
 
-/// The account and node of each of these devices (read without a lock: a device never changes
-/// account, and its node is checked again under the lock by nothing: binding a device to a node
-/// is that node's word from then on).
-async fn owners_of(
+/// Locks and reads the users these devices belong to, in one text of four statements (one
+/// round trip): their accounts (locked in ascending order), devices and grants, and their apps'
+/// seqs (locked in ascending order). Also returns the node each device is bound to.
+async fn lock_and_read(
     conn: &mut AnyConnection,
-    devices: &[&str],
-) -> Result<HashMap<String, (AccountId, Option<String>)>, StoreError> {
-    let mut found = HashMap::with_capacity(devices.len());
-    if devices.is_empty() {
-        return Ok(found);
+    batch: &[(DeviceId, Status)],
+    lock: &str,
+) -> Result<(PresenceLoad, HashMap<String, Option<String>>), StoreError> {
+    let ids: Vec<String> = batch.iter().map(|(device, _)| quoted(device.as_str())).collect();
+    let users = format!("SELECT account_id FROM devices WHERE id IN ({})", ids.join(", "));
+    let sql = format!(
+        "SELECT id, appear_offline, status, visible FROM accounts WHERE id IN ({users}) ORDER BY id{lock};
+         SELECT id, account_id, status, node_id FROM devices WHERE account_id IN ({users}) ORDER BY id;
+         SELECT account_id, app_id, uid, coarse, enabled, last_status FROM grants
+           WHERE account_id IN ({users}) ORDER BY app_id;
+         SELECT app_id, last_seq FROM apps
+           WHERE app_id IN (SELECT app_id FROM grants WHERE account_id IN ({users})) ORDER BY app_id{lock};"
+    );
+    let mut found: BTreeMap<i64, AccountPresence> = BTreeMap::new();
+    let mut nodes = HashMap::new();
+    let mut seqs = Vec::new();
+    // Each statement's rows, then its result: `statement` counts the results seen.
+    let mut statement = 0;
+    let mut results = conn.fetch_many(sql.as_str());
+    while let Some(item) = results.try_next().await? {
+        let row = match item {
+            sqlx::Either::Left(_) => {
+                statement += 1;
+                continue;
+            }
+            sqlx::Either::Right(row) => row,
+        };
+        match statement {
+            0 => {
+                let id: i64 = row.get(0);
+                found.insert(
+                    id,
+                    AccountPresence {
+                        account: AccountId(id),
+                        appear_offline: row.get::<i64, _>(1) != 0,
+                        best: Status::from_rank(row.get(2)),
+                        visible: Status::from_rank(row.get(3)),
+                        devices: Vec::new(),
+                        grants: Vec::new(),
+                    },
+                );
+            }
+            1 => {
+                let id: String = row.get(0);
+                let Some(device) = DeviceId::parse(&id) else { continue };
+                if let Some(account) = found.get_mut(&row.get::<i64, _>(1)) {
+                    account.devices.push((device, Status::from_rank(row.get(2))));
+                }
+                nodes.insert(id, row.get::<Option<String>, _>(3));
+            }
+            2 => {
+                if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
+                    account.grants.push(GrantState {
+                        app_id: row.get::<&str, _>(1).into(),
+                        uid: row.get::<&str, _>(2).into(),
+                        coarse: row.get::<i64, _>(3) != 0,
+                        enabled: row.get::<i64, _>(4) != 0,
+                        told: row.get::<Option<&str>, _>(5).and_then(Status::named),
+                    });
+                }
+            }
+            _ => seqs.push((row.get::<String, _>(0), row.get::<i64, _>(1) as u64)),
+        }
     }
-    let sql = format!("SELECT id, account_id, node_id FROM devices WHERE id IN ({})", list(devices.len()));
-    let mut query = sqlx::query(&sql);
-    for device in devices {
-        query = query.bind(*device);
-    }
-    for row in query.fetch_all(&mut *conn).await? {
-        found.insert(row.get::<String, _>(0), (AccountId(row.get(1)), row.get::<Option<String>, _>(2)));
-    }
-    Ok(found)
+    Ok((PresenceLoad { accounts: found.into_values().collect(), seqs }, nodes))
 }
 
 /// Reads these accounts' presence (every account's with `None`) and the seqs of their apps and
-/// of `apps`. `lock`: a locking clause for the accounts and the apps, taken in ascending order.
+/// of `apps`.
 async fn load_roster_in(
     conn: &mut AnyConnection,
     accounts: Option<&[AccountId]>,
     apps: &[String],
-    lock: Option<&str>,
 ) -> Result<PresenceLoad, StoreError> {
-    let lock = lock.unwrap_or_default();
     let ids: Vec<i64> = accounts.map(|a| a.iter().map(|a| a.0).collect()).unwrap_or_default();
     let filter = |column: &str| match accounts {
         None => String::new(),
@@ -161,8 +206,7 @@ async fn load_roster_in(
         Some(_) => format!(" WHERE {column} IN ({})", list(ids.len())),
     };
     let mut found: BTreeMap<i64, AccountPresence> = BTreeMap::new();
-    let sql =
-        format!("SELECT id, appear_offline, status, visible FROM accounts{} ORDER BY id{lock}", filter("id"));
+    let sql = format!("SELECT id, appear_offline, status, visible FROM accounts{}", filter("id"));
     let mut query = sqlx::query(&sql);
     for id in &ids {
         query = query.bind(*id);
@@ -220,10 +264,7 @@ async fn load_roster_in(
     let sql = match accounts {
         None => "SELECT app_id, last_seq FROM apps".to_owned(),
         Some(_) if granted.is_empty() => "SELECT app_id, last_seq FROM apps WHERE 1 = 0".to_owned(),
-        Some(_) => format!(
-            "SELECT app_id, last_seq FROM apps WHERE app_id IN ({}) ORDER BY app_id{lock}",
-            list(granted.len())
-        ),
+        Some(_) => format!("SELECT app_id, last_seq FROM apps WHERE app_id IN ({})", list(granted.len())),
     };
     let mut query = sqlx::query(&sql);
     if accounts.is_some() {
