@@ -101,6 +101,10 @@ pub(super) struct Connection {
 impl Connection {
     pub(super) async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
         let shutdown = self.state.shutdown.clone();
+        // Made once: the node's token is shared by every connection, and each wait made anew
+        // would join and leave its list of waiters (under its lock) on every frame.
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         let timer = tokio::time::sleep_until(self.session.wakeup());
         tokio::pin!(timer);
         loop {
@@ -109,7 +113,7 @@ impl Connection {
                 timer.as_mut().reset(wakeup);
             }
             let input = tokio::select! {
-                _ = shutdown.cancelled() => return CloseReason::ShuttingDown,
+                () = &mut stopping => return CloseReason::ShuttingDown,
                 mail = self.attachment.next() => match mail {
                     Mail::Evicted(eviction) => return eviction.into(),
                     // Everything queued goes out together.
