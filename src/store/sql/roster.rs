@@ -1,6 +1,8 @@
-//! The roster's two verbs: load every account's presence into memory, and record a batch of
-//! what the roster applied as one transaction of at most five multi-row statements, sent as one
-//! text (a group commit: neither the statements nor the round trips grow with the batch).
+//! The roster's verbs: load every account's presence into memory; record a batch of what a
+//! lone node's roster applied, as one transaction of at most five multi-row statements sent as
+//! one text; and a cluster node's batch of reports, locked, read, applied by the same roster
+//! and written in four round trips. Neither the statements nor the round trips grow with the
+//! batch (a group commit).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -60,6 +62,9 @@ impl SqlStore {
         batch: &[(DeviceId, Status)],
         now: i64,
     ) -> Result<Vec<Option<PresenceChange>>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         retrying(|| async {
             let mut tx = self.begin().await?;
             let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
