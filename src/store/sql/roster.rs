@@ -159,18 +159,8 @@ async fn lock_and_read(
         };
         match statement {
             0 => {
-                let id: i64 = row.get(0);
-                found.insert(
-                    id,
-                    AccountPresence {
-                        account: AccountId(id),
-                        appear_offline: row.get::<i64, _>(1) != 0,
-                        best: Status::from_rank(row.get(2)),
-                        visible: Status::from_rank(row.get(3)),
-                        devices: Vec::new(),
-                        grants: Vec::new(),
-                    },
-                );
+                let account = account_of(&row);
+                found.insert(account.account.0, account);
             }
             1 => {
                 let id: String = row.get(0);
@@ -182,19 +172,36 @@ async fn lock_and_read(
             }
             2 => {
                 if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
-                    account.grants.push(GrantState {
-                        app_id: row.get::<&str, _>(1).into(),
-                        uid: row.get::<&str, _>(2).into(),
-                        coarse: row.get::<i64, _>(3) != 0,
-                        enabled: row.get::<i64, _>(4) != 0,
-                        told: row.get::<Option<&str>, _>(5).and_then(Status::named),
-                    });
+                    account.grants.push(grant_of(&row));
                 }
             }
             _ => seqs.push((row.get::<String, _>(0), row.get::<i64, _>(1) as u64)),
         }
     }
     Ok((PresenceLoad { accounts: found.into_values().collect(), seqs }, nodes))
+}
+
+/// An account's row: `id, appear_offline, status, visible`.
+fn account_of(row: &sqlx::any::AnyRow) -> AccountPresence {
+    AccountPresence {
+        account: AccountId(row.get(0)),
+        appear_offline: row.get::<i64, _>(1) != 0,
+        best: Status::from_rank(row.get(2)),
+        visible: Status::from_rank(row.get(3)),
+        devices: Vec::new(),
+        grants: Vec::new(),
+    }
+}
+
+/// A grant's row: `account_id, app_id, uid, coarse, enabled, last_status`.
+fn grant_of(row: &sqlx::any::AnyRow) -> GrantState {
+    GrantState {
+        app_id: row.get::<&str, _>(1).into(),
+        uid: row.get::<&str, _>(2).into(),
+        coarse: row.get::<i64, _>(3) != 0,
+        enabled: row.get::<i64, _>(4) != 0,
+        told: row.get::<Option<&str>, _>(5).and_then(Status::named),
+    }
 }
 
 /// Reads these accounts' presence (every account's with `None`) and the seqs of their apps and
@@ -217,18 +224,8 @@ async fn load_roster_in(
         query = query.bind(*id);
     }
     for row in query.fetch_all(&mut *conn).await? {
-        let id: i64 = row.get(0);
-        found.insert(
-            id,
-            AccountPresence {
-                account: AccountId(id),
-                appear_offline: row.get::<i64, _>(1) != 0,
-                best: Status::from_rank(row.get(2)),
-                visible: Status::from_rank(row.get(3)),
-                devices: Vec::new(),
-                grants: Vec::new(),
-            },
-        );
+        let account = account_of(&row);
+        found.insert(account.account.0, account);
     }
     let sql = format!("SELECT id, account_id, status FROM devices{} ORDER BY id", filter("account_id"));
     let mut query = sqlx::query(&sql);
@@ -252,15 +249,8 @@ async fn load_roster_in(
     let mut granted: Vec<String> = apps.to_vec();
     for row in query.fetch_all(&mut *conn).await? {
         let app_id: String = row.get(1);
-        let told = row.get::<Option<&str>, _>(5).and_then(Status::named);
         if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
-            account.grants.push(GrantState {
-                app_id: app_id.as_str().into(),
-                uid: row.get::<&str, _>(2).into(),
-                coarse: row.get::<i64, _>(3) != 0,
-                enabled: row.get::<i64, _>(4) != 0,
-                told,
-            });
+            account.grants.push(grant_of(&row));
         }
         granted.push(app_id);
     }
