@@ -56,6 +56,19 @@ pub struct Applied {
     pub events: Vec<NewEvent>,
 }
 
+impl Applied {
+    /// The change apps hear of, at `at`, when what they may see of the user changed.
+    pub fn change(&self, at: i64) -> Option<super::PresenceChange> {
+        let (_, shown) = self.totals.filter(|_| self.visible_changed)?;
+        let events = self
+            .events
+            .iter()
+            .map(|event| super::AppEvent { app_id: event.app_id.to_string(), seq: event.seq })
+            .collect();
+        Some(super::PresenceChange { account: self.account, status: shown, at, events })
+    }
+}
+
 /// Every account of a node, in memory.
 #[derive(Debug, Default)]
 pub struct Roster {

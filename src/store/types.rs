@@ -201,6 +201,15 @@ impl PresenceBatch {
         self.devices.is_empty() && self.accounts.is_empty() && self.events.is_empty()
     }
 
+    /// Adds the rows of what the roster applied for one report, at `at`.
+    pub fn add(&mut self, applied: &crate::domain::roster::Applied, at: i64) {
+        self.devices.push((applied.device.clone(), applied.status, at));
+        if let Some((best, shown)) = applied.totals {
+            self.accounts.push((applied.account, best, shown));
+        }
+        self.events.extend(applied.events.iter().map(|event| (event.clone(), at)));
+    }
+
     /// Appends a later batch: recording the two as one gives the same rows as one after the other.
     pub fn absorb(&mut self, later: PresenceBatch) {
         self.devices.extend(later.devices);

@@ -19,7 +19,7 @@ use crate::bus::Bus;
 use crate::clock::unix_now;
 use crate::domain::recent::Recent;
 use crate::domain::roster::{Applied, Roster};
-use crate::domain::{AccountId, AppEvent, PresenceChange};
+use crate::domain::AccountId;
 use crate::metrics::Metrics;
 use crate::store::{PresenceBatch, Store, StoreError};
 
@@ -185,11 +185,7 @@ async fn write_journal(
         for entry in entries {
             match entry {
                 Entry::Applied(report, done, received) => {
-                    batch.devices.push((report.device.clone(), report.status, now));
-                    if let Some((best, shown)) = report.totals {
-                        batch.accounts.push((report.account, best, shown));
-                    }
-                    batch.events.extend(report.events.iter().map(|event| (event.clone(), now)));
+                    batch.add(&report, now);
                     waiting.extend(done);
                     applied.push((report, received));
                 }
@@ -235,17 +231,8 @@ async fn write_journal(
                     recent.remember(&report.events, now);
                 }
                 for (report, received) in applied {
-                    if !report.visible_changed {
-                        continue;
-                    }
-                    let Some((_, shown)) = report.totals else { continue };
-                    let events = report
-                        .events
-                        .iter()
-                        .map(|event| AppEvent { app_id: event.app_id.to_string(), seq: event.seq })
-                        .collect();
-                    PresenceChange { account: report.account, status: shown, at: now, events }
-                        .announce(bus.as_ref());
+                    let Some(change) = report.change(now) else { continue };
+                    change.announce(bus.as_ref());
                     metrics.timings.status_event.observe(received.elapsed().as_secs_f64());
                 }
                 for done in waiting {

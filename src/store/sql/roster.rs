@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, Executor as _, Row};
 
 use super::{retrying, Backend, SqlStore, StoreError};
 use crate::domain::roster::{AccountPresence, GrantState, Roster};
-use crate::domain::{AccountId, AppEvent, DeviceId, PresenceChange, Status};
+use crate::domain::{AccountId, DeviceId, PresenceChange, Status};
 use crate::store::{PresenceBatch, PresenceLoad};
 
 /// `$1, $2, …` for an `IN` list.
@@ -89,24 +89,8 @@ impl SqlStore {
                     changes.push(None);
                     continue;
                 };
-                record.devices.push((device.clone(), *status, now));
-                if let Some((best, shown)) = applied.totals {
-                    record.accounts.push((applied.account, best, shown));
-                }
-                record.events.extend(applied.events.iter().map(|event| (event.clone(), now)));
-                changes.push(match applied.totals {
-                    Some((_, shown)) if applied.visible_changed => Some(PresenceChange {
-                        account: applied.account,
-                        status: shown,
-                        at: now,
-                        events: applied
-                            .events
-                            .iter()
-                            .map(|event| AppEvent { app_id: event.app_id.to_string(), seq: event.seq })
-                            .collect(),
-                    }),
-                    _ => None,
-                });
+                record.add(&applied, now);
+                changes.push(applied.change(now));
             }
             if !record.is_empty() {
                 write_batch(&mut tx, batch_sql(&record)).await?;
