@@ -93,8 +93,8 @@ pub async fn export(core: &Core, account: AccountId, current_token: Option<&str>
 /// apps that saw the user online or away get `offline` in their log, which a reader that comes
 /// after the revoke no longer sees), every grant is revoked (each app told `revoked`), the apps
 /// it registered are deleted, and then the account itself with its tokens, notifications and
-/// sessions. An app's log keeps the `revoked` entry (it names only the
-/// uid) until `event_retention` removes it, so the app can still be told.
+/// sessions. An app's log keeps the `revoked` entry (it names only the uid) until
+/// `event_retention` removes it, so the app can still be told.
 pub async fn delete_account(core: &Core, account: AccountId) -> Result<()> {
     core.store.account(account).await?.ok_or(Error::NotFound("no such account"))?;
     let mut uaids = Vec::new();
