@@ -182,6 +182,18 @@ pub struct PresenceLoad {
     pub seqs: Vec<(String, u64)>,
 }
 
+impl PresenceLoad {
+    /// Puts what was read into the roster: each account replaces what it knew of it.
+    pub fn load_into(self, roster: &mut crate::domain::roster::Roster) {
+        for account in self.accounts {
+            roster.load(account);
+        }
+        for (app_id, seq) in self.seqs {
+            roster.load_seq(&app_id, seq);
+        }
+    }
+}
+
 /// What a lone node's roster applied, to record: one journal entry, or several merged for one
 /// transaction. Each row carries the time of its change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

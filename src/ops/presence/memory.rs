@@ -139,12 +139,7 @@ pub(super) async fn load(
             roster.forget(*account);
         }
     }
-    for account in loaded.accounts {
-        roster.load(account);
-    }
-    for (app_id, seq) in loaded.seqs {
-        roster.load_seq(&app_id, seq);
-    }
+    loaded.load_into(roster);
     Ok(())
 }
 
@@ -300,11 +295,7 @@ async fn apply(
     while open {
         // With nothing pending, wait for work; with a failed transaction's batches, try again
         // soon even if nothing comes; with devices' rows held, write them when they are due.
-        let wait = if !caught_up.pending.is_empty() {
-            Some(interval)
-        } else {
-            caught_up.held_since.map(|since| DEVICE_ROWS_EVERY.saturating_sub(since.elapsed()))
-        };
+        let wait = if caught_up.pending.is_empty() { caught_up.devices_due_in() } else { Some(interval) };
         let mut next = match wait {
             None => match queue.recv().await {
                 Some(item) => Some(item),
@@ -350,10 +341,7 @@ async fn apply(
                 },
             }
         }
-        let all = !barriers.is_empty()
-            || !open
-            || caught_up.held_since.is_some_and(|since| since.elapsed() >= DEVICE_ROWS_EVERY);
-        if all {
+        if !barriers.is_empty() || !open || caught_up.devices_due_in() == Some(Duration::ZERO) {
             caught_up.release_devices();
         }
         if !caught_up.pending.is_empty() {
@@ -395,9 +383,8 @@ async fn apply(
 struct CatchUp {
     pending: PresenceBatch,
     held: HashMap<crate::domain::DeviceId, (crate::domain::Status, i64)>,
-    /// Since when rows are held, and the segment the first of them came from.
-    held_since: Option<Instant>,
-    held_from: Option<journal::Segment>,
+    /// While rows are held: since when, and the segment the first of them came from.
+    held_since: Option<(Instant, journal::Segment)>,
     /// The segment of the newest batch taken.
     newest: Option<journal::Segment>,
 }
@@ -405,8 +392,7 @@ struct CatchUp {
 impl CatchUp {
     fn add(&mut self, mut batch: PresenceBatch, from: journal::Segment) {
         if !batch.devices.is_empty() && self.held_since.is_none() {
-            self.held_since = Some(Instant::now());
-            self.held_from = Some(from);
+            self.held_since = Some((Instant::now(), from));
         }
         for (device, status, at) in batch.devices.drain(..) {
             self.held.insert(device, (status, at));
@@ -422,12 +408,16 @@ impl CatchUp {
         rows.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         self.pending.devices.extend(rows);
         self.held_since = None;
-        self.held_from = None;
+    }
+
+    /// How long until held rows are due (zero: they are); `None` while none are held.
+    fn devices_due_in(&self) -> Option<Duration> {
+        self.held_since.map(|(since, _)| DEVICE_ROWS_EVERY.saturating_sub(since.elapsed()))
     }
 
     /// Once `pending` is recorded: the segments before this one hold nothing unrecorded.
     fn removable(&self) -> Option<journal::Segment> {
-        self.held_from.or(self.newest)
+        self.held_since.map(|(_, from)| from).or(self.newest)
     }
 }
 

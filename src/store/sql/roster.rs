@@ -20,13 +20,76 @@ fn list(count: usize) -> String {
 }
 
 impl SqlStore {
+    /// Reads these accounts' presence (every account's with `None`) and the seqs of their apps
+    /// and of `apps`.
     pub(super) async fn load_roster(
         &self,
         accounts: Option<&[AccountId]>,
         apps: &[String],
     ) -> Result<PresenceLoad, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        load_roster_in(&mut conn, accounts, apps).await
+        let ids: Vec<i64> = accounts.map(|a| a.iter().map(|a| a.0).collect()).unwrap_or_default();
+        let filter = |column: &str| match accounts {
+            None => String::new(),
+            Some(_) if ids.is_empty() => " WHERE 1 = 0".to_owned(),
+            Some(_) => format!(" WHERE {column} IN ({})", list(ids.len())),
+        };
+        let mut found: BTreeMap<i64, AccountPresence> = BTreeMap::new();
+        let sql = format!("SELECT id, appear_offline, status, visible FROM accounts{}", filter("id"));
+        let mut query = sqlx::query(&sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            let account = account_of(&row);
+            found.insert(account.account.0, account);
+        }
+        let sql = format!("SELECT id, account_id, status FROM devices{} ORDER BY id", filter("account_id"));
+        let mut query = sqlx::query(&sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&self.pool).await? {
+            let Some(device) = DeviceId::parse(row.get::<&str, _>(0)) else { continue };
+            if let Some(account) = found.get_mut(&row.get::<i64, _>(1)) {
+                account.devices.push((device, Status::from_rank(row.get(2))));
+            }
+        }
+        let sql = format!(
+            "SELECT account_id, app_id, uid, coarse, enabled, last_status FROM grants{} ORDER BY app_id",
+            filter("account_id")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        let mut granted: Vec<String> = apps.to_vec();
+        for row in query.fetch_all(&self.pool).await? {
+            let app_id: String = row.get(1);
+            if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
+                account.grants.push(grant_of(&row));
+            }
+            granted.push(app_id);
+        }
+        granted.sort();
+        granted.dedup();
+        let sql = match accounts {
+            None => "SELECT app_id, last_seq FROM apps".to_owned(),
+            Some(_) if granted.is_empty() => "SELECT app_id, last_seq FROM apps WHERE 1 = 0".to_owned(),
+            Some(_) => format!("SELECT app_id, last_seq FROM apps WHERE app_id IN ({})", list(granted.len())),
+        };
+        let mut query = sqlx::query(&sql);
+        if accounts.is_some() {
+            for app in &granted {
+                query = query.bind(app.as_str());
+            }
+        }
+        let seqs = query
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1) as u64))
+            .collect();
+        Ok(PresenceLoad { accounts: found.into_values().collect(), seqs })
     }
 
     /// One batch is one call: the whole transaction goes to the database as one text, so the
@@ -70,12 +133,7 @@ impl SqlStore {
             let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
             let (loaded, owners) = lock_and_read(&mut tx, batch, lock).await?;
             let mut roster = Roster::default();
-            for account in loaded.accounts {
-                roster.load(account);
-            }
-            for (app_id, seq) in loaded.seqs {
-                roster.load_seq(&app_id, seq);
-            }
+            loaded.load_into(&mut roster);
             let mut record = PresenceBatch::default();
             let mut changes = Vec::with_capacity(batch.len());
             for (device, status) in batch {
@@ -186,78 +244,6 @@ fn grant_of(row: &sqlx::any::AnyRow) -> GrantState {
         enabled: row.get::<i64, _>(4) != 0,
         told: row.get::<Option<&str>, _>(5).and_then(Status::named),
     }
-}
-
-/// Reads these accounts' presence (every account's with `None`) and the seqs of their apps and
-/// of `apps`.
-async fn load_roster_in(
-    conn: &mut AnyConnection,
-    accounts: Option<&[AccountId]>,
-    apps: &[String],
-) -> Result<PresenceLoad, StoreError> {
-    let ids: Vec<i64> = accounts.map(|a| a.iter().map(|a| a.0).collect()).unwrap_or_default();
-    let filter = |column: &str| match accounts {
-        None => String::new(),
-        Some(_) if ids.is_empty() => " WHERE 1 = 0".to_owned(),
-        Some(_) => format!(" WHERE {column} IN ({})", list(ids.len())),
-    };
-    let mut found: BTreeMap<i64, AccountPresence> = BTreeMap::new();
-    let sql = format!("SELECT id, appear_offline, status, visible FROM accounts{}", filter("id"));
-    let mut query = sqlx::query(&sql);
-    for id in &ids {
-        query = query.bind(*id);
-    }
-    for row in query.fetch_all(&mut *conn).await? {
-        let account = account_of(&row);
-        found.insert(account.account.0, account);
-    }
-    let sql = format!("SELECT id, account_id, status FROM devices{} ORDER BY id", filter("account_id"));
-    let mut query = sqlx::query(&sql);
-    for id in &ids {
-        query = query.bind(*id);
-    }
-    for row in query.fetch_all(&mut *conn).await? {
-        let Some(device) = DeviceId::parse(row.get::<&str, _>(0)) else { continue };
-        if let Some(account) = found.get_mut(&row.get::<i64, _>(1)) {
-            account.devices.push((device, Status::from_rank(row.get(2))));
-        }
-    }
-    let sql = format!(
-        "SELECT account_id, app_id, uid, coarse, enabled, last_status FROM grants{} ORDER BY app_id",
-        filter("account_id")
-    );
-    let mut query = sqlx::query(&sql);
-    for id in &ids {
-        query = query.bind(*id);
-    }
-    let mut granted: Vec<String> = apps.to_vec();
-    for row in query.fetch_all(&mut *conn).await? {
-        let app_id: String = row.get(1);
-        if let Some(account) = found.get_mut(&row.get::<i64, _>(0)) {
-            account.grants.push(grant_of(&row));
-        }
-        granted.push(app_id);
-    }
-    granted.sort();
-    granted.dedup();
-    let sql = match accounts {
-        None => "SELECT app_id, last_seq FROM apps".to_owned(),
-        Some(_) if granted.is_empty() => "SELECT app_id, last_seq FROM apps WHERE 1 = 0".to_owned(),
-        Some(_) => format!("SELECT app_id, last_seq FROM apps WHERE app_id IN ({})", list(granted.len())),
-    };
-    let mut query = sqlx::query(&sql);
-    if accounts.is_some() {
-        for app in &granted {
-            query = query.bind(app.as_str());
-        }
-    }
-    let seqs = query
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1) as u64))
-        .collect();
-    Ok(PresenceLoad { accounts: found.into_values().collect(), seqs })
 }
 
 /// A text literal.
