@@ -179,6 +179,7 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
             registry,
             relay,
             keys: Arc::new(EndpointKeys::new(&secret)),
+            limits: Arc::new(crate::gateway::session::Limits::from_config(&core.config)),
         }),
         fanout: Fanout { core: core.clone(), streams: Arc::default() },
         http: HttpState {
@@ -237,6 +238,7 @@ impl App {
         let streams = parts.fanout.streams.clone();
         tokio::spawn(streams.follow(state.bus.clone(), state.node.clone(), state.shutdown.clone()));
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
+        tokio::spawn(crate::gateway::sweep_liveness(parts.gateway.clone()));
         tokio::spawn(
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),
         );

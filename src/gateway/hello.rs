@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::protocol::{self, Hello, ServerMessage};
-use super::session::{self, close_frame, Action, Batch, CloseReason, Input, Limits, Session};
+use super::session::{self, close_frame, Action, Batch, CloseReason, Input, Session};
 use super::socket::{read_frame, send, send_frame, BoundDevice, Connection, ReadFrame};
 use super::Gateway;
 use crate::clock::unix_now;
@@ -51,30 +51,43 @@ pub async fn upgrade(
         })
 }
 
-async fn serve(state: Gateway, mut socket: WebSocket) {
-    state.metrics.connections.fetch_add(1, Relaxed);
-    state.metrics.connections_total.fetch_add(1, Relaxed);
-    // The handshake and the closing work are boxed, and so is each round of actions in the
-    // loop: a task's future takes the size of its largest state for as long as it lives, and
-    // an idle connection only ever waits in the loop's select.
-    let reason = match Box::pin(handshake(&state, &mut socket)).await {
-        Ok(mut connection) => {
-            let reason = connection.run(&mut socket).await;
-            // Unless a newer connection has it, the UAID is connected nowhere from now: the
-            // expiry sweep counts its idle time from here (`record_closes` tells the store).
-            state.registry.detach(&connection.uaid, connection.attachment.id);
-            let closing = connection.session.step(Input::Closed(reason), Instant::now());
-            // Nothing is sent any more; only the store and the presence engine hear of it.
-            let _ = Box::pin(connection.perform(&mut socket, closing.into())).await;
-            reason
+/// A connection from the upgrade to the close frame. Not an `async fn`: its arguments would be
+/// kept twice in the task (as arguments and as the body's locals), and an idle connection's
+/// task is most of what a device costs.
+#[allow(clippy::manual_async_fn)]
+fn serve(state: Gateway, mut socket: WebSocket) -> impl std::future::Future<Output = ()> {
+    async move {
+        state.metrics.connections.fetch_add(1, Relaxed);
+        state.metrics.connections_total.fetch_add(1, Relaxed);
+        let reason = life(&state, &mut socket).await;
+        if let Some(frame) = close_frame(reason) {
+            let _ = send_frame(&mut socket, Message::Close(Some(frame)), state.config.ws_write_timeout).await;
         }
-        Err(reason) => reason,
-    };
-    if let Some(frame) = close_frame(reason) {
-        let _ = send_frame(&mut socket, Message::Close(Some(frame)), state.config.ws_write_timeout).await;
+        state.metrics.connections.fetch_sub(1, Relaxed);
+        tracing::debug!(?reason, "device connection closed");
     }
-    state.metrics.connections.fetch_sub(1, Relaxed);
-    tracing::debug!(?reason, "device connection closed");
+}
+
+/// The hello, the socket loop until the connection ends, and the closing work; the reason to
+/// close comes out.
+///
+/// The handshake and the closing work are boxed, and so is each round of actions in the loop:
+/// a task's future takes the size of its largest state for as long as it lives, and an idle
+/// connection only ever waits in the loop's select. The handshake's result is taken apart
+/// within its statement, so that the task holds the connection once, not also the result.
+async fn life(state: &Gateway, socket: &mut WebSocket) -> CloseReason {
+    let mut connection = match Box::pin(handshake(state, socket)).await {
+        Ok(connection) => connection,
+        Err(reason) => return reason,
+    };
+    let reason = connection.run(socket).await;
+    // Unless a newer connection has it, the UAID is connected nowhere from now: the
+    // expiry sweep counts its idle time from here (`record_closes` tells the store).
+    state.registry.detach(&connection.uaid, connection.attachment.id);
+    let closing = connection.session.step(Input::Closed(reason), Instant::now());
+    // Nothing is sent any more; only the store and the presence engine hear of it.
+    let _ = Box::pin(connection.perform(socket, closing.into())).await;
+    reason
 }
 
 /// Waits for the hello, assigns the UAID, replies and flushes stored notifications.
@@ -119,7 +132,7 @@ pub(super) async fn handshake(state: &Gateway, socket: &mut WebSocket) -> Result
         connection: state.presence.connected(&binding.device),
         id: binding.device,
     });
-    let session = Session::new(Limits::from_config(&state.config), device.is_some(), Instant::now());
+    let session = Session::new(state.limits.clone(), device.is_some(), Instant::now());
     let mut connection =
         Connection { state: state.clone(), uaid, attachment, device, session, answers: Default::default() };
     // Right after hello the store names this node: no need to check it.

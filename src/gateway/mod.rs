@@ -29,6 +29,8 @@ pub struct GatewayParts {
     pub registry: Arc<registry::Registry>,
     pub relay: Arc<relay::Relay>,
     pub keys: Arc<endpoint::EndpointKeys>,
+    /// What every session is held to, shared by all of them.
+    pub limits: Arc<session::Limits>,
 }
 
 impl Gateway {
@@ -58,6 +60,29 @@ pub fn routes(state: Gateway) -> Router {
         .route("/", get(hello::upgrade))
         .route("/update/{token}", put(update::put).fallback(update::method_not_allowed))
         .with_state(state)
+}
+
+/// How often the node's liveness sweep runs: a quarter of the shorter of the ping interval and
+/// the pong timeout, between 10 ms and 1 s. A ping goes out, and an unresponsive device is
+/// closed, at most one period late.
+pub fn liveness_period(config: &crate::config::Config) -> std::time::Duration {
+    let quarter = config.ws_ping_interval.min(config.ws_pong_timeout) / 4;
+    quarter.clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1))
+}
+
+/// The node's one liveness sweep: every period, the connections whose time has come get a
+/// tick (they ping a silent device, or close one that never answered), until the node stops.
+pub async fn sweep_liveness(state: Gateway) {
+    let mut every = tokio::time::interval(liveness_period(&state.config));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                state.registry.sweep(tokio::time::Instant::now());
+            }
+        }
+    }
 }
 
 /// How often the store hears which UAIDs closed (their last-seen time is this coarse).

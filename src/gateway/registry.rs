@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::domain::{Delivery, Eviction, PushUpdate, Uaid};
 
@@ -36,13 +37,21 @@ struct Slots {
     evicted: Option<Eviction>,
     /// The connection is gone: deliveries must go to the store.
     closed: bool,
+    /// The liveness sweep found the connection's time due (`Registry::sweep`).
+    tick: bool,
 }
+
+/// No time is due: the connection has not said when it next wants a tick.
+const NOT_DUE: u64 = u64::MAX;
 
 struct Mailbox {
     slots: Mutex<Slots>,
-    /// Woken on a delivery or an eviction; a wake with no waiter is kept for the next wait.
+    /// Woken on a delivery, an eviction or a tick; a wake with no waiter is kept for the next wait.
     wake: Notify,
     capacity: usize,
+    /// When the connection next wants a tick, in milliseconds since the registry's epoch
+    /// (`NOT_DUE` for never, or once the sweep has ticked it and until it says again).
+    due: AtomicU64,
 }
 
 impl Mailbox {
@@ -82,17 +91,20 @@ pub enum Mail {
     Work(VecDeque<Outbound>),
     /// The connection must close, for this reason.
     Evicted(Eviction),
+    /// The time the connection asked for (`Attachment::wake_at`) has come.
+    Tick,
 }
 
 /// The receiving side a connection keeps while it is attached.
 pub struct Attachment {
     pub id: u64,
     mailbox: Arc<Mailbox>,
+    epoch: Instant,
 }
 
 impl Attachment {
-    /// Waits until something is queued (all of it comes at once) or the connection is evicted;
-    /// an eviction comes first.
+    /// Waits until something is queued (all of it comes at once), the connection is evicted,
+    /// or its time has come; an eviction comes first, and work before a tick.
     pub async fn next(&self) -> Mail {
         loop {
             {
@@ -103,9 +115,21 @@ impl Attachment {
                 if !slots.queue.is_empty() {
                     return Mail::Work(std::mem::take(&mut slots.queue));
                 }
+                if std::mem::take(&mut slots.tick) {
+                    return Mail::Tick;
+                }
             }
             self.mailbox.wake.notified().await;
         }
+    }
+
+    /// Asks for `Mail::Tick` once `at` has come, replacing any earlier ask. The node's sweep
+    /// delivers it, up to one sweep period late: a connection keeps no timer of its own.
+    pub fn wake_at(&self, at: Instant) {
+        let millis = at.saturating_duration_since(self.epoch).as_millis();
+        // Rounded up, so that a tick never comes before `at`.
+        let millis = u64::try_from(millis + 1).unwrap_or(NOT_DUE - 1);
+        self.mailbox.due.store(millis, Ordering::Relaxed);
     }
 
     /// Whether the connection was evicted, and why.
@@ -124,6 +148,8 @@ pub struct Registry {
     shards: Vec<Mutex<HashMap<Uaid, Entry>>>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
+    /// Connections' due times count from here.
+    epoch: Instant,
     /// UAIDs whose last connection here closed, until the store hears of them (`take_closed`).
     closed: Mutex<Vec<Uaid>>,
 }
@@ -134,6 +160,7 @@ impl Default for Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
             closed: Mutex::new(Vec::new()),
         }
     }
@@ -149,14 +176,46 @@ impl Registry {
     /// Makes this connection the UAID's live one, replacing (and closing) any older one; at
     /// most `queue` messages wait for it.
     pub fn attach(&self, uaid: Uaid, queue: usize) -> Attachment {
-        let mailbox =
-            Arc::new(Mailbox { slots: Mutex::new(Slots::default()), wake: Notify::new(), capacity: queue });
+        let mailbox = Arc::new(Mailbox {
+            slots: Mutex::new(Slots::default()),
+            wake: Notify::new(),
+            capacity: queue,
+            due: AtomicU64::new(NOT_DUE),
+        });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry { id, mailbox: mailbox.clone() };
         if let Some(older) = self.shard(&uaid).insert(uaid, entry) {
             older.mailbox.evict(Eviction::Replaced);
         }
-        Attachment { id, mailbox }
+        Attachment { id, mailbox, epoch: self.epoch }
+    }
+
+    /// The node's liveness sweep: ticks every connection whose asked-for time (`wake_at`) has
+    /// come by `now`, once; returns how many it ticked. One pass over the connections replaces
+    /// a timer per connection, which would be re-armed on every frame.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(NOT_DUE - 1);
+        let mut ticked = 0;
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in shard.values() {
+                let mailbox = &entry.mailbox;
+                let due = mailbox.due.load(Ordering::Relaxed);
+                // Taken only if the connection has not asked anew meanwhile: a newer ask stands.
+                if due > now
+                    || mailbox
+                        .due
+                        .compare_exchange(due, NOT_DUE, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_err()
+                {
+                    continue;
+                }
+                mailbox.slots().tick = true;
+                mailbox.wake.notify_one();
+                ticked += 1;
+            }
+        }
+        ticked
     }
 
     /// Tells the UAID's connection, if any, to close.
@@ -232,6 +291,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn update() -> Outbound {
         Outbound::Update(Box::new(PushUpdate {
@@ -290,6 +350,30 @@ mod tests {
         drop(attached);
         // Until it detaches, its entry is still in the map: deliveries must not vanish there.
         assert_eq!(registry.deliver(&uaid, update()), Delivery::NotConnected);
+    }
+
+    #[test]
+    fn the_sweep_ticks_a_connection_once_when_its_time_has_come() {
+        let registry = Registry::default();
+        let uaid = Uaid::random();
+        let attached = registry.attach(uaid, 2);
+        let t0 = Instant::now();
+        assert_eq!(registry.sweep(t0 + Duration::from_secs(60)), 0, "nothing asked, nothing ticked");
+        attached.wake_at(t0 + Duration::from_secs(10));
+        assert_eq!(registry.sweep(t0 + Duration::from_secs(9)), 0, "never early");
+        assert!(now(&attached).is_none());
+        assert_eq!(registry.sweep(t0 + Duration::from_secs(11)), 1);
+        assert_eq!(registry.sweep(t0 + Duration::from_secs(12)), 0, "once, until asked again");
+        // Queued work comes before the tick, and the tick is not lost behind it.
+        assert_eq!(registry.deliver(&uaid, update()), Delivery::Queued);
+        assert!(matches!(now(&attached), Some(Mail::Work(_))));
+        assert!(matches!(now(&attached), Some(Mail::Tick)));
+        assert!(now(&attached).is_none(), "one tick per sweep that found it due");
+        // Asking again replaces the earlier time.
+        attached.wake_at(t0 + Duration::from_secs(20));
+        attached.wake_at(t0 + Duration::from_secs(30));
+        assert_eq!(registry.sweep(t0 + Duration::from_secs(25)), 0);
+        assert_eq!(registry.sweep(t0 + Duration::from_secs(31)), 1);
     }
 
     #[tokio::test]

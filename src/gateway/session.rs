@@ -244,7 +244,8 @@ pub enum Action {
 /// One identified connection's state.
 #[derive(Debug)]
 pub struct Session {
-    limits: Limits,
+    /// Shared by every session of the node: a copy in each would cost every idle connection.
+    limits: Arc<Limits>,
     /// Whether the connection reports presence for a device (hello with `xpi`).
     reports_presence: bool,
     /// The highest version sent per channel: never send a lower one or the same one again.
@@ -267,14 +268,15 @@ pub struct Session {
 
 impl Session {
     /// A session just after a successful hello, at `now`.
-    pub fn new(limits: Limits, reports_presence: bool, now: Instant) -> Session {
+    pub fn new(limits: impl Into<Arc<Limits>>, reports_presence: bool, now: Instant) -> Session {
+        let limits: Arc<Limits> = limits.into();
         Session {
+            write_tokens: limits.burst(),
             limits,
             reports_presence,
             sent: HashMap::new(),
             sent_live: HashSet::new(),
             last_keepalive: None,
-            write_tokens: limits.burst(),
             tokens_at: now,
             last_status: None,
             pending_status: None,
@@ -284,16 +286,21 @@ impl Session {
         }
     }
 
-    /// When the session next wants `Input::Tick`: a pending status falling due, a ping to send
-    /// after silence, or the end of the wait for a pong.
-    pub fn wakeup(&self) -> Instant {
-        let liveness = match self.ping_sent {
+    /// When the session next wants `Input::Tick` for liveness: a ping to send after silence,
+    /// or the end of the wait for a pong. The node's sweep delivers it (up to a period late).
+    pub fn liveness_due(&self) -> Instant {
+        match self.ping_sent {
             Some(at) => at + self.limits.pong_timeout,
             None => self.last_heard + self.limits.ping_interval,
-        };
+        }
+    }
+
+    /// When a status held back by `status_min_interval` falls due, if one is: the connection
+    /// keeps a timer only while one waits (rarely, and briefly).
+    pub fn status_due(&self) -> Option<Instant> {
         match (self.pending_status, self.last_status) {
-            (Some(_), Some(at)) => liveness.min(at + self.limits.status_min_interval),
-            _ => liveness,
+            (Some(_), Some(at)) => Some(at + self.limits.status_min_interval),
+            _ => None,
         }
     }
 

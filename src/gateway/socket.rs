@@ -68,6 +68,15 @@ pub(super) async fn send_frame(
     }
 }
 
+/// Waits until `at`, or for ever when there is nothing to wait for. The timer is boxed: it
+/// exists only while a status waits, and an idle connection's task holds no room for it.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn message_kind(message: &Result<ClientMessage, ParseError>) -> MessageKind {
     match message {
         Ok(ClientMessage::Hello(_)) => MessageKind::Hello,
@@ -105,17 +114,15 @@ impl Connection {
         // would join and leave its list of waiters (under its lock) on every frame.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
-        let timer = tokio::time::sleep_until(self.session.wakeup());
-        tokio::pin!(timer);
         loop {
-            let wakeup = self.session.wakeup();
-            if timer.deadline() != wakeup {
-                timer.as_mut().reset(wakeup);
-            }
+            // Liveness comes from the node's sweep; a timer of its own only while a status waits.
+            self.attachment.wake_at(self.session.liveness_due());
+            let status_due = self.session.status_due();
             let input = tokio::select! {
                 () = &mut stopping => return CloseReason::ShuttingDown,
                 mail = self.attachment.next() => match mail {
                     Mail::Evicted(eviction) => return eviction.into(),
+                    Mail::Tick => Input::Tick,
                     // Everything queued goes out together.
                     Mail::Work(queue) => {
                         let mut batch = Batch::default();
@@ -138,7 +145,7 @@ impl Connection {
                     }
                     Err(reason) => return reason,
                 },
-                () = &mut timer => Input::Tick,
+                () = until(status_due) => Input::Tick,
                 recorded = async { self.answers.front_mut().expect("not empty").await }, if !self.answers.is_empty() => {
                     self.answers.pop_front();
                     let answer = match recorded {

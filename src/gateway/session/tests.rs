@@ -238,10 +238,11 @@ fn statuses_within_the_interval_coalesce_and_the_latest_wins() {
         );
     }
     let due = t0 + limits().status_min_interval;
-    assert_eq!(session.wakeup(), due);
+    assert_eq!(session.status_due(), Some(due));
     assert!(applied(&session.step(Input::Tick, due - SECOND)).is_empty(), "an early tick does nothing");
     assert_eq!(applied(&session.step(Input::Tick, due)), [Status::Away]);
     assert!(applied(&session.step(Input::Tick, due + 10 * SECOND)).is_empty(), "applied once");
+    assert_eq!(session.status_due(), None, "no timer is wanted once nothing waits");
 }
 
 #[test]
@@ -408,11 +409,11 @@ fn a_catch_up_sends_what_is_stored_before_the_batch_it_held_back() {
 fn a_silent_device_is_pinged_then_closed_as_unresponsive() {
     let (mut session, t0) = plain();
     let ping_at = t0 + limits().ping_interval;
-    assert_eq!(session.wakeup(), ping_at);
+    assert_eq!(session.liveness_due(), ping_at);
     assert!(session.step(Input::Tick, ping_at - SECOND).is_empty());
     assert!(matches!(session.step(Input::Tick, ping_at).as_slice(), [Action::Ping]));
     let give_up = ping_at + limits().pong_timeout;
-    assert_eq!(session.wakeup(), give_up);
+    assert_eq!(session.liveness_due(), give_up);
     assert_eq!(closed(&session.step(Input::Tick, give_up)), Some(CloseReason::Unresponsive));
 }
 
@@ -423,7 +424,7 @@ fn any_frame_proves_life_and_restarts_the_silence() {
     session.step(Input::Tick, ping_at);
     let pong = ping_at + SECOND;
     assert!(session.step(Input::Frame(Frame::Control), pong).is_empty());
-    assert_eq!(session.wakeup(), pong + limits().ping_interval);
+    assert_eq!(session.liveness_due(), pong + limits().ping_interval);
     assert!(session.step(Input::Tick, ping_at + limits().pong_timeout).is_empty());
 }
 
