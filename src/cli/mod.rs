@@ -195,7 +195,11 @@ enum Job {
 
 /// Parses the command line, runs the verb, and says how it ended (2 for a usage error).
 pub fn main() -> ExitCode {
-    let job = match prepare(Cli::parse()) {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        one_malloc_arena();
+    }
+    let job = match prepare(cli) {
         Ok(job) => job,
         Err(sentence) => {
             eprintln!("presence: {sentence}");
@@ -230,6 +234,26 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The environment variable that bounds glibc's malloc arenas.
+const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
+
+/// Restarts the server in place (same process id, same arguments) with glibc's malloc held to
+/// one arena, unless the operator set `MALLOC_ARENA_MAX` already. By default glibc gives every
+/// thread that allocates an arena of its own (the runtime's workers, each SQLite connection's
+/// thread), and each arena keeps its own high-water mark of freed memory: an idle device cost
+/// about 3,550 bytes with them and 2,740 with one (docs/benchmarks.md, session 8). Where the
+/// restart cannot happen, the server goes on as it is.
+fn one_malloc_arena() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(MALLOC_ARENA_MAX).is_some() {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let error =
+        std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(MALLOC_ARENA_MAX, "1").exec();
+    eprintln!("presence: cannot restart with one malloc arena ({error}); going on with glibc's default");
 }
 
 fn prepare(cli: Cli) -> Result<Job, String> {

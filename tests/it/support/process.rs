@@ -70,7 +70,17 @@ pub async fn spawn_process(dir: &Path, extra: &[&str]) -> ServerProcess {
 
 /// `spawn_process` with its standard error (the logs) going to `stderr`.
 pub async fn spawn_process_logging(dir: &Path, extra: &[&str], stderr: std::process::Stdio) -> ServerProcess {
-    let mut child = presence_command()
+    spawn_process_in(presence_command(), dir, extra, stderr).await
+}
+
+/// `spawn_process_logging` from a command the caller prepared (its environment, say).
+pub async fn spawn_process_in(
+    mut command: tokio::process::Command,
+    dir: &Path,
+    extra: &[&str],
+    stderr: std::process::Stdio,
+) -> ServerProcess {
+    let mut child = command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(store_flags(dir).await)
