@@ -238,6 +238,8 @@ pub enum Eviction {
     /// This node lost its lease: other nodes have set its devices offline, so they must
     /// reconnect (here or elsewhere) to be seen again.
     LeaseLost,
+    /// The node is stopping.
+    ShuttingDown,
 }
 
 /// A user's visible status changed.

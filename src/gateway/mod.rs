@@ -71,13 +71,18 @@ pub fn liveness_period(config: &crate::config::Config) -> std::time::Duration {
 }
 
 /// The node's one liveness sweep: every period, the connections whose time has come get a
-/// tick (they ping a silent device, or close one that never answered), until the node stops.
+/// tick (they ping a silent device, or close one that never answered). When the node stops,
+/// it tells every connection to close: a connection waits on its mailbox only, not also on
+/// the node's stop.
 pub async fn sweep_liveness(state: Gateway) {
     let mut every = tokio::time::interval(liveness_period(&state.config));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.shutdown.cancelled() => {
+                state.registry.evict_all(crate::domain::Eviction::ShuttingDown);
+                return;
+            }
             _ = every.tick() => {
                 state.registry.sweep(tokio::time::Instant::now());
             }

@@ -59,7 +59,7 @@ impl From<Eviction> for CloseReason {
             Eviction::Replaced => CloseReason::Replaced,
             Eviction::Revoked => CloseReason::Revoked,
             // Other nodes have set this node's devices offline: they must say hello again.
-            Eviction::LeaseLost => CloseReason::ShuttingDown,
+            Eviction::LeaseLost | Eviction::ShuttingDown => CloseReason::ShuttingDown,
         }
     }
 }
@@ -241,6 +241,15 @@ pub enum Action {
     Close(CloseReason),
 }
 
+/// What a connection has sent.
+#[derive(Debug, Default)]
+struct Sent {
+    /// The highest version sent per channel: never send a lower one or the same one again.
+    versions: HashMap<ChannelId, u64>,
+    /// Live notifications sent and not acked yet: never sent twice.
+    live: HashSet<String>,
+}
+
 /// One identified connection's state.
 #[derive(Debug)]
 pub struct Session {
@@ -248,10 +257,9 @@ pub struct Session {
     limits: Arc<Limits>,
     /// Whether the connection reports presence for a device (hello with `xpi`).
     reports_presence: bool,
-    /// The highest version sent per channel: never send a lower one or the same one again.
-    sent: HashMap<ChannelId, u64>,
-    /// Live notifications sent and not acked yet: never sent twice.
-    sent_live: HashSet<String>,
+    /// What this connection has sent; made when it first sends something (most devices
+    /// connect, report and are sent nothing, and an empty map still takes 48 bytes).
+    sent: Option<Box<Sent>>,
     last_keepalive: Option<Instant>,
     /// Writes this connection may still make (a token bucket refilled at `writes_per_second`).
     write_tokens: f32,
@@ -274,8 +282,7 @@ impl Session {
             write_tokens: limits.burst(),
             limits,
             reports_presence,
-            sent: HashMap::new(),
-            sent_live: HashSet::new(),
+            sent: None,
             last_keepalive: None,
             tokens_at: now,
             last_status: None,
@@ -321,7 +328,9 @@ impl Session {
             Input::Unregistered { channel_id, channel, outcome } => {
                 let (status, reason) = match outcome {
                     Unregistered::Done => {
-                        self.sent.remove(&channel);
+                        if let Some(sent) = &mut self.sent {
+                            sent.versions.remove(&channel);
+                        }
                         (200, None)
                     }
                     Unregistered::Failed => (500, Some("storage error")),
@@ -401,8 +410,10 @@ impl Session {
                 if !updates.is_empty() {
                     actions.push(Action::Ack(updates));
                 }
-                for id in &xpn {
-                    self.sent_live.remove(id);
+                if let Some(sent) = &mut self.sent {
+                    for id in &xpn {
+                        sent.live.remove(id);
+                    }
                 }
                 if self.reports_presence && !xpn.is_empty() {
                     actions.push(Action::AckNotifications(xpn));
@@ -510,10 +521,11 @@ impl Session {
     fn deliver(&mut self, updates: Vec<PushUpdate>, actions: &mut Vec<Action>) {
         let mut entries: Vec<UpdateEntry> = Vec::with_capacity(updates.len());
         for update in &updates {
-            if self.sent.get(&update.channel).is_some_and(|&sent| sent >= update.version) {
+            let sent = &mut self.sent.get_or_insert_with(Box::default).versions;
+            if sent.get(&update.channel).is_some_and(|&sent| sent >= update.version) {
                 continue;
             }
-            self.sent.insert(update.channel, update.version);
+            sent.insert(update.channel, update.version);
             // A later update of the same channel in this batch is higher (or was skipped above).
             entries.retain(|entry| entry.channel != update.channel);
             entries.push(UpdateEntry::from(update));
@@ -532,13 +544,14 @@ impl Session {
         // A device that never acks would grow this set without end: past the bound it starts
         // over, and what it has not acked may come again (at least once, as after a reconnect).
         live.retain(|notification| {
-            if self.sent_live.contains(&notification.id) {
+            let sent = &mut self.sent.get_or_insert_with(Box::default).live;
+            if sent.contains(&notification.id) {
                 return false;
             }
-            if self.sent_live.len() >= SENT_LIVE_MAX {
-                self.sent_live.clear();
+            if sent.len() >= SENT_LIVE_MAX {
+                sent.clear();
             }
-            self.sent_live.insert(notification.id.clone())
+            sent.insert(notification.id.clone())
         });
         if live.is_empty() {
             return;

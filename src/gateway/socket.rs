@@ -109,17 +109,16 @@ pub(super) struct Connection {
 
 impl Connection {
     pub(super) async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
-        let shutdown = self.state.shutdown.clone();
-        // Made once: the node's token is shared by every connection, and each wait made anew
-        // would join and leave its list of waiters (under its lock) on every frame.
-        let stopping = shutdown.cancelled();
-        tokio::pin!(stopping);
+        // The node's stop comes as an eviction (`sweep_liveness`), which reaches every attached
+        // connection; one attached after it finds the node stopping here.
+        if self.state.shutdown.is_cancelled() {
+            return CloseReason::ShuttingDown;
+        }
         loop {
             // Liveness comes from the node's sweep; a timer of its own only while a status waits.
             self.attachment.wake_at(self.session.liveness_due());
             let status_due = self.session.status_due();
             let input = tokio::select! {
-                () = &mut stopping => return CloseReason::ShuttingDown,
                 mail = self.attachment.next() => match mail {
                     Mail::Evicted(eviction) => return eviction.into(),
                     Mail::Tick => Input::Tick,
