@@ -137,6 +137,33 @@ async fn a_flap_inside_the_grace_emits_nothing() {
 }
 
 #[tokio::test]
+async fn graces_running_together_each_end_for_their_own_device() {
+    let app = builder().set("presence_grace", "700ms").spawn().await;
+    let goes = app.user("goes@example.com").await;
+    let stays = app.user("stays@example.com").await;
+    let goes_device = app.register_device(&goes, "phone").await;
+    let stays_device = app.register_device(&stays, "phone").await;
+    let mut goes_socket = app.connect_device(&goes_device).await;
+    let mut stays_socket = app.connect_device(&stays_device).await;
+    goes_socket.status("O").await.unwrap();
+    stays_socket.status("O").await.unwrap();
+    app.wait_for_status(&goes, "online").await;
+    app.wait_for_status(&stays, "online").await;
+    app.changes_of(goes.account).await; // (takes every signal so far, both users')
+
+    // Both close within the same grace; only one comes back before it ends.
+    goes_socket.close().await.unwrap();
+    stays_socket.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _back = app.connect_device(&stays_device).await;
+    app.wait_for_status(&goes, "offline").await;
+    assert_eq!(app.status_of(&stays).await, "online", "the reconnect kept it online");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(app.status_of(&stays).await, "online", "and its grace, which ended since, changed nothing");
+    assert_eq!(app.changes_of(stays.account).await, Vec::<&str>::new());
+}
+
+#[tokio::test]
 async fn a_stop_makes_everyone_offline_and_the_restart_keeps_it_so() {
     let app = builder().spawn().await;
     let user = app.user("restart@example.com").await;
