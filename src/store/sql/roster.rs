@@ -151,20 +151,14 @@ impl SqlStore {
                 changes.push(applied.change(now));
             }
             if !record.is_empty() {
-                write_batch(&mut tx, batch_sql(&record)).await?;
+                // A text without arguments: sent as it is, several statements at once.
+                tx.execute(batch_sql(&record).as_str()).await?;
             }
             tx.commit().await?;
             Ok(changes)
         })
         .await
     }
-}
-
-/// Runs a batch's statements inside the caller's transaction.
-async fn write_batch(conn: &mut AnyConnection, sql: String) -> Result<(), StoreError> {
-    // A text without arguments: sent as it is, several statements at once.
-    conn.execute(sql.as_str()).await?;
-    Ok(())
 }
 
 /// Locks and reads the users these devices belong to, in one text of four statements (one
