@@ -182,34 +182,36 @@ async fn metrics_show_histograms_of_events_webhooks_requests_and_store_queries_b
     assert!(value("presence_store_query_duration_seconds_count{query=\"events_after\"}") >= 1.0);
 }
 
-/// The variables `pid` runs with, as `NAME=value` strings.
-fn environment_of(pid: u32) -> Vec<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+/// `presence serve` on `dir` with `MALLOC_ARENA_MAX` set to `bound` (unset with `None`), once it
+/// listens (after any restart), and the variables it runs with, as `NAME=value` strings.
+async fn serving_with_arena_max(
+    dir: &std::path::Path,
+    bound: Option<&str>,
+) -> (crate::support::process::ServerProcess, Vec<String>) {
+    let mut command = crate::support::process::presence_command();
+    match bound {
+        Some(bound) => command.env("MALLOC_ARENA_MAX", bound),
+        None => command.env_remove("MALLOC_ARENA_MAX"),
+    };
+    let server =
+        crate::support::process::spawn_process_in(command, dir, &[], std::process::Stdio::null()).await;
+    let environ = std::fs::read(format!("/proc/{}/environ", server.child.id().unwrap())).unwrap();
+    let environment = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    (server, environment)
 }
 
 #[tokio::test]
 async fn serve_holds_malloc_to_one_arena_unless_the_operator_chose_a_bound() {
     let data = crate::support::DataDir::new();
     // Started as any operator starts it: restarted in place, it serves on the same process.
-    let mut command = crate::support::process::presence_command();
-    command.env_remove("MALLOC_ARENA_MAX");
-    let server =
-        crate::support::process::spawn_process_in(command, &data.path, &[], std::process::Stdio::null())
-            .await;
-    let pid = server.child.id().unwrap();
-    assert!(environment_of(pid).contains(&"MALLOC_ARENA_MAX=1".to_string()));
+    let (server, environment) = serving_with_arena_max(&data.path, None).await;
+    assert!(environment.contains(&"MALLOC_ARENA_MAX=1".to_string()));
     assert_eq!(reqwest::get(format!("{}/healthz", server.base())).await.unwrap().status(), 200);
     server.kill9().await;
 
     // Set by the operator: left as it is. The server prints its address only after any
-    // restart, so what is read below is what it serves with.
-    let mut command = crate::support::process::presence_command();
-    command.env("MALLOC_ARENA_MAX", "4");
-    let server =
-        crate::support::process::spawn_process_in(command, &data.path, &[], std::process::Stdio::null())
-            .await;
-    let environment = environment_of(server.child.id().unwrap());
+    // restart, so what is read is what it serves with.
+    let (server, environment) = serving_with_arena_max(&data.path, Some("4")).await;
     assert!(environment.contains(&"MALLOC_ARENA_MAX=4".to_string()), "the operator's bound stands");
     assert!(!environment.contains(&"MALLOC_ARENA_MAX=1".to_string()));
     server.kill9().await;
