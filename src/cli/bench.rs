@@ -201,7 +201,9 @@ async fn start_server(seed: &Seed, webhook: &str, bus: Option<&str>) -> Result<S
         // Every device, the stream consumer and the bench's own requests fit under the cap.
         .args(["--max-connections", &(seed.prids.len() + 1000).to_string()])
         .args(["--webhook-allow", "127.0.0.0/8", "--webhook-batch-interval", "1s", "--stream-buffer", "4096"])
-        .env("RUST_LOG", "warn")
+        // The server logs warnings only, unless `BENCH_SERVER_LOG` asks for more (a
+        // `RUST_LOG` filter, e.g. `sqlx::query=debug` to see the statements a run costs).
+        .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

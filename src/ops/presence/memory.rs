@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify, Semaphore};
 
 use super::{journal, Announce as _, ReportError, MAX_BATCH};
 use crate::bus::Bus;
@@ -42,9 +42,27 @@ enum Applying {
     Barrier(oneshot::Sender<()>, bool),
 }
 
+/// The way to the store's catching up (`apply`). Batches wait until its next transaction
+/// without waking it; a barrier wakes it at once.
+struct ToStore {
+    queue: mpsc::UnboundedSender<Applying>,
+    urgent: Arc<Notify>,
+}
+
+impl ToStore {
+    fn batch(&self, batch: PresenceBatch, segment: journal::Segment) {
+        let _ = self.queue.send(Applying::Batch(batch, segment));
+    }
+
+    fn barrier(&self, done: oneshot::Sender<()>, last: bool) {
+        let _ = self.queue.send(Applying::Barrier(done, last));
+        self.urgent.notify_one();
+    }
+}
+
 pub(super) struct Memory {
     pub roster: Arc<Mutex<Roster>>,
-    pub journal: mpsc::Sender<Entry>,
+    pub journal: Arc<Log>,
     /// Each app's latest durable events, for streams that keep up.
     pub recent: Arc<RecentLogs>,
 }
@@ -95,10 +113,20 @@ impl Memory {
         metrics: Arc<Metrics>,
     ) -> Memory {
         let roster = Arc::new(Mutex::new(Roster::default()));
-        let (journal, queue) = mpsc::channel(16 * MAX_BATCH);
         let recent = Arc::new(RecentLogs::default());
-        let timing = (window, interval);
-        tokio::spawn(write_journal(store, bus, queue, roster.clone(), recent.clone(), timing, metrics));
+        let wake = Arc::new(Notify::new());
+        let journal = Arc::new(Log {
+            queue: std::sync::Mutex::new(Queue {
+                entries: Vec::new(),
+                writer: Some(Writer { file: None }),
+                last_commit: Instant::now() - window,
+            }),
+            room: Semaphore::new(QUEUED_AT_MOST),
+            wake: wake.clone(),
+            window,
+            parts: Parts { store, bus, roster: roster.clone(), recent: recent.clone(), metrics, interval },
+        });
+        tokio::spawn(write_journal(Arc::downgrade(&journal), wake));
         Memory { roster, journal, recent }
     }
 
@@ -114,14 +142,15 @@ impl Memory {
 
     async fn barrier(&self, last: bool) {
         let (done, written) = oneshot::channel();
-        if self.journal.send(Entry::Barrier(done, last)).await.is_ok() {
-            let _ = written.await;
-        }
+        self.journal.push(Entry::Barrier(done, last)).await;
+        self.journal.wake.notify_one();
+        let _ = written.await;
     }
 
     /// Sends batches to this journal file from now on.
     pub async fn open(&self, journal: journal::Journal) {
-        let _ = self.journal.send(Entry::Open(journal)).await;
+        self.journal.push(Entry::Open(journal)).await;
+        self.journal.wake.notify_one();
     }
 }
 
@@ -143,109 +172,210 @@ pub(super) async fn load(
     Ok(())
 }
 
-/// The journal writer: takes every entry queued so far (up to `MAX_BATCH` reports), makes them
-/// durable in one write (or, before the journal is open, one transaction), then answers each
-/// and announces the changes.
-async fn write_journal(
+/// Entries waiting for the journal at most (a reporter waits for room beyond that).
+const QUEUED_AT_MOST: usize = 16 * MAX_BATCH;
+
+/// The journal's queue and its one writer at a time. Entries wait in the order the roster
+/// applied them. Whoever finds the writer free and the last write at least `window` old writes
+/// everything waiting: on a quiet node that is the reporting connection itself, so its answer
+/// is ready when its report returns (no hand-off to a writer task and back). The journal task
+/// (`write_journal`) writes what has to wait for the window, and anything else queued: the
+/// journal's opening, barriers, and the batches recorded straight in the store before it opens.
+pub(super) struct Log {
+    queue: std::sync::Mutex<Queue>,
+    /// Room in the queue.
+    room: Semaphore,
+    /// Wakes the journal task.
+    wake: Arc<Notify>,
+    window: Duration,
+    parts: Parts,
+}
+
+struct Queue {
+    entries: Vec<Entry>,
+    /// `None` while a write is under way: its writer holds it.
+    writer: Option<Writer>,
+    last_commit: Instant,
+}
+
+/// What writing needs besides the file.
+struct Parts {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
-    mut queue: mpsc::Receiver<Entry>,
     roster: Arc<Mutex<Roster>>,
     recent: Arc<RecentLogs>,
-    (window, interval): (Duration, Duration),
     metrics: Arc<Metrics>,
-) {
-    let mut file: Option<(journal::Journal, mpsc::UnboundedSender<Applying>)> = None;
-    // Writes are at least `window` apart: an idle node writes a report at once, a busy one
-    // gathers what arrives meanwhile into fewer, larger writes. A barrier (a write or a stop
-    // waiting) is not kept waiting.
-    let mut last_commit = tokio::time::Instant::now() - window;
-    while let Some(first) = queue.recv().await {
-        if matches!(first, Entry::Applied(..)) {
-            tokio::time::sleep_until(last_commit + window).await;
+    interval: Duration,
+}
+
+/// The journal file once open, and the way to the store's catching up.
+struct Writer {
+    file: Option<(journal::Journal, ToStore)>,
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // The journal task ends (and with it the store's catching up, once it has recorded all).
+        self.wake.notify_one();
+    }
+}
+
+impl Log {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an entry (after those already queued), once there is room.
+    pub async fn push(&self, entry: Entry) {
+        if let Ok(permit) = self.room.acquire().await {
+            permit.forget();
         }
-        last_commit = tokio::time::Instant::now();
-        let mut entries = vec![first];
-        while entries.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(entry) => entries.push(entry),
-                Err(_) => break,
+        self.lock().entries.push(entry);
+    }
+
+    /// Writes what waits now if it may (the writer is free, the window has passed, only reports
+    /// wait and the file is open); otherwise leaves it to the journal task.
+    pub fn write_now(&self) {
+        let now = Instant::now();
+        let (entries, mut writer) = {
+            let mut queue = self.lock();
+            let free = queue.writer.as_ref().is_some_and(|writer| writer.file.is_some());
+            let only_reports = queue.entries.iter().all(|entry| matches!(entry, Entry::Applied(..)));
+            if !free || !only_reports || queue.entries.is_empty() || now < queue.last_commit + self.window {
+                drop(queue);
+                self.wake.notify_one();
+                return;
             }
+            queue.last_commit = now;
+            let Some(writer) = queue.writer.take() else { return };
+            (self.take(&mut queue), writer)
+        };
+        let mut taken = writer.sort(entries, &self.parts);
+        let written = writer.append(&mut taken, &self.parts).unwrap_or(Ok(()));
+        writer.finish(&mut taken, written, &self.parts);
+        let more = {
+            let mut queue = self.lock();
+            queue.writer = Some(writer);
+            !queue.entries.is_empty()
+        };
+        if more {
+            self.wake.notify_one();
         }
+    }
+
+    /// Takes up to `MAX_BATCH` entries, oldest first, and gives their room back.
+    fn take(&self, queue: &mut Queue) -> Vec<Entry> {
+        let n = queue.entries.len().min(MAX_BATCH);
+        self.room.add_permits(n);
+        queue.entries.drain(..n).collect()
+    }
+}
+
+/// Entries taken for one write, sorted out.
+struct Taken {
+    now: i64,
+    batch: PresenceBatch,
+    applied: Vec<(Box<Applied>, Instant)>,
+    waiting: Vec<oneshot::Sender<Result<(), ReportError>>>,
+    barriers: Vec<(oneshot::Sender<()>, bool)>,
+}
+
+impl Writer {
+    fn sort(&mut self, entries: Vec<Entry>, parts: &Parts) -> Taken {
         let now = unix_now();
-        let mut batch = PresenceBatch::default();
-        let mut applied = Vec::new();
-        let mut waiting = Vec::new();
-        let mut barriers = Vec::new();
+        let mut taken = Taken {
+            now,
+            batch: PresenceBatch::default(),
+            applied: Vec::new(),
+            waiting: Vec::new(),
+            barriers: Vec::new(),
+        };
         for entry in entries {
             match entry {
                 Entry::Applied(report, done, received) => {
-                    batch.add(&report, now);
-                    waiting.extend(done);
-                    applied.push((report, received));
+                    taken.batch.add(&report, now);
+                    taken.waiting.extend(done);
+                    taken.applied.push((report, received));
                 }
                 // Everything before a barrier is in this batch: answered once it is recorded.
-                Entry::Barrier(done, last) => barriers.push((done, last)),
+                Entry::Barrier(done, last) => taken.barriers.push((done, last)),
                 Entry::Open(journal) => {
-                    let (to_store, applying) = mpsc::unbounded_channel();
+                    let (queue, applying) = mpsc::unbounded_channel();
+                    let urgent = Arc::new(Notify::new());
                     let dir = journal.dir().to_owned();
-                    tokio::spawn(apply(store.clone(), applying, dir, interval, metrics.clone()));
-                    file = Some((journal, to_store));
+                    let store = parts.store.clone();
+                    let (interval, metrics) = (parts.interval, parts.metrics.clone());
+                    tokio::spawn(apply(store, applying, urgent.clone(), dir, interval, metrics));
+                    self.file = Some((journal, ToStore { queue, urgent }));
                 }
             }
         }
-        let written = if applied.is_empty() {
-            Ok(())
-        } else {
-            let started = Instant::now();
-            let written = match &mut file {
-                Some((journal, to_store)) => match journal.append(&batch) {
-                    Ok(segment) => {
-                        let _ = to_store.send(Applying::Batch(batch, segment));
-                        Ok(())
-                    }
-                    Err(error) => Err(ReportError::Journal(Arc::new(error))),
-                },
-                // A panic while writing fails this batch only: the journal goes on with the next.
-                None => std::panic::AssertUnwindSafe(store.record_presence(&batch))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or(Err(StoreError::Panicked))
-                    .map_err(|error| ReportError::Store(Arc::new(error))),
-            };
-            metrics.timings.store_query(
-                if file.is_some() { "journal_append" } else { "record_presence" },
-                started.elapsed(),
-            );
-            written
+        taken
+    }
+
+    /// Appends the batch to the journal file: `None` when there is nothing to write or no file
+    /// yet (then the store records it, `record`).
+    fn append(&mut self, taken: &mut Taken, parts: &Parts) -> Option<Result<(), ReportError>> {
+        if taken.applied.is_empty() {
+            return Some(Ok(()));
+        }
+        let (journal, to_store) = self.file.as_mut()?;
+        let started = Instant::now();
+        let written = match journal.append(&taken.batch) {
+            Ok(segment) => {
+                to_store.batch(std::mem::take(&mut taken.batch), segment);
+                Ok(())
+            }
+            Err(error) => Err(ReportError::Journal(Arc::new(error))),
         };
+        parts.metrics.timings.store_query("journal_append", started.elapsed());
+        Some(written)
+    }
+
+    /// Before the journal is open: the store records the batch at once. A panic fails this
+    /// batch only.
+    async fn record(taken: &Taken, parts: &Parts) -> Result<(), ReportError> {
+        let started = Instant::now();
+        let recorded = std::panic::AssertUnwindSafe(parts.store.record_presence(&taken.batch))
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(StoreError::Panicked))
+            .map_err(|error| ReportError::Store(Arc::new(error)));
+        parts.metrics.timings.store_query("record_presence", started.elapsed());
+        recorded
+    }
+
+    /// Once written (or not): answers each report, announces the changes, passes barriers on.
+    fn finish(&self, taken: &mut Taken, written: Result<(), ReportError>, parts: &Parts) {
+        let Taken { now, applied, waiting, barriers, .. } = taken;
+        let now = *now;
         match written {
             Ok(()) => {
                 // Durable now: streams may read these from memory (before they are woken).
-                for (report, _) in &applied {
-                    recent.remember(&report.events, now);
+                for (report, _) in applied.iter() {
+                    parts.recent.remember(&report.events, now);
                 }
-                for (report, received) in applied {
+                for (report, received) in applied.drain(..) {
                     let Some(change) = report.change(now) else { continue };
-                    change.announce(bus.as_ref());
-                    metrics.timings.status_event.observe(received.elapsed().as_secs_f64());
+                    change.announce(parts.bus.as_ref());
+                    parts.metrics.timings.status_event.observe(received.elapsed().as_secs_f64());
                 }
-                for done in waiting {
+                for done in waiting.drain(..) {
                     let _ = done.send(Ok(()));
                 }
             }
             Err(error) => {
                 tracing::error!(error = %crate::error::chain(&error), reports = applied.len(), "status reports not recorded");
-                for done in waiting {
+                for done in waiting.drain(..) {
                     let _ = done.send(Err(error.clone()));
                 }
                 // Memory ran ahead of the store: read those accounts back once the store has
                 // everything the journal holds.
                 let accounts: Vec<AccountId> = applied.iter().map(|(report, _)| report.account).collect();
-                let (store, roster) = (store.clone(), roster.clone());
-                let caught_up = file.as_ref().map(|(_, to_store)| {
+                let (store, roster) = (parts.store.clone(), parts.roster.clone());
+                let caught_up = self.file.as_ref().map(|(_, to_store)| {
                     let (done, recorded) = oneshot::channel();
-                    let _ = to_store.send(Applying::Barrier(done, false));
+                    to_store.barrier(done, false);
                     recorded
                 });
                 tokio::spawn(async move {
@@ -259,15 +389,54 @@ async fn write_journal(
                 });
             }
         }
-        for (done, last) in barriers {
-            match &file {
-                Some((_, to_store)) => {
-                    let _ = to_store.send(Applying::Barrier(done, last));
-                }
+        for (done, last) in barriers.drain(..) {
+            match &self.file {
+                Some((_, to_store)) => to_store.barrier(done, last),
                 None => {
                     let _ = done.send(());
                 }
             }
+        }
+    }
+}
+
+/// The journal task: writes what a reporter could not (see `Log`), each write at least
+/// `window` after the last so that a busy node gathers what arrives meanwhile into fewer,
+/// larger writes. A barrier (a write or a stop waiting) is not kept waiting. Ends with the log.
+async fn write_journal(log: std::sync::Weak<Log>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(log) = log.upgrade() else { return };
+        loop {
+            let next = {
+                let mut queue = log.lock();
+                let due = queue.last_commit + log.window;
+                match queue.entries.first() {
+                    None => None,
+                    // A write under way: its writer wakes this task if more waits once it is done.
+                    Some(_) if queue.writer.is_none() => None,
+                    Some(Entry::Applied(..)) if Instant::now() < due => Some(Err(due)),
+                    Some(_) => {
+                        queue.last_commit = Instant::now();
+                        queue.writer.take().map(|writer| Ok((log.take(&mut queue), writer)))
+                    }
+                }
+            };
+            let (entries, mut writer) = match next {
+                None => break,
+                Some(Err(due)) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    continue;
+                }
+                Some(Ok(taken)) => taken,
+            };
+            let mut taken = writer.sort(entries, &log.parts);
+            let written = match writer.append(&mut taken, &log.parts) {
+                Some(written) => written,
+                None => Writer::record(&taken, &log.parts).await,
+            };
+            writer.finish(&mut taken, written, &log.parts);
+            log.lock().writer = Some(writer);
         }
     }
 }
@@ -285,6 +454,7 @@ const DEVICE_ROWS_EVERY: Duration = Duration::from_secs(5);
 async fn apply(
     store: Arc<dyn Store>,
     mut queue: mpsc::UnboundedReceiver<Applying>,
+    urgent: Arc<Notify>,
     dir: std::path::PathBuf,
     interval: Duration,
     metrics: Arc<Metrics>,
@@ -311,35 +481,34 @@ async fn apply(
             },
         };
         let deadline = tokio::time::Instant::now() + interval;
+        // Batches queue without waking this task; it takes them at the deadline, or at once
+        // for a barrier.
         loop {
-            match next.take() {
-                Some(Applying::Batch(batch, from)) => caught_up.add(batch, from),
-                Some(Applying::Barrier(done, last)) => barriers.push((done, last)),
-                None => {}
+            if let Some(item) = next.take() {
+                caught_up.take(item, &mut barriers);
             }
-            if !barriers.is_empty() {
-                // Take what is already queued, then record at once.
-                while let Ok(item) = queue.try_recv() {
-                    match item {
-                        Applying::Batch(batch, from) => caught_up.add(batch, from),
-                        Applying::Barrier(done, last) => barriers.push((done, last)),
-                    }
-                }
-                break;
-            }
-            if !open {
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                item = queue.recv() => match item {
-                    Some(item) => next = Some(item),
-                    None => {
+            loop {
+                match queue.try_recv() {
+                    Ok(item) => caught_up.take(item, &mut barriers),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
                         open = false;
                         break;
                     }
-                },
+                }
             }
+            if !barriers.is_empty() || !open {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = urgent.notified() => continue,
+            }
+            // The deadline: what came meanwhile goes too.
+            while let Ok(item) = queue.try_recv() {
+                caught_up.take(item, &mut barriers);
+            }
+            break;
         }
         if !barriers.is_empty() || !open || caught_up.devices_due_in() == Some(Duration::ZERO) {
             caught_up.release_devices();
@@ -390,6 +559,13 @@ struct CatchUp {
 }
 
 impl CatchUp {
+    fn take(&mut self, item: Applying, barriers: &mut Vec<(oneshot::Sender<()>, bool)>) {
+        match item {
+            Applying::Batch(batch, from) => self.add(batch, from),
+            Applying::Barrier(done, last) => barriers.push((done, last)),
+        }
+    }
+
     fn add(&mut self, mut batch: PresenceBatch, from: journal::Segment) {
         if !batch.devices.is_empty() && self.held_since.is_none() {
             self.held_since = Some((Instant::now(), from));

@@ -163,10 +163,13 @@ impl Engine {
                 match roster.report(device, status) {
                     // Queued under the roster's lock, so the journal writes seqs in order.
                     Some(applied) => {
-                        let _ = memory
+                        memory
                             .journal
-                            .send(memory::Entry::Applied(Box::new(applied), Some(done), received))
+                            .push(memory::Entry::Applied(Box::new(applied), Some(done), received))
                             .await;
+                        drop(roster);
+                        // On a quiet node this report is written here and now, and answered.
+                        memory.journal.write_now();
                     }
                     None => {
                         let _ = done.send(Ok(())); // removed meanwhile
