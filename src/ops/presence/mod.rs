@@ -198,6 +198,9 @@ impl Engine {
         let Truth::Memory(memory) = &self.truth else {
             return write.await;
         };
+        // The store catches up first without holding reports up (up to `presence_store_interval`
+        // of changes), then again under the roster's lock with only what came meanwhile.
+        memory.flush().await;
         let mut roster = memory.roster.lock().await;
         memory.flush().await;
         let result = write.await;
