@@ -142,15 +142,13 @@ impl Memory {
 
     async fn barrier(&self, last: bool) {
         let (done, written) = oneshot::channel();
-        self.journal.push(Entry::Barrier(done, last)).await;
-        self.journal.wake.notify_one();
+        self.journal.hand_over(Entry::Barrier(done, last)).await;
         let _ = written.await;
     }
 
     /// Sends batches to this journal file from now on.
     pub async fn open(&self, journal: journal::Journal) {
-        self.journal.push(Entry::Open(journal)).await;
-        self.journal.wake.notify_one();
+        self.journal.hand_over(Entry::Open(journal)).await;
     }
 }
 
@@ -233,6 +231,12 @@ impl Log {
         self.lock().entries.push(entry);
     }
 
+    /// Queues an entry for the journal task to take.
+    async fn hand_over(&self, entry: Entry) {
+        self.push(entry).await;
+        self.wake.notify_one();
+    }
+
     /// Writes what waits now if it may (the writer is free, the window has passed, only reports
     /// wait and the file is open); otherwise leaves it to the journal task.
     pub fn write_now(&self) {
@@ -251,7 +255,8 @@ impl Log {
             (self.take(&mut queue), writer)
         };
         let mut taken = writer.sort(entries, &self.parts);
-        let written = writer.append(&mut taken, &self.parts).unwrap_or(Ok(()));
+        // (The file is open: checked above. Were it not, nothing was written.)
+        let written = writer.append(&mut taken, &self.parts).unwrap_or(Err(ReportError::Stopped));
         writer.finish(&mut taken, written, &self.parts);
         let more = {
             let mut queue = self.lock();
@@ -483,6 +488,7 @@ async fn apply(
         let deadline = tokio::time::Instant::now() + interval;
         // Batches queue without waking this task; it takes them at the deadline, or at once
         // for a barrier.
+        let mut due = false;
         loop {
             if let Some(item) = next.take() {
                 caught_up.take(item, &mut barriers);
@@ -497,18 +503,14 @@ async fn apply(
                     }
                 }
             }
-            if !barriers.is_empty() || !open {
+            if due || !barriers.is_empty() || !open {
                 break;
             }
+            // At the deadline, what came meanwhile is taken once more (above) and goes too.
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = urgent.notified() => continue,
+                _ = tokio::time::sleep_until(deadline) => due = true,
+                _ = urgent.notified() => {}
             }
-            // The deadline: what came meanwhile goes too.
-            while let Ok(item) = queue.try_recv() {
-                caught_up.take(item, &mut barriers);
-            }
-            break;
         }
         if !barriers.is_empty() || !open || caught_up.devices_due_in() == Some(Duration::ZERO) {
             caught_up.release_devices();
