@@ -256,13 +256,17 @@ async fn consume(
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
             let now = Instant::now();
-            if let Ok(entries) = serde_json::from_slice::<Vec<(String, String, u64)>>(&line) {
-                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                for (uid, status, _) in entries {
-                    if let Some(i) = index.get(&uid) {
-                        seen.push((*i, status, now));
+            match serde_json::from_slice::<Vec<(String, String, u64)>>(&line) {
+                Ok(entries) => {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    for (uid, status, _) in entries {
+                        if let Some(i) = index.get(&uid) {
+                            seen.push((*i, status, now));
+                        }
                     }
                 }
+                // The server's closing line says why the stream ended.
+                Err(_) => eprintln!("the stream ended: {}", String::from_utf8_lossy(&line).trim_end()),
             }
         }
     }
@@ -364,8 +368,9 @@ async fn drive(
             let i = *cursor % devices.senders.len();
             *cursor += 1;
             let status = if next[i] { "O" } else { "A" };
-            next[i] = !next[i];
+            // A device whose queue is full skips this turn: what it last sent stays what `next` says.
             if devices.senders[i].try_send(status).is_ok() {
+                next[i] = !next[i];
                 sends[i].push_back((Instant::now(), if status == "O" { "online" } else { "away" }));
                 sent += 1;
             }
@@ -440,7 +445,8 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     let after = rss(server.pid)?;
     figures.bytes_per_device = after.saturating_sub(before) as f64 / n as f64;
 
-    // CPU per change and latency at the set rate.
+    // CPU per change and latency at the set rate. `next[i]`: whether device i's next status is
+    // online (it last sent away, or nothing yet).
     let (mut next, mut sends, mut cursor): (Vec<bool>, Sends, usize) =
         (vec![true; n], vec![VecDeque::new(); n], 0);
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -492,8 +498,8 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     // Drop many devices at once: how long until the stream shows them all offline.
     let dropping = options.drop.min(n);
     for (i, sender) in devices.senders.iter().enumerate().take(dropping) {
-        if !next[i] {
-            // Its last status was away; make every dropped device online first.
+        if next[i] {
+            // Away, or never reported (offline, so its drop would change nothing): online first.
             let _ = sender.send("O").await;
             next[i] = true;
         }
@@ -521,6 +527,7 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
             break;
         }
         if Instant::now() > deadline {
+            eprintln!("drop: {offline} of {dropping} devices seen offline after {:?}", started.elapsed());
             figures.drop_ms = f64::NAN;
             break;
         }
