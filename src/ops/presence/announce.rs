@@ -1,4 +1,7 @@
 //! How a committed write is announced: presence changes and appended events become bus signals.
+//!
+//! Events are announced once per app and write, with the app's newest seq: whoever delivers an
+//! app's events reads its log from where it stands, so one wake covers the whole write.
 
 use crate::bus::{Bus, Signal};
 use crate::domain::{AppEvent, PresenceChange};
@@ -8,20 +11,39 @@ pub trait Announce {
     fn announce(self, bus: &dyn Bus);
 }
 
+/// Each app's newest seq among the events of one write (a write touches few apps).
+#[derive(Default)]
+struct Newest(Vec<AppEvent>);
+
+impl Newest {
+    fn add(&mut self, app_id: &str, seq: u64) {
+        match self.0.iter_mut().find(|newest| newest.app_id == app_id) {
+            Some(newest) => newest.seq = newest.seq.max(seq),
+            None => self.0.push(AppEvent { app_id: app_id.to_owned(), seq }),
+        }
+    }
+
+    fn publish(self, bus: &dyn Bus) {
+        for AppEvent { app_id, seq } in self.0 {
+            bus.publish(Signal::AppEvents { app_id, seq });
+        }
+    }
+}
+
 impl Announce for PresenceChange {
     fn announce(self, bus: &dyn Bus) {
-        tracing::debug!(account = self.account.0, status = self.status.name(), "presence changed");
-        self.events.clone().announce(bus);
-        bus.publish(Signal::Presence(self));
+        vec![self].announce(bus);
     }
 }
 
 /// Entries appended to apps' event logs wake whoever delivers those apps' events.
 impl Announce for Vec<AppEvent> {
     fn announce(self, bus: &dyn Bus) {
-        for event in self {
-            bus.publish(Signal::AppEvents { app_id: event.app_id, seq: event.seq });
+        let mut newest = Newest::default();
+        for event in &self {
+            newest.add(&event.app_id, event.seq);
         }
+        newest.publish(bus);
     }
 }
 
@@ -33,10 +55,51 @@ impl<T: Announce> Announce for Option<T> {
     }
 }
 
+/// Each change is signalled; the events they appended, once per app.
 impl Announce for Vec<PresenceChange> {
     fn announce(self, bus: &dyn Bus) {
+        let mut newest = Newest::default();
         for change in self {
-            change.announce(bus);
+            tracing::debug!(account = change.account.0, status = change.status.name(), "presence changed");
+            for event in &change.events {
+                newest.add(&event.app_id, event.seq);
+            }
+            bus.publish(Signal::Presence(change));
         }
+        newest.publish(bus);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AccountId, Status};
+
+    fn change(account: i64, events: &[(&str, u64)]) -> PresenceChange {
+        PresenceChange {
+            account: AccountId(account),
+            status: Status::Online,
+            at: 0,
+            events: events
+                .iter()
+                .map(|(app, seq)| AppEvent { app_id: (*app).to_owned(), seq: *seq })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_write_wakes_each_app_once_with_its_newest_seq_after_every_change() {
+        let bus = crate::bus::LocalBus::new(64);
+        let mut signals = bus.subscribe();
+        vec![change(1, &[("a", 3), ("b", 4)]), change(2, &[("a", 5)]), change(3, &[])].announce(&bus);
+        let mut seen = Vec::new();
+        while let Ok(signal) = signals.try_recv() {
+            seen.push(match signal {
+                Signal::Presence(change) => format!("presence {}", change.account.0),
+                Signal::AppEvents { app_id, seq } => format!("{app_id} {seq}"),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(seen, ["presence 1", "presence 2", "presence 3", "a 5", "b 4"]);
     }
 }

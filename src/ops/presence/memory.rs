@@ -360,11 +360,14 @@ impl Writer {
                 for (report, _) in applied.iter() {
                     parts.recent.remember(&report.events, now);
                 }
+                let mut changes = Vec::with_capacity(applied.len());
                 for (report, received) in applied.drain(..) {
                     let Some(change) = report.change(now) else { continue };
-                    change.announce(parts.bus.as_ref());
+                    changes.push(change);
                     parts.metrics.timings.status_event.observe(received.elapsed().as_secs_f64());
                 }
+                // One wake per app for the whole batch.
+                changes.announce(parts.bus.as_ref());
                 for done in waiting.drain(..) {
                     let _ = done.send(Ok(()));
                 }

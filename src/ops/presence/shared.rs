@@ -46,7 +46,7 @@ pub(super) async fn write_reports(
         };
         match written.unwrap_or(Err(crate::store::StoreError::Panicked)) {
             Ok(changes) => {
-                changes.into_iter().flatten().for_each(|change| change.announce(bus.as_ref()));
+                changes.into_iter().flatten().collect::<Vec<_>>().announce(bus.as_ref());
                 for report in batch {
                     let _ = report.done.send(Ok(()));
                 }
