@@ -6,14 +6,20 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::{frame::CloseFrame as WireCloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, Message};
+use tokio_tungstenite::WebSocketStream;
 
 use super::protocol::{self, Hello, ServerMessage};
 use super::session::{self, close_frame, Action, Batch, CloseReason, Input, Session};
-use super::socket::{read_frame, send, send_frame, BoundDevice, Connection, ReadFrame};
+use super::socket::{read_frame, send, send_frame, BoundDevice, Connection, ReadFrame, WebSocket};
 use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceBinding, Eviction, Uaid};
@@ -21,46 +27,100 @@ use crate::http::error::ApiError;
 use crate::metrics::MessageKind;
 use crate::store::UaidOwner;
 
-use axum::extract::ws::WebSocket;
+/// The subprotocol SimplePush clients offer; chosen when offered.
+const SUBPROTOCOL: &str = "push-notification";
 
-pub async fn upgrade(
-    State(state): State<Gateway>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return ApiError::new(
-                rejection.status(),
-                "websocket_required",
-                "this path speaks SimplePush over WebSocket; connect with a WebSocket client",
-            )
-            .into_response()
-        }
+/// The WebSocket upgrade at `/` (RFC 6455, section 4.2): a valid request is answered `101` and
+/// its connection becomes the device's socket, in a task of its own; anything else is told that
+/// this path speaks SimplePush.
+pub async fn upgrade(State(state): State<Gateway>, mut request: Request) -> Response {
+    let accept = match accept_key(request.method(), request.headers()) {
+        Ok(accept) => accept,
+        Err(status) => return websocket_required(status),
     };
-    let config = &state.config;
-    ws.protocols(["push-notification"])
-        .read_buffer_size(config.ws_read_buffer)
-        .write_buffer_size(0)
-        .max_write_buffer_size(config.ws_write_buffer_max)
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size)
-        .on_upgrade(move |socket| {
-            let tracker = state.tracker.clone();
-            tracker.track_future(serve(state, socket))
-        })
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return websocket_required(StatusCode::UPGRADE_REQUIRED);
+    };
+    let offered = offers(request.headers(), SUBPROTOCOL);
+    let tracker = state.tracker.clone();
+    tokio::spawn(tracker.track_future(serve(state, on_upgrade)));
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if offered {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    response
+}
+
+fn websocket_required(status: StatusCode) -> Response {
+    ApiError::new(
+        status,
+        "websocket_required",
+        "this path speaks SimplePush over WebSocket; connect with a WebSocket client",
+    )
+    .into_response()
+}
+
+/// The `Sec-WebSocket-Accept` a valid opening handshake is answered with, or why there is none:
+/// plain HTTP is told an upgrade is required, a broken handshake is a bad request.
+fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, StatusCode> {
+    if method != Method::GET {
+        return Err(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    if !tokens(headers, header::UPGRADE).any(|token| token.eq_ignore_ascii_case("websocket")) {
+        return Err(StatusCode::UPGRADE_REQUIRED);
+    }
+    let upgrade = tokens(headers, header::CONNECTION).any(|token| token.eq_ignore_ascii_case("upgrade"));
+    let version = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if upgrade && version => {
+            HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| StatusCode::BAD_REQUEST)
+        }
+        _ => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// Whether the `Sec-WebSocket-Protocol` header offers `name`.
+fn offers(headers: &HeaderMap, name: &str) -> bool {
+    tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|offered| offered == name)
+}
+
+/// The comma-separated tokens of every `name` header.
+fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 /// A connection from the upgrade to the close frame. Not an `async fn`: its arguments would be
 /// kept twice in the task (as arguments and as the body's locals), and an idle connection's
-/// task is most of what a device costs.
+/// task is most of what a device costs. The task is the connection's own (not a wrapper's
+/// around it), so an idle device holds only this future.
 #[allow(clippy::manual_async_fn)]
-fn serve(state: Gateway, mut socket: WebSocket) -> impl std::future::Future<Output = ()> {
+fn serve(state: Gateway, on_upgrade: OnUpgrade) -> impl std::future::Future<Output = ()> {
     async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let config = &state.config;
+        let limits = WebSocketConfig::default()
+            .read_buffer_size(config.ws_read_buffer)
+            .write_buffer_size(0)
+            .max_write_buffer_size(config.ws_write_buffer_max)
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_message_size));
+        let mut socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits)).await;
         state.metrics.connections.fetch_add(1, Relaxed);
         state.metrics.connections_total.fetch_add(1, Relaxed);
         let reason = life(&state, &mut socket).await;
         if let Some(frame) = close_frame(reason) {
+            let frame = WireCloseFrame { code: frame.code.into(), reason: frame.reason.into() };
             let _ = send_frame(&mut socket, Message::Close(Some(frame)), state.config.ws_write_timeout).await;
         }
         state.metrics.connections.fetch_sub(1, Relaxed);
@@ -190,4 +250,60 @@ async fn assign_uaid(
     }
     state.store.connect_uaid(&uaid, now).await?;
     Ok(uaid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (header::HeaderName::from_static(name), HeaderValue::from_static(value)))
+            .collect()
+    }
+
+    const VALID: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_valid_opening_handshake_is_answered_with_the_key_rfc_6455_gives() {
+        let accept = accept_key(&Method::GET, &handshake(&VALID)).expect("valid");
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_a_status_that_says_why() {
+        assert_eq!(accept_key(&Method::POST, &handshake(&VALID)), Err(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(
+            accept_key(&Method::GET, &HeaderMap::new()),
+            Err(StatusCode::UPGRADE_REQUIRED),
+            "plain HTTP"
+        );
+        for missing in 0..VALID.len() {
+            let mut pairs = VALID.to_vec();
+            let (name, _) = pairs.remove(missing);
+            let expected =
+                if name == "upgrade" { StatusCode::UPGRADE_REQUIRED } else { StatusCode::BAD_REQUEST };
+            assert_eq!(accept_key(&Method::GET, &handshake(&pairs)), Err(expected), "without {name}");
+        }
+        let mut old = VALID.to_vec();
+        old[2] = ("sec-websocket-version", "8");
+        assert_eq!(
+            accept_key(&Method::GET, &handshake(&old)),
+            Err(StatusCode::BAD_REQUEST),
+            "another version"
+        );
+    }
+
+    #[test]
+    fn the_subprotocol_is_chosen_only_when_offered() {
+        assert!(offers(&handshake(&[("sec-websocket-protocol", "chat, push-notification")]), SUBPROTOCOL));
+        assert!(!offers(&handshake(&[("sec-websocket-protocol", "chat")]), SUBPROTOCOL));
+        assert!(!offers(&HeaderMap::new(), SUBPROTOCOL));
+    }
 }

@@ -99,7 +99,6 @@ pub enum Mail {
 pub struct Attachment {
     pub id: u64,
     mailbox: Arc<Mailbox>,
-    epoch: Instant,
 }
 
 impl Attachment {
@@ -121,15 +120,6 @@ impl Attachment {
             }
             self.mailbox.wake.notified().await;
         }
-    }
-
-    /// Asks for `Mail::Tick` once `at` has come, replacing any earlier ask. The node's sweep
-    /// delivers it, up to one sweep period late: a connection keeps no timer of its own.
-    pub fn wake_at(&self, at: Instant) {
-        let millis = at.saturating_duration_since(self.epoch).as_millis();
-        // Rounded up, so that a tick never comes before `at`.
-        let millis = u64::try_from(millis + 1).unwrap_or(NOT_DUE - 1);
-        self.mailbox.due.store(millis, Ordering::Relaxed);
     }
 
     /// Whether the connection was evicted, and why.
@@ -187,7 +177,17 @@ impl Registry {
         if let Some(older) = self.shard(&uaid).insert(uaid, entry) {
             older.mailbox.evict(Eviction::Replaced);
         }
-        Attachment { id, mailbox, epoch: self.epoch }
+        Attachment { id, mailbox }
+    }
+
+    /// Asks for `Mail::Tick` on `attachment` once `at` has come, replacing any earlier ask. The
+    /// node's sweep delivers it, up to one sweep period late: a connection keeps no timer of its
+    /// own (nor a copy of the epoch its time counts from).
+    pub fn wake_at(&self, attachment: &Attachment, at: Instant) {
+        let millis = at.saturating_duration_since(self.epoch).as_millis();
+        // Rounded up, so that a tick never comes before `at`.
+        let millis = u64::try_from(millis + 1).unwrap_or(NOT_DUE - 1);
+        attachment.mailbox.due.store(millis, Ordering::Relaxed);
     }
 
     /// The node's liveness sweep: ticks every connection whose asked-for time (`wake_at`) has
@@ -359,7 +359,7 @@ mod tests {
         let attached = registry.attach(uaid, 2);
         let t0 = Instant::now();
         assert_eq!(registry.sweep(t0 + Duration::from_secs(60)), 0, "nothing asked, nothing ticked");
-        attached.wake_at(t0 + Duration::from_secs(10));
+        registry.wake_at(&attached, t0 + Duration::from_secs(10));
         assert_eq!(registry.sweep(t0 + Duration::from_secs(9)), 0, "never early");
         assert!(now(&attached).is_none());
         assert_eq!(registry.sweep(t0 + Duration::from_secs(11)), 1);
@@ -370,8 +370,8 @@ mod tests {
         assert!(matches!(now(&attached), Some(Mail::Tick)));
         assert!(now(&attached).is_none(), "one tick per sweep that found it due");
         // Asking again replaces the earlier time.
-        attached.wake_at(t0 + Duration::from_secs(20));
-        attached.wake_at(t0 + Duration::from_secs(30));
+        registry.wake_at(&attached, t0 + Duration::from_secs(20));
+        registry.wake_at(&attached, t0 + Duration::from_secs(30));
         assert_eq!(registry.sweep(t0 + Duration::from_secs(25)), 0);
         assert_eq!(registry.sweep(t0 + Duration::from_secs(31)), 1);
     }

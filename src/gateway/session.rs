@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::CloseFrame;
 use tokio::time::Instant;
 
 use super::protocol::{ClientMessage, Hello, ParseError, ServerMessage, UpdateEntry};
@@ -64,6 +63,13 @@ impl From<Eviction> for CloseReason {
     }
 }
 
+/// A WebSocket close frame: its code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseFrame {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
 /// The one place that maps close reasons to WebSocket close frames.
 pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
     let (code, text) = match reason {
@@ -81,7 +87,7 @@ pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::UnknownPresenceId => (CLOSE_UNAUTHORIZED, "unknown presence id"),
         CloseReason::Revoked => (CLOSE_UNAUTHORIZED, "device removed"),
     };
-    Some(CloseFrame { code, reason: text.into() })
+    Some(CloseFrame { code, reason: text })
 }
 
 /// The first message of a connection must be a hello; anything else closes it.
