@@ -353,7 +353,7 @@ async fn drive(
     devices: &Devices,
     rate: u32,
     duration: Duration,
-    next: &mut [bool],
+    last: &mut [Option<bool>],
     sends: &mut Sends,
     cursor: &mut usize,
 ) -> usize {
@@ -367,10 +367,11 @@ async fn drive(
         while sent < due {
             let i = *cursor % devices.senders.len();
             *cursor += 1;
-            let status = if next[i] { "O" } else { "A" };
-            // A device whose queue is full skips this turn: what it last sent stays what `next` says.
+            let online = last[i] != Some(true);
+            let status = if online { "O" } else { "A" };
+            // A device whose queue is full skips this turn: what it last sent stays in `last`.
             if devices.senders[i].try_send(status).is_ok() {
-                next[i] = !next[i];
+                last[i] = Some(online);
                 sends[i].push_back((Instant::now(), if status == "O" { "online" } else { "away" }));
                 sent += 1;
             }
@@ -445,13 +446,13 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     let after = rss(server.pid)?;
     figures.bytes_per_device = after.saturating_sub(before) as f64 / n as f64;
 
-    // CPU per change and latency at the set rate. `next[i]`: whether device i's next status is
-    // online (it last sent away, or nothing yet).
-    let (mut next, mut sends, mut cursor): (Vec<bool>, Sends, usize) =
-        (vec![true; n], vec![VecDeque::new(); n], 0);
+    // CPU per change and latency at the set rate. `last[i]`: whether device i last sent online
+    // (`Some(true)`), away, or nothing yet (it is offline).
+    let (mut last, mut sends, mut cursor): (Vec<Option<bool>>, Sends, usize) =
+        (vec![None; n], vec![VecDeque::new(); n], 0);
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
     let cpu_before = cpu()?;
-    let sent = drive(&devices, options.rate, options.duration, &mut next, &mut sends, &mut cursor).await;
+    let sent = drive(&devices, options.rate, options.duration, &mut last, &mut sends, &mut cursor).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_after = cpu()?;
     let (received, lat) = {
@@ -473,7 +474,7 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
             sends.iter_mut().for_each(VecDeque::clear);
             let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
             let sent =
-                drive(&devices, rate, Duration::from_secs(3), &mut next, &mut sends, &mut cursor).await;
+                drive(&devices, rate, Duration::from_secs(3), &mut last, &mut sends, &mut cursor).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (received, lat) = {
                 let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -498,10 +499,11 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
     // Drop many devices at once: how long until the stream shows them all offline.
     let dropping = options.drop.min(n);
     for (i, sender) in devices.senders.iter().enumerate().take(dropping) {
-        if next[i] {
-            // Away, or never reported (offline, so its drop would change nothing): online first.
-            let _ = sender.send("O").await;
-            next[i] = true;
+        if last[i].is_none() {
+            // Never reported, so offline already: its drop would change nothing. Online first.
+            if sender.send("O").await.is_ok() {
+                last[i] = Some(true);
+            }
         }
     }
     quiet(&seen).await;
