@@ -24,6 +24,7 @@ use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceBinding, Eviction, Uaid};
 use crate::http::error::ApiError;
+use crate::http::header_tokens as tokens;
 use crate::metrics::MessageKind;
 use crate::store::UaidOwner;
 
@@ -87,16 +88,6 @@ fn accept_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Statu
 /// Whether the `Sec-WebSocket-Protocol` header offers `name`.
 fn offers(headers: &HeaderMap, name: &str) -> bool {
     tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|offered| offered == name)
-}
-
-/// The comma-separated tokens of every `name` header.
-fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
 }
 
 /// A connection from the upgrade to the close frame. Not an `async fn`: its arguments would be

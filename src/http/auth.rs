@@ -162,10 +162,9 @@ pub fn client_addr(
         return peer;
     }
     let mut client = peer;
-    let hops = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
-    let hops: Vec<&str> = hops.flat_map(|value| value.split(',')).collect();
+    let hops: Vec<&str> = super::header_tokens(headers, "x-forwarded-for").collect();
     for hop in hops.iter().rev() {
-        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else { break };
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else { break };
         client = ip;
         if !trusted_hop(ip) {
             break;

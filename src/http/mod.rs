@@ -74,3 +74,16 @@ pub fn routes(state: HttpState) -> Router {
         .merge(health::routes(state.config.admin_addr().is_none()))
         .with_state(state)
 }
+
+/// The comma-separated tokens of every `name` header, trimmed, in order (RFC 9110, section 5.3).
+pub fn header_tokens(
+    headers: &axum::http::HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
