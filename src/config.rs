@@ -320,14 +320,16 @@ impl Config {
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1".into());
         }
-        if self.max_message_size < 1024 {
-            return invalid("max_message_size must be at least 1024 bytes".into());
+        if self.max_message_size < 1024 || self.max_message_size > 64 << 20 {
+            return invalid("max_message_size must be between 1024 bytes and 64 MiB".into());
         }
         if self.ws_read_buffer < 256 || self.ws_read_buffer > 1 << 20 {
             return invalid("ws_read_buffer must be between 256 bytes and 1 MiB".into());
         }
-        if self.ws_write_buffer_max < self.max_message_size {
-            return invalid("ws_write_buffer_max must be at least max_message_size".into());
+        if self.ws_write_buffer_max < self.max_message_size || self.ws_write_buffer_max > 256 << 20 {
+            return invalid(
+                "ws_write_buffer_max must be at least max_message_size and at most 256 MiB".into(),
+            );
         }
         if self.outbound_queue == 0 {
             return invalid("outbound_queue must be at least 1".into());

@@ -184,7 +184,8 @@ async fn linger(mut tcp: TcpStream) {
 
 /// An accepted connection: holds its slot under `max_connections` for as long as the socket
 /// lives (an upgraded WebSocket too), and closes with a lingering close when data is unread.
-struct Tracked {
+/// An upgraded connection is this type under hyper's `TokioIo`.
+pub(crate) struct Tracked {
     tcp: Option<TcpStream>,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -192,6 +193,11 @@ struct Tracked {
 impl Tracked {
     fn tcp(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
         Pin::new(self.get_mut().tcp.as_mut().expect("present until dropped"))
+    }
+
+    /// The TCP stream, for waiting on readiness and reading without a buffer held meanwhile.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        self.tcp.as_ref().expect("present until dropped")
     }
 }
 

@@ -13,19 +13,19 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::{frame::CloseFrame as WireCloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::protocol::{self, Hello, ServerMessage};
 use super::session::{self, close_frame, Action, Batch, CloseReason, Input, Session};
-use super::socket::{read_frame, send, send_frame, BoundDevice, Connection, ReadFrame, WebSocket};
+use super::socket::{read_frame, send, BoundDevice, Connection, ReadFrame, WebSocket};
+use super::wire::WireLimits;
 use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceBinding, Eviction, Uaid};
 use crate::http::error::ApiError;
 use crate::http::header_tokens as tokens;
 use crate::metrics::MessageKind;
+use crate::server::Tracked;
 use crate::store::UaidOwner;
 
 /// The subprotocol SimplePush clients offer; chosen when offered.
@@ -98,22 +98,28 @@ fn offers(headers: &HeaderMap, name: &str) -> bool {
 fn serve(state: Gateway, on_upgrade: OnUpgrade) -> impl std::future::Future<Output = ()> {
     async move {
         let Ok(upgraded) = on_upgrade.await else { return };
+        // The server under the router hands over its own connection type; the socket works on
+        // the TCP stream itself, without hyper's boxed one around it.
+        let parts = match upgraded.downcast::<TokioIo<Tracked>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!("an upgraded connection not from this server's listener; closed");
+                return;
+            }
+        };
         let config = &state.config;
-        let limits = WebSocketConfig::default()
-            .read_buffer_size(config.ws_read_buffer)
-            .write_buffer_size(0)
-            .max_write_buffer_size(config.ws_write_buffer_max)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
-        let mut socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits)).await;
+        let limits = WireLimits {
+            read_chunk: config.ws_read_buffer as u32,
+            max_message: config.max_message_size as u32,
+            max_output: config.ws_write_buffer_max as u32,
+        };
+        let mut socket = WebSocket::new(parts.io.into_inner(), &parts.read_buf, limits);
+        drop(parts.read_buf);
         state.metrics.connections.fetch_add(1, Relaxed);
         state.metrics.connections_total.fetch_add(1, Relaxed);
         let reason = life(&state, &mut socket).await;
-        if let Some(frame) = close_frame(reason) {
-            let frame = WireCloseFrame { code: frame.code.into(), reason: frame.reason.into() };
-            let _ = send_frame(&mut socket, Message::Close(Some(frame)), state.config.ws_write_timeout).await;
-        }
+        let frame = close_frame(reason).map(|frame| (frame.code, frame.reason));
+        let _ = tokio::time::timeout(config.ws_write_timeout, socket.close(frame)).await;
         state.metrics.connections.fetch_sub(1, Relaxed);
         tracing::debug!(?reason, "device connection closed");
     }

@@ -11,6 +11,7 @@ pub mod relay;
 pub mod session;
 pub mod socket;
 pub mod update;
+mod wire;
 
 use std::sync::Arc;
 

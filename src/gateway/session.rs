@@ -38,6 +38,10 @@ pub enum CloseReason {
     Protocol(&'static str),
     Binary,
     TooLarge,
+    /// A WebSocket frame RFC 6455 does not allow.
+    Framing(&'static str),
+    /// A text message that is not UTF-8.
+    NotUtf8,
     HelloTimeout,
     PingTooOften,
     /// Registers, unregisters and acks past `device_writes_per_second` (each is a write).
@@ -77,6 +81,8 @@ pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::Protocol(why) => (1008, why),
         CloseReason::Binary => (1003, "binary frames are not supported"),
         CloseReason::TooLarge => (1009, "message too large"),
+        CloseReason::Framing(why) => (1002, why),
+        CloseReason::NotUtf8 => (1007, "text is not utf-8"),
         CloseReason::HelloTimeout => (1008, "no hello in time"),
         CloseReason::PingTooOften => (CLOSE_PING_TOO_OFTEN, "pinging too often"),
         CloseReason::TooManyWrites => (CLOSE_TOO_MANY_WRITES, "too many registers, unregisters or acks"),

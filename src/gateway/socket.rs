@@ -8,15 +8,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 
 use super::protocol::{self, ClientMessage, ParseError, ServerMessage};
 use super::registry::{Attachment, Mail, Outbound};
 use super::session::{Action, Batch, CloseReason, Frame, Input, Registered, Session, Unregistered};
+use super::wire::{Incoming, WireError};
 use super::Gateway;
 use crate::clock::unix_now;
 use crate::domain::{DeviceId, Uaid};
@@ -27,45 +24,56 @@ use tokio::sync::oneshot;
 
 pub use super::session::{CLOSE_PING_TOO_OFTEN, CLOSE_UNAUTHORIZED};
 
-/// A device's WebSocket, on the connection hyper handed over after the upgrade.
-pub(super) type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(super) use super::wire::WebSocket;
 
 /// What a frame from the device turned out to be.
 pub(super) enum ReadFrame {
-    Text(Utf8Bytes),
+    Text(String),
     /// Pings and pongs: proof of life, nothing to handle.
     Control,
 }
 
 pub(super) async fn read_frame(socket: &mut WebSocket) -> Result<ReadFrame, CloseReason> {
-    match socket.next().await {
-        Some(Ok(Message::Text(text))) => Ok(ReadFrame::Text(text)),
-        Some(Ok(Message::Binary(_))) => Err(CloseReason::Binary),
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(ReadFrame::Control),
-        Some(Ok(Message::Close(_))) | None => Err(CloseReason::Gone),
-        Some(Err(tungstenite::Error::Capacity(_))) => Err(CloseReason::TooLarge),
-        Some(Err(_)) => Err(CloseReason::Gone),
+    match socket.read().await {
+        Ok(Incoming::Text(text)) => Ok(ReadFrame::Text(text)),
+        Ok(Incoming::Binary) => Err(CloseReason::Binary),
+        Ok(Incoming::Control) => Ok(ReadFrame::Control),
+        Err(error) => Err(error.into()),
     }
 }
 
+impl From<WireError> for CloseReason {
+    fn from(error: WireError) -> CloseReason {
+        match error {
+            WireError::Closed => CloseReason::Gone,
+            WireError::TooLarge => CloseReason::TooLarge,
+            WireError::Protocol(why) => CloseReason::Framing(why),
+            WireError::NotUtf8 => CloseReason::NotUtf8,
+        }
+    }
+}
+
+/// Sends a message, giving up after `limit`: a device that stopped reading is closed rather
+/// than holding its session (and its liveness timer) forever.
 pub(super) async fn send(
     socket: &mut WebSocket,
     message: &ServerMessage,
     limit: Duration,
 ) -> Result<(), CloseReason> {
-    send_frame(socket, Message::Text(message.to_json().into()), limit).await
+    within(limit, socket.send_text(&message.to_json())).await
 }
 
-/// Writes a frame, giving up after `limit`: a device that stopped reading is closed rather than
-/// holding its session (and its liveness timer) forever.
-pub(super) async fn send_frame(
-    socket: &mut WebSocket,
-    frame: Message,
+/// Sends a WebSocket ping, giving up after `limit`.
+pub(super) async fn ping(socket: &mut WebSocket, limit: Duration) -> Result<(), CloseReason> {
+    within(limit, socket.send_ping()).await
+}
+
+async fn within(
     limit: Duration,
+    write: impl std::future::Future<Output = Result<(), WireError>>,
 ) -> Result<(), CloseReason> {
-    match tokio::time::timeout(limit, socket.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(CloseReason::Gone),
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result.map_err(CloseReason::from),
         Err(_) => Err(CloseReason::Unresponsive),
     }
 }
@@ -234,7 +242,7 @@ impl Connection {
                 }
             }
             Action::Ping => {
-                send_frame(socket, Message::Ping(Default::default()), state.config.ws_write_timeout).await?;
+                ping(socket, state.config.ws_write_timeout).await?;
             }
             Action::Close(reason) => return Err(reason),
             Action::Touch => {

@@ -27,3 +27,4 @@ mod presence;
 mod restart;
 mod robustness;
 mod update_endpoint;
+mod wire;
