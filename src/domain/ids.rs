@@ -75,29 +75,59 @@ impl fmt::Debug for ChannelId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct AccountId(pub i64);
 
-/// A device's public id: `d` and 24 hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
-pub struct DeviceId(String);
+/// A device's public id: `d` and 24 hex characters, held inline: every map, event and
+/// connection that names a device holds its 25 bytes, not a pointer to a copy on the heap.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId([u8; DEVICE_ID_LEN]);
+
+/// `d` and 24 hex characters.
+const DEVICE_ID_LEN: usize = 25;
 
 impl DeviceId {
     pub fn random() -> DeviceId {
-        DeviceId(format!("d{}", hex::encode(rand::random::<[u8; 12]>())))
+        DeviceId::parse(&format!("d{}", hex::encode(rand::random::<[u8; 12]>()))).expect("a well-formed id")
     }
 
     pub fn parse(text: &str) -> Option<DeviceId> {
         let hex = text.strip_prefix('d')?;
-        (hex.len() == 24 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| DeviceId(text.to_owned()))
+        let well_formed =
+            hex.len() == DEVICE_ID_LEN - 1 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        well_formed.then(|| DeviceId(text.as_bytes().try_into().expect("checked length")))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("ASCII by construction")
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DeviceId").field(&self.as_str()).finish()
+    }
+}
+
+/// In the API's schema, a string (as the id is written).
+impl utoipa::PartialSchema for DeviceId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A device's public id: `d` and 24 hex characters."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DeviceId {}
+
+impl serde::Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -112,6 +142,28 @@ fn parse_uuid_bytes(text: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_id_is_d_and_24_lowercase_hex_and_reads_back_as_written() {
+        let id = DeviceId::parse("d0123456789abcdef01234567").unwrap();
+        assert_eq!(id.as_str(), "d0123456789abcdef01234567");
+        assert_eq!(id.to_string(), "d0123456789abcdef01234567");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"d0123456789abcdef01234567\"");
+        for bad in [
+            "",
+            "d",
+            "0123456789abcdef012345678",
+            "d0123456789ABCDEF01234567",
+            "d0123456789abcdef0123456",
+            "d0123456789abcdef012345678",
+            "dé123456789abcdef0123456",
+        ] {
+            assert_eq!(DeviceId::parse(bad), None, "{bad}");
+        }
+        let random = DeviceId::random();
+        assert_eq!(DeviceId::parse(random.as_str()), Some(random.clone()));
+        assert_ne!(DeviceId::random(), random);
+    }
 
     #[test]
     fn uaids_are_canonical_whatever_the_spelling() {
