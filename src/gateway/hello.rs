@@ -98,28 +98,27 @@ fn offers(headers: &HeaderMap, name: &str) -> bool {
 fn serve(state: Gateway, on_upgrade: OnUpgrade) -> impl std::future::Future<Output = ()> {
     async move {
         let Ok(upgraded) = on_upgrade.await else { return };
-        // The server under the router hands over its own connection type; the socket works on
-        // the TCP stream itself, without hyper's boxed one around it.
-        let parts = match upgraded.downcast::<TokioIo<Tracked>>() {
-            Ok(parts) => parts,
-            Err(_) => {
-                tracing::error!("an upgraded connection not from this server's listener; closed");
-                return;
-            }
-        };
         let config = &state.config;
         let limits = WireLimits {
             read_chunk: config.ws_read_buffer as u32,
             max_message: config.max_message_size as u32,
             max_output: config.ws_write_buffer_max as u32,
         };
-        let mut socket = WebSocket::new(parts.io.into_inner(), &parts.read_buf, limits);
-        drop(parts.read_buf);
+        // The server under the router hands over its own connection type; the socket works on
+        // the TCP stream itself, without hyper's boxed one around it. (In a block: what is left
+        // of the parts is not kept in the task.)
+        let mut socket = {
+            let Ok(parts) = upgraded.downcast::<TokioIo<Tracked>>() else {
+                tracing::error!("an upgraded connection not from this server's listener; closed");
+                return;
+            };
+            WebSocket::new(parts.io.into_inner(), &parts.read_buf, limits)
+        };
         state.metrics.connections.fetch_add(1, Relaxed);
         state.metrics.connections_total.fetch_add(1, Relaxed);
         let reason = life(&state, &mut socket).await;
         let frame = close_frame(reason).map(|frame| (frame.code, frame.reason));
-        let _ = tokio::time::timeout(config.ws_write_timeout, socket.close(frame)).await;
+        let _ = tokio::time::timeout(state.config.ws_write_timeout, socket.close(frame)).await;
         state.metrics.connections.fetch_sub(1, Relaxed);
         tracing::debug!(?reason, "device connection closed");
     }
@@ -132,19 +131,26 @@ fn serve(state: Gateway, on_upgrade: OnUpgrade) -> impl std::future::Future<Outp
 /// a task's future takes the size of its largest state for as long as it lives, and an idle
 /// connection only ever waits in the loop's select. The handshake's result is taken apart
 /// within its statement, so that the task holds the connection once, not also the result.
-async fn life(state: &Gateway, socket: &mut WebSocket) -> CloseReason {
-    let mut connection = match Box::pin(handshake(state, socket)).await {
-        Ok(connection) => connection,
-        Err(reason) => return reason,
-    };
-    let reason = connection.run(socket).await;
-    // Unless a newer connection has it, the UAID is connected nowhere from now: the
-    // expiry sweep counts its idle time from here (`record_closes` tells the store).
-    state.registry.detach(&connection.uaid, connection.attachment.id);
-    let closing = connection.session.step(Input::Closed(reason), Instant::now());
-    // Nothing is sent any more; only the store and the presence engine hear of it.
-    let _ = Box::pin(connection.perform(socket, closing.into())).await;
-    reason
+/// Not an `async fn`, for the reason `serve` gives.
+#[allow(clippy::manual_async_fn)]
+fn life<'a>(
+    state: &'a Gateway,
+    socket: &'a mut WebSocket,
+) -> impl std::future::Future<Output = CloseReason> + 'a {
+    async move {
+        let mut connection = match Box::pin(handshake(state, socket)).await {
+            Ok(connection) => connection,
+            Err(reason) => return reason,
+        };
+        let reason = connection.run(socket).await;
+        // Unless a newer connection has it, the UAID is connected nowhere from now: the
+        // expiry sweep counts its idle time from here (`record_closes` tells the store).
+        state.registry.detach(&connection.uaid, connection.attachment.id);
+        let closing = connection.session.step(Input::Closed(reason), Instant::now());
+        // Nothing is sent any more; only the store and the presence engine hear of it.
+        let _ = Box::pin(connection.perform(socket, closing.into())).await;
+        reason
+    }
 }
 
 /// Waits for the hello, assigns the UAID, replies and flushes stored notifications.

@@ -152,63 +152,70 @@ impl Answers {
 }
 
 impl Connection {
-    pub(super) async fn run(&mut self, socket: &mut WebSocket) -> CloseReason {
-        // The node's stop comes as an eviction (`sweep_liveness`), which reaches every attached
-        // connection; one attached after it finds the node stopping here.
-        if self.state.shutdown.is_cancelled() {
-            return CloseReason::ShuttingDown;
-        }
-        loop {
-            // Liveness comes from the node's sweep; a timer of its own only while a status waits.
-            self.state.registry.wake_at(&self.attachment, self.session.liveness_due());
-            let status_due = self.session.status_due();
-            let input = tokio::select! {
-                mail = self.attachment.next() => match mail {
-                    Mail::Evicted(eviction) => return eviction.into(),
-                    Mail::Tick => Input::Tick,
-                    // Everything queued goes out together.
-                    Mail::Work(queue) => {
-                        let mut batch = Batch::default();
-                        for outbound in queue {
-                            match outbound {
-                                Outbound::Update(update) => batch.updates.push(*update),
-                                Outbound::Notification(notification) => batch.live.push(notification),
-                                Outbound::CatchUp => batch.catch_up = true,
+    /// Not an `async fn` (see `hello::serve`): its arguments are kept once in the task.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run<'a>(
+        &'a mut self,
+        socket: &'a mut WebSocket,
+    ) -> impl std::future::Future<Output = CloseReason> + 'a {
+        async move {
+            // The node's stop comes as an eviction (`sweep_liveness`), which reaches every attached
+            // connection; one attached after it finds the node stopping here.
+            if self.state.shutdown.is_cancelled() {
+                return CloseReason::ShuttingDown;
+            }
+            loop {
+                // Liveness comes from the node's sweep; a timer of its own only while a status waits.
+                self.state.registry.wake_at(&self.attachment, self.session.liveness_due());
+                let status_due = self.session.status_due();
+                let input = tokio::select! {
+                    mail = self.attachment.next() => match mail {
+                        Mail::Evicted(eviction) => return eviction.into(),
+                        Mail::Tick => Input::Tick,
+                        // Everything queued goes out together.
+                        Mail::Work(queue) => {
+                            let mut batch = Batch::default();
+                            for outbound in queue {
+                                match outbound {
+                                    Outbound::Update(update) => batch.updates.push(*update),
+                                    Outbound::Notification(notification) => batch.live.push(notification),
+                                    Outbound::CatchUp => batch.catch_up = true,
+                                }
                             }
+                            Input::Outbound(batch)
                         }
-                        Input::Outbound(batch)
-                    }
-                },
-                frame = read_frame(socket) => match frame {
-                    Ok(ReadFrame::Control) => Input::Frame(Frame::Control),
-                    Ok(ReadFrame::Text(text)) => {
-                        let message = protocol::parse(&text);
-                        self.state.metrics.message(message_kind(&message));
-                        Input::Frame(Frame::Text(message))
-                    }
-                    Err(reason) => return reason,
-                },
-                () = until(status_due) => Input::Tick,
-                recorded = async { self.answers.oldest().expect("not empty").await }, if !self.answers.is_empty() => {
-                    self.answers.pop();
-                    let answer = match recorded {
-                        Ok(Ok(())) => ServerMessage::Ping { status: 200, reason: None },
-                        Ok(Err(error)) => {
-                            tracing::error!(error = %crate::error::chain(&error), "status not recorded");
-                            ServerMessage::Ping { status: 500, reason: Some("status not recorded") }
+                    },
+                    frame = read_frame(socket) => match frame {
+                        Ok(ReadFrame::Control) => Input::Frame(Frame::Control),
+                        Ok(ReadFrame::Text(text)) => {
+                            let message = protocol::parse(&text);
+                            self.state.metrics.message(message_kind(&message));
+                            Input::Frame(Frame::Text(message))
                         }
-                        Err(_) => ServerMessage::Ping { status: 500, reason: Some("status not recorded") },
-                    };
-                    if let Err(reason) = Box::pin(send(socket, &answer, self.state.config.ws_write_timeout)).await {
-                        return reason;
+                        Err(reason) => return reason,
+                    },
+                    () = until(status_due) => Input::Tick,
+                    recorded = async { self.answers.oldest().expect("not empty").await }, if !self.answers.is_empty() => {
+                        self.answers.pop();
+                        let answer = match recorded {
+                            Ok(Ok(())) => ServerMessage::Ping { status: 200, reason: None },
+                            Ok(Err(error)) => {
+                                tracing::error!(error = %crate::error::chain(&error), "status not recorded");
+                                ServerMessage::Ping { status: 500, reason: Some("status not recorded") }
+                            }
+                            Err(_) => ServerMessage::Ping { status: 500, reason: Some("status not recorded") },
+                        };
+                        if let Err(reason) = Box::pin(send(socket, &answer, self.state.config.ws_write_timeout)).await {
+                            return reason;
+                        }
+                        continue;
                     }
-                    continue;
+                };
+                let actions = self.session.step(input, Instant::now());
+                // Boxed: only the select above is held while the connection is idle (see `hello::serve`).
+                if let Err(reason) = Box::pin(self.perform(socket, actions.into())).await {
+                    return reason;
                 }
-            };
-            let actions = self.session.step(input, Instant::now());
-            // Boxed: only the select above is held while the connection is idle (see `hello::serve`).
-            if let Err(reason) = Box::pin(self.perform(socket, actions.into())).await {
-                return reason;
             }
         }
     }
