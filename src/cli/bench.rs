@@ -395,6 +395,21 @@ async fn quiet(seen: &Seen) {
     }
 }
 
+/// Waits until the servers are at rest (under a tenth of a core for half a second, at most 30
+/// seconds): after the rate search the store is still catching up with what the fastest steps
+/// wrote, and a drop measured meanwhile would time that instead of the drop.
+async fn at_rest(cpu: impl Fn() -> Result<u64, BoxError>) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let before = cpu()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if cpu()? - before < 50_000 {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -507,6 +522,7 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
         }
     }
     quiet(&seen).await;
+    at_rest(&cpu).await?;
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
     let started = Instant::now();
     for task in devices.tasks.iter().take(dropping) {
