@@ -131,6 +131,7 @@ fn serve(state: Gateway, on_upgrade: OnUpgrade) -> impl std::future::Future<Outp
 /// a task's future takes the size of its largest state for as long as it lives, and an idle
 /// connection only ever waits in the loop's select. The handshake's result is taken apart
 /// within its statement, so that the task holds the connection once, not also the result.
+///
 /// Not an `async fn`, for the reason `serve` gives.
 #[allow(clippy::manual_async_fn)]
 fn life<'a>(

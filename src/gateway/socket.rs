@@ -47,6 +47,7 @@ impl From<WireError> for CloseReason {
         match error {
             WireError::Closed => CloseReason::Gone,
             WireError::TooLarge => CloseReason::TooLarge,
+            WireError::Backlog => CloseReason::Unresponsive,
             WireError::Protocol(why) => CloseReason::Framing(why),
             WireError::NotUtf8 => CloseReason::NotUtf8,
         }

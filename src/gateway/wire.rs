@@ -57,8 +57,10 @@ pub(super) enum WireError {
     /// The device closed (a close frame, whose echo is owed, or the end of the stream), or the
     /// stream broke.
     Closed,
-    /// A message past `max_message_size`, or more owed to the device than `ws_write_buffer_max`.
+    /// A message past `max_message_size`.
     TooLarge,
+    /// More owed to the device than `ws_write_buffer_max`: it is not reading.
+    Backlog,
     /// A frame RFC 6455 does not allow here.
     Protocol(&'static str),
     /// A text message that is not UTF-8.
@@ -168,7 +170,7 @@ impl WebSocket {
     /// Appends a frame to what is owed to the device.
     fn queue(&mut self, opcode: u8, payload: &[u8]) -> Result<(), WireError> {
         if self.output.len() + payload.len() > self.limits.max_output as usize {
-            return Err(WireError::TooLarge);
+            return Err(WireError::Backlog);
         }
         encode(&mut self.output, opcode, payload);
         Ok(())
