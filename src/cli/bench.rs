@@ -495,7 +495,12 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
                 let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 (seen.len() - from, latencies(&seen, from, &mut sends))
             };
-            let sustained = received as f64 >= 0.95 * sent as f64 && percentile(&lat, 0.99) < 1000.0;
+            let p99 = percentile(&lat, 0.99);
+            let sustained = received as f64 >= 0.95 * sent as f64 && p99 < 1000.0;
+            eprintln!(
+                "rate search: {rate}/s for 3 s: {received} of {sent} delivered, p99 {p99:.1} ms{}",
+                if sustained { "" } else { ": not sustained" }
+            );
             if !sustained || rate >= 256_000 {
                 if sustained {
                     figures.max_rate = f64::from(rate);
