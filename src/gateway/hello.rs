@@ -117,8 +117,7 @@ fn serve(state: Gateway, on_upgrade: OnUpgrade) -> impl std::future::Future<Outp
         state.metrics.connections.fetch_add(1, Relaxed);
         state.metrics.connections_total.fetch_add(1, Relaxed);
         let reason = life(&state, &mut socket).await;
-        let frame = close_frame(reason).map(|frame| (frame.code, frame.reason));
-        let _ = tokio::time::timeout(state.config.ws_write_timeout, socket.close(frame)).await;
+        let _ = tokio::time::timeout(state.config.ws_write_timeout, socket.close(close_frame(reason))).await;
         state.metrics.connections.fetch_sub(1, Relaxed);
         tracing::debug!(?reason, "device connection closed");
     }

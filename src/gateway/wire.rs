@@ -19,6 +19,7 @@ use std::io;
 
 use tokio::io::AsyncWriteExt as _;
 
+use super::session::CloseFrame;
 use crate::server::Tracked;
 
 const CONTINUATION: u8 = 0x0;
@@ -102,7 +103,7 @@ impl WebSocket {
             // A pong owed goes out before more is read: a device that pings and never reads
             // is held up here rather than growing what it is owed.
             if !self.output.is_empty() {
-                self.flush().await.map_err(|_| WireError::Closed)?;
+                self.flush().await?;
                 continue;
             }
             self.fill().await?;
@@ -112,19 +113,19 @@ impl WebSocket {
     /// Sends a text message.
     pub(super) async fn send_text(&mut self, text: &str) -> Result<(), WireError> {
         self.queue(TEXT, text.as_bytes())?;
-        self.flush().await.map_err(|_| WireError::Closed)
+        self.flush().await
     }
 
     /// Sends a ping.
     pub(super) async fn send_ping(&mut self) -> Result<(), WireError> {
         self.queue(PING, &[])?;
-        self.flush().await.map_err(|_| WireError::Closed)
+        self.flush().await
     }
 
     /// Ends the conversation: echoes the device's close frame if it sent one, or sends this
-    /// close frame (`code` and `reason`) if there is one to send.
-    pub(super) async fn close(&mut self, frame: Option<(u16, &str)>) -> Result<(), WireError> {
-        if let (false, Some((code, reason))) = (self.closed, frame) {
+    /// close frame if there is one to send.
+    pub(super) async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), WireError> {
+        if let (false, Some(CloseFrame { code, reason })) = (self.closed, frame) {
             let reason = truncate(reason, CONTROL_MAX - 2);
             let mut payload = Vec::with_capacity(2 + reason.len());
             payload.extend_from_slice(&code.to_be_bytes());
@@ -132,19 +133,19 @@ impl WebSocket {
             self.queue(CLOSE, &payload)?;
             self.closed = true;
         }
-        self.flush().await.map_err(|_| WireError::Closed)
+        self.flush().await
     }
 
-    /// Writes what is owed to the device; what a cancelled write did not send stays owed.
-    async fn flush(&mut self) -> io::Result<()> {
+    /// Writes what is owed to the device; what a cancelled write did not send stays owed. A
+    /// stream that takes nothing more is closed.
+    async fn flush(&mut self) -> Result<(), WireError> {
         while !self.output.is_empty() {
-            let written = self.io.write(&self.output).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.output.drain(..written);
+            match self.io.write(&self.output).await {
+                Ok(0) | Err(_) => return Err(WireError::Closed),
+                Ok(written) => self.output.drain(..written),
+            };
         }
-        self.output = Vec::new();
+        release_if_empty(&mut self.output);
         Ok(())
     }
 
@@ -157,11 +158,7 @@ impl WebSocket {
             match self.io.stream().try_read_buf(&mut self.input) {
                 Ok(0) => return Err(WireError::Closed),
                 Ok(_) => return Ok(()),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    if self.input.is_empty() {
-                        self.input = Vec::new();
-                    }
-                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => release_if_empty(&mut self.input),
                 Err(_) => return Err(WireError::Closed),
             }
         }
@@ -182,9 +179,7 @@ impl WebSocket {
             let held = self.fragments.as_ref().map_or(0, |fragments| fragments.bytes.len());
             let max = self.limits.max_message as usize;
             let Some(frame) = decode(&mut self.input, held, max)? else {
-                if self.input.is_empty() {
-                    self.input = Vec::new();
-                }
+                release_if_empty(&mut self.input);
                 return Ok(None);
             };
             let payload = &self.input[frame.payload.clone()];
@@ -199,7 +194,6 @@ impl WebSocket {
                     let echo = close_echo(payload)?;
                     self.queue(CLOSE, &echo)?;
                     self.closed = true;
-                    self.input.drain(..frame.length);
                     return Err(WireError::Closed);
                 }
                 TEXT | BINARY if self.fragments.is_some() => {
@@ -227,12 +221,17 @@ impl WebSocket {
             };
             self.input.drain(..frame.length);
             if let Some(incoming) = incoming {
-                if self.input.is_empty() {
-                    self.input = Vec::new();
-                }
+                release_if_empty(&mut self.input);
                 return Ok(Some(incoming));
             }
         }
+    }
+}
+
+/// Frees an empty buffer's room: a waiting connection holds none.
+fn release_if_empty(buffer: &mut Vec<u8>) {
+    if buffer.is_empty() {
+        *buffer = Vec::new();
     }
 }
 
