@@ -85,7 +85,9 @@ const DEVICE_ID_LEN: usize = 25;
 
 impl DeviceId {
     pub fn random() -> DeviceId {
-        DeviceId::parse(&format!("d{}", hex::encode(rand::random::<[u8; 12]>()))).expect("a well-formed id")
+        let mut id = [b'd'; DEVICE_ID_LEN];
+        hex::encode_to_slice(rand::random::<[u8; 12]>(), &mut id[1..]).expect("24 hex characters fit");
+        DeviceId(id)
     }
 
     pub fn parse(text: &str) -> Option<DeviceId> {
