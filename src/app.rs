@@ -181,7 +181,10 @@ async fn open_with(config: Config, addr: SocketAddr, options: Options) -> Result
             keys: Arc::new(EndpointKeys::new(&secret)),
             limits: Arc::new(crate::gateway::session::Limits::from_config(&core.config)),
         }),
-        fanout: Fanout { core: core.clone(), streams: Arc::default() },
+        fanout: Fanout {
+            core: core.clone(),
+            streams: Arc::new(crate::fanout::stream::Streams::new(core.bus.clone())),
+        },
         http: HttpState {
             core: core.clone(),
             oidc,
@@ -236,7 +239,7 @@ impl App {
             tokio::spawn(relay.route_signals(state.metrics.clone(), state.shutdown.clone()));
         }
         let streams = parts.fanout.streams.clone();
-        tokio::spawn(streams.follow(state.bus.clone(), state.node.clone(), state.shutdown.clone()));
+        tokio::spawn(streams.follow(state.node.clone(), state.shutdown.clone()));
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
         tokio::spawn(crate::gateway::sweep_liveness(parts.gateway.clone()));
         tokio::spawn(

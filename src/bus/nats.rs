@@ -187,7 +187,7 @@ impl NatsBus {
         let local = LocalBus::new(4096);
         let connected = Arc::new(AtomicBool::new(false));
         let (outbox, mut queue) = mpsc::channel::<Outgoing>(OUTBOX);
-        let events = (local.sender.clone(), connected.clone(), outbox.clone());
+        let events = (local.clone(), connected.clone(), outbox.clone());
         let client = connect_options(config, tls_urls)
             .await?
             // A node hears its own signals through `local`, not back from NATS.
@@ -204,7 +204,7 @@ impl NatsBus {
                             if !connected.swap(true, Ordering::SeqCst) {
                                 // Signals were dropped while the link was down, here and (for
                                 // what this node published) everywhere else.
-                                let _ = local.send(Signal::Reconnected);
+                                local.publish(Signal::Reconnected);
                                 let _ = outbox.try_send(Outgoing::Signal(Wire::Reconnected));
                             }
                         }
@@ -227,13 +227,11 @@ impl NatsBus {
             .await
             .map_err(BusError::Connect)?;
         let mut incoming = client.subscribe(subject.to_owned()).await.map_err(BusError::Subscribe)?;
-        let inbound = local.sender.clone();
+        let inbound = local.clone();
         tokio::spawn(async move {
             while let Some(message) = incoming.next().await {
                 match serde_json::from_slice::<Wire>(&message.payload).ok().and_then(Wire::into_signal) {
-                    Some(signal) => {
-                        let _ = inbound.send(signal);
-                    }
+                    Some(signal) => inbound.publish(signal),
                     None => tracing::warn!(bytes = message.payload.len(), "unreadable signal on the bus"),
                 }
             }
@@ -283,6 +281,14 @@ impl Bus for NatsBus {
 
     fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.local.subscribe()
+    }
+
+    fn bells(&self) -> &super::Doorbells {
+        self.local.bells()
+    }
+
+    fn presence_changes(&self) -> broadcast::Receiver<crate::domain::PresenceChange> {
+        self.local.presence_changes()
     }
 
     fn is_connected(&self) -> bool {

@@ -36,27 +36,35 @@ use crate::http::error::ApiError;
 
 const PAGE: u32 = 500;
 
-/// One live stream: its number, what ends it, and what wakes it.
+/// One live stream: its number, what ends it, and the bell that wakes it.
 struct Live {
     id: u64,
     replaced: CancellationToken,
     wake: Arc<Notify>,
 }
 
-/// The live stream of each app on this node: a newer one replaces the older. One task per node
-/// reads the bus and wakes only the stream of the app a signal is about.
-#[derive(Default)]
+/// The live stream of each app on this node: a newer one replaces the older. Each hangs its
+/// app's doorbell on the bus, so only that app's new events wake it.
 pub struct Streams {
     live: Mutex<HashMap<String, Live>>,
     next: AtomicU64,
+    bus: Arc<dyn crate::bus::Bus>,
 }
 
 impl Streams {
+    pub fn new(bus: Arc<dyn crate::bus::Bus>) -> Streams {
+        Streams { live: Mutex::default(), next: AtomicU64::new(0), bus }
+    }
+
     fn open(&self, app_id: &str) -> (u64, CancellationToken, Arc<Notify>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (replaced, wake) = (CancellationToken::new(), Arc::new(Notify::new()));
         let live = Live { id, replaced: replaced.clone(), wake: wake.clone() };
-        let older = self.lock().insert(app_id.to_owned(), live);
+        let older = {
+            let mut streams = self.lock();
+            self.bus.bells().hang(app_id, wake.clone());
+            streams.insert(app_id.to_owned(), live)
+        };
         if let Some(older) = older {
             older.replaced.cancel();
         }
@@ -65,15 +73,10 @@ impl Streams {
 
     /// Ends this node's stream of the app, if any: a newer one opened on another node.
     pub fn replace(&self, app_id: &str) {
-        if let Some(live) = self.lock().remove(app_id) {
+        let mut streams = self.lock();
+        if let Some(live) = streams.remove(app_id) {
+            self.bus.bells().take_down(app_id, &live.wake);
             live.replaced.cancel();
-        }
-    }
-
-    /// Wakes the app's stream, if it has one here (a wake while it is busy is kept for later).
-    fn wake(&self, app_id: &str) {
-        if let Some(live) = self.lock().get(app_id) {
-            live.wake.notify_one();
         }
     }
 
@@ -83,23 +86,17 @@ impl Streams {
         }
     }
 
-    /// Reads the bus for the streams of this node until it closes or `shutdown` fires: wakes an
-    /// app's stream when its log grows, every stream when signals may have been missed, and
-    /// ends a stream that a newer one on another node replaced.
-    pub async fn follow(
-        self: Arc<Self>,
-        bus: Arc<dyn crate::bus::Bus>,
-        node: Arc<str>,
-        shutdown: CancellationToken,
-    ) {
-        let mut signals = bus.subscribe();
+    /// Reads the bus for the streams of this node until it closes or `shutdown` fires: wakes
+    /// every stream when signals may have been missed, and ends a stream that a newer one on
+    /// another node replaced. (An app's new events ring its stream's bell directly.)
+    pub async fn follow(self: Arc<Self>, node: Arc<str>, shutdown: CancellationToken) {
+        let mut signals = self.bus.subscribe();
         loop {
             let signal = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 signal = signals.recv() => signal,
             };
             match signal {
-                Ok(Signal::AppEvents { app_id, .. }) => self.wake(&app_id),
                 Ok(Signal::StreamOpened { origin, app_id }) if origin != node => self.replace(&app_id),
                 Ok(Signal::Reconnected) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     self.wake_all();
@@ -111,9 +108,11 @@ impl Streams {
     }
 
     fn close(&self, app_id: &str, id: u64) {
-        let mut live = self.lock();
-        if live.get(app_id).is_some_and(|current| current.id == id) {
-            live.remove(app_id);
+        let mut streams = self.lock();
+        if streams.get(app_id).is_some_and(|current| current.id == id) {
+            if let Some(live) = streams.remove(app_id) {
+                self.bus.bells().take_down(app_id, &live.wake);
+            }
         }
     }
 

@@ -31,7 +31,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventObject, Fanout};
-use crate::bus::Signal;
 use crate::clock::unix_now;
 use crate::domain::{DeliveryRecord, Event, EventFormat, WebhookOutcome};
 use crate::egress::Egress;
@@ -142,19 +141,15 @@ impl Dispatcher {
         })
     }
 
-    /// Scans for due webhooks when events arrive (at most every `MIN_SCAN_GAP`) and every second.
+    /// Scans for due webhooks when any app's events arrive (its doorbell rings; at most every
+    /// `MIN_SCAN_GAP`) and every second.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut signals = self.state.bus.subscribe();
         let mut last_scan = Instant::now() - Duration::from_secs(1);
         loop {
-            let woken = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
-                // A user's presence changing is not news here; the app events it appended are.
-                signal = signals.recv() => !matches!(signal, Ok(Signal::Presence(_))),
-                _ = tokio::time::sleep(Duration::from_secs(1)) => true,
-            };
-            if !woken {
-                continue;
+                () = self.state.bus.bells().any().notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let since = last_scan.elapsed();
             if since < MIN_SCAN_GAP {

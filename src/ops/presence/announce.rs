@@ -72,6 +72,11 @@ impl Announce for Vec<PresenceChange> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures_util::FutureExt as _;
+    use tokio::sync::Notify;
+
     use super::*;
     use crate::domain::{AccountId, Status};
 
@@ -87,19 +92,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_write_wakes_each_app_once_with_its_newest_seq_after_every_change() {
+    #[tokio::test]
+    async fn a_write_rings_each_app_once_and_signals_every_change() {
         let bus = crate::bus::LocalBus::new(64);
-        let mut signals = bus.subscribe();
+        let mut changes = bus.presence_changes();
+        let (a, b, c) = (Arc::new(Notify::new()), Arc::new(Notify::new()), Arc::new(Notify::new()));
+        bus.bells().hang("a", a.clone());
+        bus.bells().hang("b", b.clone());
+        bus.bells().hang("c", c.clone());
         vec![change(1, &[("a", 3), ("b", 4)]), change(2, &[("a", 5)]), change(3, &[])].announce(&bus);
         let mut seen = Vec::new();
-        while let Ok(signal) = signals.try_recv() {
-            seen.push(match signal {
-                Signal::Presence(change) => format!("presence {}", change.account.0),
-                Signal::AppEvents { app_id, seq } => format!("{app_id} {seq}"),
-                other => format!("{other:?}"),
-            });
+        while let Ok(change) = changes.try_recv() {
+            seen.push(change.account.0);
         }
-        assert_eq!(seen, ["presence 1", "presence 2", "presence 3", "a 5", "b 4"]);
+        assert_eq!(seen, [1, 2, 3]);
+        // The apps whose logs grew are rung (a ring waits for its waiter); the other is not.
+        let rung = |bell: &Arc<Notify>| bell.notified().now_or_never().is_some();
+        assert!(rung(&a) && rung(&b));
+        assert!(!rung(&c));
+        assert!(bus.bells().any().notified().now_or_never().is_some());
     }
 }

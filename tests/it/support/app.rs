@@ -215,11 +215,9 @@ impl TestApp {
     pub async fn changes_of(&self, account: AccountId) -> Vec<&'static str> {
         let mut signals = self.signals.lock().await;
         let mut changes = Vec::new();
-        while let Ok(signal) = signals.try_recv() {
-            if let Some((changed, status)) = service::presence_change(signal) {
-                if changed == account {
-                    changes.push(status);
-                }
+        while let Ok(change) = signals.try_recv() {
+            if change.account == account {
+                changes.push(change.status.name());
             }
         }
         changes

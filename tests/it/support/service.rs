@@ -31,8 +31,8 @@ pub fn digest(secret: &str) -> String {
     presence::secrets::digest(secret)
 }
 
-/// The bus signals a test server sends, as a subscriber receives them.
-pub type Signals = broadcast::Receiver<presence::bus::Signal>;
+/// The presence changes a test server signals, as a subscriber receives them.
+pub type Signals = broadcast::Receiver<presence::domain::PresenceChange>;
 
 /// A server of the library, running in this process.
 pub struct Server {
@@ -40,7 +40,7 @@ pub struct Server {
     /// The admin listener, with `admin_listen` set.
     pub admin: Option<SocketAddr>,
     pub state: Core,
-    /// Every bus signal since the server started (subscribed before it ran).
+    /// Every presence change since the server started (subscribed before it ran).
     pub signals: Signals,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -62,18 +62,9 @@ pub async fn serve(
     let addr = app.local_addr();
     let admin = app.admin_addr();
     let state = app.parts().core.clone();
-    let signals = state.bus.subscribe();
+    let signals = state.bus.presence_changes();
     let task = tokio::spawn(app.run(shutdown));
     Server { addr, admin, state, signals, task }
-}
-
-/// The account and visible status of a presence change signalled on the bus, if it is one.
-pub fn presence_change(signal: presence::bus::Signal) -> Option<(AccountId, &'static str)> {
-    #[allow(irrefutable_let_patterns)]
-    if let presence::bus::Signal::Presence(change) = signal {
-        return Some((change.account, change.status.name()));
-    }
-    None
 }
 
 /// Creates a local account as `presence account add` does; returns its id.
