@@ -113,11 +113,14 @@ for k in "${drops[@]}"; do
   if ((k <= devices && (d0 == devices || k < d0))); then d0=$k; fi
 done
 for r in "${rates[@]}"; do if ((r > top_rate)); then top_rate=$r; fi; done
+# The MQTT generator sends what is due every 10 ms (its `tick`); presence bench is given the
+# same tick, so both servers see the same bursts (by default it sends every millisecond).
+tick=10ms
 presence_bench() { # presence_bench LOG ARGS…
   local file=$1; shift
-  log "presence bench $* --duration $duration --runs $runs"
+  log "presence bench $* --duration $duration --runs $runs --tick $tick"
   timeout -k 10 $((runs * (secs + 600) + 600)) env -u PRESENCE_BIN "$presence" bench "$@" --duration "$duration" \
-    --runs "$runs" >"$out/$file" 2>"$out/$file.stderr" || log "failed: presence bench $* (see $out/$file*)"
+    --runs "$runs" --tick "$tick" >"$out/$file" 2>"$out/$file.stderr" || log "failed: presence bench $* (see $out/$file*)"
   grep '^run ' "$out/$file" >&2 || true
 }
 drop_logs=""

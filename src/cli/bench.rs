@@ -32,6 +32,8 @@ pub struct Options {
     pub devices: usize,
     pub rate: u32,
     pub duration: Duration,
+    /// How often the generator sends what is due.
+    pub tick: Duration,
     pub runs: usize,
     pub drop: usize,
     /// Also look for the highest sustained rate (slower).
@@ -204,6 +206,10 @@ async fn start_server(seed: &Seed, webhook: &str, bus: Option<&str>) -> Result<S
         // The server logs warnings only, unless `BENCH_SERVER_LOG` asks for more (a
         // `RUST_LOG` filter, e.g. `sqlx::query=debug` to see the statements a run costs).
         .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()))
+        // The server's runtime workers: tokio's own variable, set for the server alone so
+        // the load generator keeps its own (`BENCH_SERVER_WORKERS=1` measures one worker).
+        .env_remove("TOKIO_WORKER_THREADS")
+        .envs(std::env::var("BENCH_SERVER_WORKERS").ok().map(|n| ("TOKIO_WORKER_THREADS", n)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
@@ -347,19 +353,20 @@ async fn connect_all(base: &str, seed: &Seed) -> Result<Devices, BoxError> {
 /// Each device's sends not yet matched by the stream, oldest first.
 type Sends = Vec<VecDeque<(Instant, &'static str)>>;
 
-/// Sends `rate` status changes per second for `duration`, round-robin over the devices, each
-/// alternating online and away. Returns how many were sent; each send is queued in `sends`.
+/// Sends `rate` status changes per second for `duration`, what is due at each tick (`every`)
+/// at once, round-robin over the devices, each alternating online and away. Returns how many were sent; each send is queued in `sends`.
 async fn drive(
     devices: &Devices,
     rate: u32,
     duration: Duration,
+    every: Duration,
     last: &mut [Option<bool>],
     sends: &mut Sends,
     cursor: &mut usize,
 ) -> usize {
     let start = Instant::now();
     let mut sent = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while start.elapsed() < duration {
         tick.tick().await;
@@ -467,7 +474,9 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
         (vec![None; n], vec![VecDeque::new(); n], 0);
     let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
     let cpu_before = cpu()?;
-    let sent = drive(&devices, options.rate, options.duration, &mut last, &mut sends, &mut cursor).await;
+    let sent =
+        drive(&devices, options.rate, options.duration, options.tick, &mut last, &mut sends, &mut cursor)
+            .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_after = cpu()?;
     let (received, lat) = {
@@ -488,8 +497,16 @@ async fn one_run(seed: &Seed, options: &Options) -> Result<Figures, BoxError> {
             quiet(&seen).await;
             sends.iter_mut().for_each(VecDeque::clear);
             let from = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
-            let sent =
-                drive(&devices, rate, Duration::from_secs(3), &mut last, &mut sends, &mut cursor).await;
+            let sent = drive(
+                &devices,
+                rate,
+                Duration::from_secs(3),
+                options.tick,
+                &mut last,
+                &mut sends,
+                &mut cursor,
+            )
+            .await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (received, lat) = {
                 let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -606,10 +623,11 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
     }
     println!();
     println!(
-        "devices {}, rate {}/s for {:?}, drop {}, runs {}",
+        "devices {}, rate {}/s for {:?} (sent every {:?}), drop {}, runs {}",
         options.devices,
         options.rate,
         options.duration,
+        options.tick,
         options.drop.min(options.devices),
         options.runs
     );

@@ -77,6 +77,10 @@ struct BenchArgs {
     /// How long the set rate is held.
     #[arg(long, default_value = "10s")]
     duration: String,
+    /// How often the generator sends what is due: each tick sends rate × tick changes at once
+    /// (`bench/peers.sh` passes 10ms, the tick of the MQTT generator it drives Mosquitto with).
+    #[arg(long, default_value = "1ms")]
+    tick: String,
     /// Runs (each on a fresh server); figures are their median, min and max.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -402,6 +406,10 @@ async fn create_app(
 fn bench_options(args: &BenchArgs) -> Result<bench::Options, String> {
     let duration =
         humantime::parse_duration(&args.duration).map_err(|_| "--duration must be a duration like 10s")?;
+    let tick = humantime::parse_duration(&args.tick)
+        .ok()
+        .filter(|tick| !tick.is_zero() && *tick <= std::time::Duration::from_secs(1))
+        .ok_or("--tick must be a duration like 10ms, at most 1s")?;
     if args.devices == 0 || args.rate == 0 || args.runs == 0 || args.nodes == 0 {
         return Err("--devices, --rate, --runs and --nodes must be at least 1".into());
     }
@@ -412,6 +420,7 @@ fn bench_options(args: &BenchArgs) -> Result<bench::Options, String> {
         devices: args.devices,
         rate: args.rate,
         duration,
+        tick,
         runs: args.runs,
         drop: args.drop,
         ramp: !args.no_ramp,
