@@ -250,6 +250,22 @@ async fn a_paused_grant_sends_nothing_until_resumed() {
 }
 
 #[tokio::test]
+async fn what_was_in_the_log_before_a_pause_stays_withheld_after_the_resume() {
+    let mut world = world(delivering()).await;
+    // The grant told the app "offline", the connect "online", then "away": all in the log.
+    let mut socket = connect_and_report(&world, "O").await;
+    socket.status("A").await.unwrap();
+    let settings = format!("/settings/apps/{}", world.registered.app_id);
+    assert_eq!(world.browser.post(&settings, &[("action", "pause")]).await.status, 303);
+    assert_eq!(world.browser.post(&settings, &[("action", "resume")]).await.status, 303);
+    // Read from the start of the log: only what the resume told the app.
+    let (_, stream, _) = world.open_stream("?since=0", &[]).await;
+    let entries = stream.unwrap().entries().await;
+    assert_eq!(entries.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), vec!["away"]);
+    assert!(entries[0].2 >= 4, "the resume's event comes after the three withheld: {entries:?}");
+}
+
+#[tokio::test]
 async fn appear_offline_and_coarse_mode_shape_what_apps_see() {
     let mut world = world(delivering()).await;
     let (_, stream, _) = world.open_stream("", &[]).await;

@@ -226,11 +226,16 @@ impl SqlStore {
     ) -> Result<Option<Vec<AppEvent>>, StoreError> {
         let mut tx = self.begin().await?;
         lock_account(&mut tx, self.backend, account.0).await?;
-        // Pausing forgets what the app was told: resuming tells it the status again.
-        let Some(uid) = sqlx::query_scalar::<_, String>(
+        // Pausing forgets what the app was told: resuming tells it the status again. Nothing
+        // about a paused user leaves, including what was already in the log: the log's reads
+        // withhold this user's events up to the app's last seq now (`hidden_through`).
+        let Some(_) = sqlx::query_scalar::<_, String>(
             "UPDATE grants SET enabled = COALESCE($3, enabled), coarse = COALESCE($4, coarse),
                  last_status = CASE WHEN $3 = 0 THEN NULL ELSE last_status END,
-                 visible_since = CASE WHEN $3 = 0 THEN NULL ELSE visible_since END
+                 visible_since = CASE WHEN $3 = 0 THEN NULL ELSE visible_since END,
+                 hidden_through = CASE WHEN $3 = 0
+                     THEN (SELECT last_seq FROM apps WHERE apps.app_id = grants.app_id)
+                     ELSE hidden_through END
              WHERE account_id = $1 AND app_id = $2 RETURNING uid",
         )
         .bind(account.0)
@@ -243,12 +248,6 @@ impl SqlStore {
             return Ok(None);
         };
         if enabled == Some(false) {
-            // Nothing about a paused user leaves, including what was already queued.
-            sqlx::query("DELETE FROM events WHERE app_id = $1 AND uid = $2")
-                .bind(app_id)
-                .bind(&uid)
-                .execute(&mut *tx)
-                .await?;
             cancel_notifications(&mut tx, account.0, app_id, now).await?;
         }
         let events = tell_app(&mut tx, account.0, app_id, now).await?;
@@ -273,12 +272,8 @@ impl SqlStore {
         else {
             return Ok(None);
         };
-        // Events still queued for this user are dropped; the app hears one last `revoked`.
-        sqlx::query("DELETE FROM events WHERE app_id = $1 AND uid = $2")
-            .bind(app_id)
-            .bind(&uid)
-            .execute(&mut *tx)
-            .await?;
+        // The log's reads withhold this user's events from now on (no grant), and the app
+        // hears one last `revoked`.
         cancel_notifications(&mut tx, account.0, app_id, now).await?;
         let event = append_event(&mut tx, app_id, &uid, "revoked", now).await?;
         tx.commit().await?;

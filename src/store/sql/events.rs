@@ -123,7 +123,7 @@ impl SqlStore {
             return Ok(EventPage::default());
         };
         let rows = sqlx::query(
-            "SELECT e.seq, e.uid, e.status, e.at, g.enabled FROM events e
+            "SELECT e.seq, e.uid, e.status, e.at, g.enabled, g.hidden_through FROM events e
              LEFT JOIN grants g ON g.app_id = e.app_id AND g.uid = e.uid
              WHERE e.app_id = $1 AND e.seq > $2 AND e.seq <= $3
              ORDER BY e.seq LIMIT $4",
@@ -151,8 +151,11 @@ impl SqlStore {
             if full {
                 page.scanned_to = event.seq;
             }
-            let enabled: Option<i64> = row.get(4);
-            if event.status == "revoked" || enabled == Some(1) {
+            // A revoked user's (no grant) and a paused user's events are withheld, and so are
+            // those a pause withheld for good, once the grant is resumed.
+            let (enabled, hidden_through): (Option<i64>, Option<i64>) = (row.get(4), row.get(5));
+            let shown = enabled == Some(1) && hidden_through.is_some_and(|hidden| event.seq as i64 > hidden);
+            if event.status == "revoked" || shown {
                 page.events.push(event);
             }
         }
