@@ -242,7 +242,23 @@ fn grant_of(row: &sqlx::any::AnyRow) -> GrantState {
 
 /// A text literal.
 fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''").replace('\0', ""))
+    let mut sql = String::with_capacity(text.len() + 2);
+    push_quoted(&mut sql, text);
+    sql
+}
+
+/// Appends `text` as an SQL string literal: quotes doubled, NULs dropped (no literal can end
+/// early or smuggle a statement in).
+fn push_quoted(sql: &mut String, text: &str) {
+    sql.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => sql.push_str("''"),
+            '\0' => {}
+            c => sql.push(c),
+        }
+    }
+    sql.push('\'');
 }
 
 /// What a grant's app was told over a batch: the last status and its time, and since when the
@@ -286,43 +302,41 @@ fn batch_sql(batch: &PresenceBatch) -> String {
         let seq = last_seqs.entry(&event.app_id).or_insert(0);
         *seq = (*seq).max(event.seq);
     }
-    let mut sql = String::new();
-    let rows = |sql: &mut String, rows: Vec<String>| sql.push_str(&rows.join(", "));
+    // Rows are written straight into one text (a batch holds up to a second of changes, and
+    // this runs on a runtime worker): about 160 bytes per change.
+    let mut sql = String::with_capacity(256 + 64 * devices.len() + 160 * batch.events.len());
+    // `(` before the first row of a list, `, (` before the others.
+    let open = |sql: &mut String, first: bool| sql.push_str(if first { "(" } else { ", (" });
     if !devices.is_empty() {
         sql.push_str("WITH v(id, status, at) AS (VALUES ");
-        rows(
-            &mut sql,
-            devices.iter().map(|(id, (status, at))| format!("({}, {status}, {at})", quoted(id))).collect(),
-        );
+        for (n, (id, (status, at))) in devices.iter().enumerate() {
+            open(&mut sql, n == 0);
+            push_quoted(&mut sql, id);
+            let _ = write!(sql, ", {status}, {at})");
+        }
         sql.push_str(
             ") UPDATE devices SET status = v.status, status_at = v.at, last_seen = v.at FROM v WHERE devices.id = v.id;\n",
         );
     }
     if !accounts.is_empty() {
         sql.push_str("WITH v(id, status, visible) AS (VALUES ");
-        rows(
-            &mut sql,
-            accounts.iter().map(|(id, (best, shown))| format!("({id}, {best}, {shown})")).collect(),
-        );
+        for (n, (id, (best, shown))) in accounts.iter().enumerate() {
+            open(&mut sql, n == 0);
+            let _ = write!(sql, "{id}, {best}, {shown})");
+        }
         sql.push_str(
             ") UPDATE accounts SET status = v.status, visible = v.visible FROM v WHERE accounts.id = v.id;\n",
         );
     }
     if !batch.events.is_empty() {
         sql.push_str("WITH v(app_id, seq, uid, status, at) AS (VALUES ");
-        rows(
-            &mut sql,
-            batch
-                .events
-                .iter()
-                .map(|(event, at)| {
-                    let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
-                    let (app, uid, status) =
-                        (quoted(&event.app_id), quoted(&event.uid), quoted(event.status.name()));
-                    format!("({app}, {seq}, {uid}, {status}, {at})")
-                })
-                .collect(),
-        );
+        for (n, (event, at)) in batch.events.iter().enumerate() {
+            open(&mut sql, n == 0);
+            push_quoted(&mut sql, &event.app_id);
+            let _ = write!(sql, ", {}, ", i64::try_from(event.seq).unwrap_or(i64::MAX));
+            push_quoted(&mut sql, &event.uid);
+            let _ = write!(sql, ", '{}', {at})", event.status.name());
+        }
         // (SQLite needs the WHERE to read ON CONFLICT as the insert's, not the join's.)
         sql.push_str(
             ") INSERT INTO events (app_id, seq, uid, status, at) \
@@ -331,16 +345,18 @@ fn batch_sql(batch: &PresenceBatch) -> String {
              ON CONFLICT DO NOTHING;\n",
         );
         sql.push_str("WITH v(uid, status, at, since, keep) AS (VALUES ");
-        rows(
-            &mut sql,
-            told.iter()
-                .map(|(uid, told)| {
-                    let since = told.since.map_or("NULL".to_owned(), |since| since.to_string());
-                    let keep = i64::from(!told.hidden);
-                    format!("({}, {}, {}, {since}, {keep})", quoted(uid), quoted(told.status), told.at)
-                })
-                .collect(),
-        );
+        for (n, (uid, told)) in told.iter().enumerate() {
+            open(&mut sql, n == 0);
+            push_quoted(&mut sql, uid);
+            let _ = write!(sql, ", '{}', {}, ", told.status, told.at);
+            match told.since {
+                Some(since) => {
+                    let _ = write!(sql, "{since}");
+                }
+                None => sql.push_str("NULL"),
+            }
+            let _ = write!(sql, ", {})", i64::from(!told.hidden));
+        }
         let _ = writeln!(
             sql,
             ") UPDATE grants SET last_status = v.status, last_update_at = v.at, \
@@ -349,13 +365,11 @@ fn batch_sql(batch: &PresenceBatch) -> String {
              FROM v WHERE grants.uid = v.uid;"
         );
         sql.push_str("WITH v(app_id, seq) AS (VALUES ");
-        rows(
-            &mut sql,
-            last_seqs
-                .iter()
-                .map(|(app, seq)| format!("({}, {})", quoted(app), i64::try_from(*seq).unwrap_or(i64::MAX)))
-                .collect(),
-        );
+        for (n, (app, seq)) in last_seqs.iter().enumerate() {
+            open(&mut sql, n == 0);
+            push_quoted(&mut sql, app);
+            let _ = write!(sql, ", {})", i64::try_from(*seq).unwrap_or(i64::MAX));
+        }
         sql.push_str(
             ") UPDATE apps SET last_seq = v.seq FROM v WHERE apps.app_id = v.app_id AND apps.last_seq < v.seq;\n",
         );
