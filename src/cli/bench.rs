@@ -354,7 +354,8 @@ async fn connect_all(base: &str, seed: &Seed) -> Result<Devices, BoxError> {
 type Sends = Vec<VecDeque<(Instant, &'static str)>>;
 
 /// Sends `rate` status changes per second for `duration`, what is due at each tick (`every`)
-/// at once, round-robin over the devices, each alternating online and away. Returns how many were sent; each send is queued in `sends`.
+/// at once, round-robin over the devices, each alternating online and away. Returns how many
+/// were sent; each send is queued in `sends`.
 async fn drive(
     devices: &Devices,
     rate: u32,

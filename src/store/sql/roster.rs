@@ -385,5 +385,45 @@ mod tests {
     fn literals_cannot_end_their_quotes() {
         assert_eq!(quoted("app_1"), "'app_1'");
         assert_eq!(quoted("x'); DROP TABLE events; --"), "'x''); DROP TABLE events; --'");
+        assert_eq!(quoted("a\0b"), "'ab'");
+    }
+
+    #[test]
+    fn a_batch_is_the_latest_row_of_each_device_account_and_grant_and_every_event() {
+        use crate::domain::roster::NewEvent;
+        use crate::domain::{AccountId, DeviceId, Status};
+        let device = DeviceId::parse("d0123456789abcdef01234567").unwrap();
+        let event = |seq, uid: &str, status| {
+            (NewEvent { app_id: "app_1".into(), seq, uid: uid.into(), status }, 100 + seq as i64)
+        };
+        let batch = PresenceBatch {
+            devices: vec![(device.clone(), Status::Online, 101), (device, Status::Away, 102)],
+            accounts: vec![
+                (AccountId(7), Status::Online, Status::Online),
+                (AccountId(7), Status::Away, Status::Away),
+            ],
+            events: vec![
+                event(1, "u'1", Status::Online),
+                event(2, "u'1", Status::Away),
+                event(3, "u2", Status::Offline),
+            ],
+        };
+        let sql = batch_sql(&batch);
+        let values: Vec<&str> = sql.lines().map(|line| line.split(") UPDATE").next().unwrap()).collect();
+        assert_eq!(
+            values[..2],
+            [
+                "WITH v(id, status, at) AS (VALUES ('d0123456789abcdef01234567', 1, 102)",
+                "WITH v(id, status, visible) AS (VALUES (7, 1, 1)",
+            ]
+        );
+        assert!(values[2].starts_with(
+            "WITH v(app_id, seq, uid, status, at) AS (VALUES ('app_1', 1, 'u''1', 'online', 101), \
+             ('app_1', 2, 'u''1', 'away', 102), ('app_1', 3, 'u2', 'offline', 103)) INSERT INTO events"
+        ));
+        // The grant seen online then away was visible since the first; the one told offline is not.
+        assert_eq!(values[3], "WITH v(uid, status, at, since, keep) AS (VALUES ('u''1', 'away', 102, 101, 1), ('u2', 'offline', 103, NULL, 0)");
+        assert_eq!(values[4], "WITH v(app_id, seq) AS (VALUES ('app_1', 3)");
+        assert_eq!(values.len(), 5);
     }
 }
