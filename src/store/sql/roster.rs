@@ -100,11 +100,16 @@ impl SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let sql = match self.backend {
-            Backend::Sqlite => format!("BEGIN IMMEDIATE;\n{}COMMIT;", batch_sql(batch)),
+        // A second of a busy node's changes is a text of megabytes, some milliseconds to build:
+        // built on the blocking pool, not on a runtime worker that reports are waiting for.
+        let (owned, backend) = (batch.clone(), self.backend);
+        let sql = tokio::task::spawn_blocking(move || match backend {
+            Backend::Sqlite => format!("BEGIN IMMEDIATE;\n{}COMMIT;", batch_sql(&owned)),
             // PostgreSQL runs a text of several statements as one transaction by itself.
-            Backend::Postgres => batch_sql(batch),
-        };
+            Backend::Postgres => batch_sql(&owned),
+        })
+        .await
+        .map_err(|_| StoreError::Panicked)?;
         if let Err(error) = sqlx::raw_sql(&sql).execute(&self.writer).await {
             if self.backend == Backend::Sqlite {
                 // SQLite's writer is one connection: leave it without a half-done transaction.
