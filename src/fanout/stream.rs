@@ -73,11 +73,21 @@ impl Streams {
 
     /// Ends this node's stream of the app, if any: a newer one opened on another node.
     pub fn replace(&self, app_id: &str) {
-        let mut streams = self.lock();
-        if let Some(live) = streams.remove(app_id) {
-            self.bus.bells().take_down(app_id, &live.wake);
+        if let Some(live) = self.remove(app_id, None) {
             live.replaced.cancel();
         }
+    }
+
+    /// Removes the app's stream (only if it is stream `id`, when given) with its bell: the
+    /// registry and the bells lose a stream together.
+    fn remove(&self, app_id: &str, id: Option<u64>) -> Option<Live> {
+        let mut streams = self.lock();
+        if id.is_some_and(|id| streams.get(app_id).is_none_or(|current| current.id != id)) {
+            return None;
+        }
+        let live = streams.remove(app_id)?;
+        self.bus.bells().take_down(app_id, &live.wake);
+        Some(live)
     }
 
     fn wake_all(&self) {
@@ -108,12 +118,7 @@ impl Streams {
     }
 
     fn close(&self, app_id: &str, id: u64) {
-        let mut streams = self.lock();
-        if streams.get(app_id).is_some_and(|current| current.id == id) {
-            if let Some(live) = streams.remove(app_id) {
-                self.bus.bells().take_down(app_id, &live.wake);
-            }
-        }
+        self.remove(app_id, Some(id));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
