@@ -1,8 +1,9 @@
 //! The roster's verbs: load every account's presence into memory; record a batch of what a
-//! lone node's roster applied, as one transaction of at most five multi-row statements sent as
-//! one text; and a cluster node's batch of reports, locked, read, applied by the same roster
-//! and written in four round trips. Neither the statements nor the round trips grow with the
-//! batch (a group commit).
+//! lone node's roster applied, as one transaction of at most five multi-row statements (on
+//! SQLite prepared once, each with its rows as one JSON argument; on PostgreSQL sent as one
+//! text); and a cluster node's batch of reports, locked, read, applied by the same roster and
+//! written in four round trips. Neither the statements nor the round trips grow with the batch
+//! (a group commit).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -92,29 +93,38 @@ impl SqlStore {
         Ok(PresenceLoad { accounts: found.into_values().collect(), seqs })
     }
 
-    /// One batch is one call: the whole transaction goes to the database as one text, so the
-    /// cost of a hand-off to the database does not grow with the batch. Values are written as
-    /// literals (ids the server made, statuses, numbers), quoted and escaped. Recording a batch
-    /// again changes nothing (the journal replays what it cannot prove was recorded).
+    /// One batch is one transaction whose statements do not grow with it. On SQLite each
+    /// statement is prepared once (the connection keeps it) and takes its rows as one JSON
+    /// argument: SQLite neither parses a text of megabytes nor plans it again. On PostgreSQL
+    /// the whole transaction is one text of literals (ids the server made, statuses, numbers),
+    /// quoted and escaped: one round trip. Recording a batch again changes nothing (the
+    /// journal replays what it cannot prove was recorded).
     pub(super) async fn record_roster(&self, batch: &PresenceBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        // A second of a busy node's changes is a text of megabytes, some milliseconds to build:
-        // built on the blocking pool, not on a runtime worker that reports are waiting for.
+        // A second of a busy node's changes is some milliseconds to encode: done on the
+        // blocking pool, not on a runtime worker that reports are waiting for.
         let (owned, backend) = (batch.clone(), self.backend);
-        let sql = tokio::task::spawn_blocking(move || match backend {
-            Backend::Sqlite => format!("BEGIN IMMEDIATE;\n{}COMMIT;", batch_sql(&owned)),
+        let encoded = tokio::task::spawn_blocking(move || match backend {
+            Backend::Sqlite => Encoded::Arguments(batch_json(&owned)),
             // PostgreSQL runs a text of several statements as one transaction by itself.
-            Backend::Postgres => batch_sql(&owned),
+            Backend::Postgres => Encoded::Text(batch_sql(&owned)),
         })
         .await
         .map_err(|_| StoreError::Panicked)?;
-        if let Err(error) = sqlx::raw_sql(&sql).execute(&self.writer).await {
-            if self.backend == Backend::Sqlite {
-                // SQLite's writer is one connection: leave it without a half-done transaction.
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&self.writer).await;
+        let arguments = match encoded {
+            Encoded::Text(sql) => {
+                sqlx::raw_sql(&sql).execute(&self.writer).await?;
+                return Ok(());
             }
+            Encoded::Arguments(arguments) => arguments,
+        };
+        // SQLite's writer is one connection: the transaction holds it, and a failed one leaves
+        // it without a half-done transaction.
+        let mut conn = self.writer.acquire().await?;
+        if let Err(error) = write_json_rows(&mut conn, arguments).await {
+            let _ = conn.execute("ROLLBACK").await;
             return Err(error.into());
         }
         Ok(())
@@ -164,6 +174,24 @@ impl SqlStore {
         })
         .await
     }
+}
+
+/// SQLite's transaction of `SQLITE_BATCH` with these rows. (Boxed: the compiler cannot yet
+/// prove an unboxed one `Send` for every lifetime of the connection.)
+fn write_json_rows(
+    conn: &mut AnyConnection,
+    arguments: [Option<String>; 5],
+) -> futures_util::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute("BEGIN IMMEDIATE").await?;
+        for (sql, rows) in SQLITE_BATCH.into_iter().zip(arguments) {
+            if let Some(rows) = rows {
+                sqlx::query(sql).bind(rows).execute(&mut *conn).await?;
+            }
+        }
+        conn.execute("COMMIT").await?;
+        Ok(())
+    })
 }
 
 /// Locks and reads the users these devices belong to, in one text of four statements (one
@@ -288,27 +316,100 @@ impl Told {
     }
 }
 
-/// The batch's statements (the caller makes them one transaction): at most five, rows in a fixed order. Each row is
-/// the latest of its device, account or grant; events of an app already recorded (a replay) or
-/// of an app since deleted are skipped, and an app's `last_seq` never goes back.
+/// What a batch leaves in the store: the latest row of each device, account and grant (what
+/// its app was told), and each app's last seq. Rows are in a fixed order.
+struct Rows<'a> {
+    devices: BTreeMap<&'a str, (i64, i64)>,
+    accounts: BTreeMap<i64, (i64, i64)>,
+    told: BTreeMap<&'a str, Told>,
+    last_seqs: BTreeMap<&'a str, u64>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(batch: &'a PresenceBatch) -> Self {
+        let devices = batch
+            .devices
+            .iter()
+            .map(|(device, status, at)| (device.as_str(), (status.rank(), *at)))
+            .collect();
+        let accounts = batch
+            .accounts
+            .iter()
+            .map(|(account, best, shown)| (account.0, (best.rank(), shown.rank())))
+            .collect();
+        let mut told: BTreeMap<&str, Told> = BTreeMap::new();
+        let mut last_seqs: BTreeMap<&str, u64> = BTreeMap::new();
+        for (event, at) in &batch.events {
+            told.entry(&event.uid).or_default().then(event.status.name(), *at);
+            let seq = last_seqs.entry(&event.app_id).or_insert(0);
+            *seq = (*seq).max(event.seq);
+        }
+        Rows { devices, accounts, told, last_seqs }
+    }
+}
+
+/// A batch encoded for its backend.
+enum Encoded {
+    Text(String),
+    Arguments([Option<String>; 5]),
+}
+
+/// SQLite's statements for a batch, in this order, each taking its rows as one JSON array
+/// (`batch_json`). Events of an app already recorded (a replay) or of an app since deleted
+/// are skipped, and an app's `last_seq` never goes back.
+const SQLITE_BATCH: [&str; 5] = [
+    "UPDATE devices SET status = v.value ->> 1, status_at = v.value ->> 2, last_seen = v.value ->> 2 \
+     FROM json_each(?1) AS v WHERE devices.id = v.value ->> 0",
+    "UPDATE accounts SET status = v.value ->> 1, visible = v.value ->> 2 \
+     FROM json_each(?1) AS v WHERE accounts.id = v.value ->> 0",
+    // (SQLite needs the WHERE to read ON CONFLICT as the insert's, not the join's.)
+    "INSERT INTO events (app_id, seq, uid, status, at) \
+     SELECT v.value ->> 0, v.value ->> 1, v.value ->> 2, v.value ->> 3, v.value ->> 4 FROM json_each(?1) AS v \
+     WHERE EXISTS (SELECT 1 FROM apps WHERE apps.app_id = v.value ->> 0) ON CONFLICT DO NOTHING",
+    "UPDATE grants SET last_status = v.value ->> 1, last_update_at = v.value ->> 2, \
+     visible_since = CASE WHEN v.value ->> 3 IS NULL THEN NULL \
+       WHEN v.value ->> 4 = 1 THEN COALESCE(visible_since, v.value ->> 3) ELSE v.value ->> 3 END \
+     FROM json_each(?1) AS v WHERE grants.uid = v.value ->> 0",
+    "UPDATE apps SET last_seq = v.value ->> 1 FROM json_each(?1) AS v \
+     WHERE apps.app_id = v.value ->> 0 AND apps.last_seq < v.value ->> 1",
+];
+
+/// The rows of `SQLITE_BATCH`'s statements, one JSON array each (`None`: no rows).
+fn batch_json(batch: &PresenceBatch) -> [Option<String>; 5] {
+    fn array<T: serde::Serialize>(rows: impl ExactSizeIterator<Item = T>) -> Option<String> {
+        if rows.len() == 0 {
+            return None;
+        }
+        // Ids, statuses and numbers: serializing them cannot fail.
+        serde_json::to_string(&rows.collect::<Vec<T>>()).ok()
+    }
+    let rows = Rows::of(batch);
+    let seq = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
+    [
+        array(rows.devices.iter().map(|(id, (status, at))| (id, status, at))),
+        array(rows.accounts.iter().map(|(id, (best, shown))| (id, best, shown))),
+        array(
+            batch
+                .events
+                .iter()
+                .map(|(event, at)| (&*event.app_id, seq(event.seq), &*event.uid, event.status.name(), at)),
+        ),
+        array(
+            rows.told
+                .iter()
+                .map(|(uid, told)| (uid, told.status, told.at, told.since, i64::from(!told.hidden))),
+        ),
+        array(rows.last_seqs.iter().map(|(app, last)| (app, seq(*last)))),
+    ]
+}
+
+/// The batch's statements as one text of literals (the caller makes them one transaction):
+/// at most five, rows in a fixed order, with the same effect as `SQLITE_BATCH`.
 fn batch_sql(batch: &PresenceBatch) -> String {
     use std::fmt::Write as _;
-    let devices: BTreeMap<&str, (i64, i64)> =
-        batch.devices.iter().map(|(device, status, at)| (device.as_str(), (status.rank(), *at))).collect();
-    let accounts: BTreeMap<i64, (i64, i64)> = batch
-        .accounts
-        .iter()
-        .map(|(account, best, shown)| (account.0, (best.rank(), shown.rank())))
-        .collect();
-    let mut told: BTreeMap<&str, Told> = BTreeMap::new();
-    let mut last_seqs: BTreeMap<&str, u64> = BTreeMap::new();
-    for (event, at) in &batch.events {
-        told.entry(&event.uid).or_default().then(event.status.name(), *at);
-        let seq = last_seqs.entry(&event.app_id).or_insert(0);
-        *seq = (*seq).max(event.seq);
-    }
-    // Rows are written straight into one text (a batch holds up to a second of changes, and
-    // this runs on a runtime worker): about 160 bytes per change.
+    let Rows { devices, accounts, told, last_seqs } = Rows::of(batch);
+    // Rows are written straight into one text (a batch holds up to a second of changes):
+    // about 160 bytes per change.
     let mut sql = String::with_capacity(256 + 64 * devices.len() + 160 * batch.events.len());
     // `(` before the first row of a list, `, (` before the others.
     let open = |sql: &mut String, first: bool| sql.push_str(if first { "(" } else { ", (" });
@@ -391,6 +492,127 @@ mod tests {
         assert_eq!(quoted("app_1"), "'app_1'");
         assert_eq!(quoted("x'); DROP TABLE events; --"), "'x''); DROP TABLE events; --'");
         assert_eq!(quoted("a\0b"), "'ab'");
+    }
+
+    /// A SQLite store in `dir` with two users (one device and one grant to `app_1` each; the
+    /// second grant already visible since 50).
+    async fn seeded(dir: &std::path::Path) -> SqlStore {
+        let flags = [("data_dir", dir.display().to_string())];
+        let config = crate::config::Config::load(None, std::iter::empty(), flags).unwrap();
+        let store = SqlStore::open(&config.database_url(), &config, "node-a").await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO accounts (id, email, created_at) VALUES (1, 'owner@x', 0), (7, 'a@x', 0), (8, 'b@x', 0);
+             INSERT INTO apps (app_id, owner_id, name, redirect_uris, secret_hash, webhook_secret, created_at)
+               VALUES ('app_1', 1, 'app', '[]', 'h', 's', 0);
+             INSERT INTO devices (id, account_id, name, prid_hash, created_at)
+               VALUES ('d0123456789abcdef01234567', 7, 'a', 'p7', 0), ('d1123456789abcdef01234567', 8, 'b', 'p8', 0);
+             INSERT INTO grants (account_id, app_id, uid, created_at, visible_since)
+               VALUES (7, 'app_1', 'u''1', 0, NULL), (8, 'app_1', 'u2', 0, 50);",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        store
+    }
+
+    type Snapshot = (
+        Vec<(String, i64, Option<i64>, Option<i64>)>,
+        Vec<(i64, i64, i64)>,
+        Vec<(String, Option<String>, Option<i64>, Option<i64>)>,
+        Vec<(String, i64, String, String, i64)>,
+        Vec<(String, i64)>,
+    );
+
+    async fn snapshot(store: &SqlStore) -> Snapshot {
+        let pool = &store.pool;
+        let devices = sqlx::query("SELECT id, status, status_at, last_seen FROM devices ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let accounts = sqlx::query("SELECT id, status, visible FROM accounts ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let grants =
+            sqlx::query("SELECT uid, last_status, last_update_at, visible_since FROM grants ORDER BY uid")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+        let events = sqlx::query("SELECT app_id, seq, uid, status, at FROM events ORDER BY app_id, seq")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        let apps = sqlx::query("SELECT app_id, last_seq FROM apps ORDER BY app_id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        (devices, accounts, grants, events, apps)
+    }
+
+    #[tokio::test]
+    async fn sqlites_statements_with_json_rows_record_what_the_text_of_literals_records() {
+        use crate::domain::roster::NewEvent;
+        use crate::domain::{AccountId, DeviceId, Status};
+        let a = DeviceId::parse("d0123456789abcdef01234567").unwrap();
+        let b = DeviceId::parse("d1123456789abcdef01234567").unwrap();
+        let event = |app: &str, seq, uid: &str, status| {
+            (NewEvent { app_id: app.into(), seq, uid: uid.into(), status }, 100 + seq as i64)
+        };
+        let batch = PresenceBatch {
+            devices: vec![(a.clone(), Status::Online, 101), (b, Status::Away, 102), (a, Status::Away, 103)],
+            accounts: vec![
+                (AccountId(7), Status::Online, Status::Online),
+                (AccountId(8), Status::Away, Status::Away),
+                (AccountId(7), Status::Away, Status::Away),
+            ],
+            events: vec![
+                event("app_1", 1, "u'1", Status::Online),
+                event("app_1", 2, "u2", Status::Away),
+                event("app_1", 3, "u'1", Status::Offline),
+                event("app_1", 4, "u'1", Status::Away),
+                // An app deleted since: its events are not recorded.
+                event("app_gone", 9, "u3", Status::Online),
+            ],
+        };
+        let (json_dir, text_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (json, text) = (seeded(json_dir.path()).await, seeded(text_dir.path()).await);
+        json.record_roster(&batch).await.unwrap();
+        // Recorded again (a replay of the journal), it changes nothing.
+        json.record_roster(&batch).await.unwrap();
+        let literals = format!("BEGIN IMMEDIATE;\n{}COMMIT;", batch_sql(&batch));
+        sqlx::raw_sql(&literals).execute(&text.writer).await.unwrap();
+        let recorded = snapshot(&json).await;
+        assert_eq!(recorded, snapshot(&text).await);
+        let (devices, accounts, grants, events, apps) = recorded;
+        assert_eq!(
+            devices[0],
+            ("d0123456789abcdef01234567".into(), Status::Away.rank(), Some(103), Some(103))
+        );
+        assert_eq!(
+            accounts[1..],
+            [(7, Status::Away.rank(), Status::Away.rank()), (8, Status::Away.rank(), Status::Away.rank())]
+        );
+        // The first user was told offline in between: seen since its return at 104. The second
+        // keeps the time it was first seen.
+        assert_eq!(grants[0], ("u'1".into(), Some("away".into()), Some(104), Some(104)));
+        assert_eq!(grants[1], ("u2".into(), Some("away".into()), Some(102), Some(50)));
+        assert_eq!(events.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(apps, [("app_1".to_string(), 4)]);
     }
 
     #[test]
