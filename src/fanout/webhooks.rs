@@ -207,10 +207,15 @@ impl Dispatcher {
         let config = &self.state.config;
         let store = &self.state.store;
         let timings = &self.state.metrics.timings;
-        let behind = timings
-            .time("log_bounds", store.log_bounds(&target.app_id))
-            .await?
-            .is_some_and(|bounds| target.cursor < bounds.purged_seq);
+        // A webhook that keeps up finds its events in memory (they follow its cursor, so none
+        // is gone); one further behind asks the store.
+        let max_batch = config.webhook_max_batch;
+        let recent = self.state.presence.recent_events(&target.app_id, target.cursor, max_batch as usize);
+        let behind = recent.is_none()
+            && timings
+                .time("log_bounds", store.log_bounds(&target.app_id))
+                .await?
+                .is_some_and(|bounds| target.cursor < bounds.purged_seq);
         let (batch, cursor, message_id) = if behind {
             // Events the webhook never got are gone: send everyone's current status instead.
             let snapshot = timings.time("snapshot", store.snapshot(&target.app_id)).await?;
@@ -224,12 +229,13 @@ impl Dispatcher {
             tracing::info!(app_id = %target.app_id, users = batch.len(), "webhook behind the event log: resync");
             (batch, snapshot.seq, format!("msg_resync_{}_{}_{}", target.app_id, target.cursor, snapshot.seq))
         } else {
-            let page = timings
-                .time(
-                    "events_after",
-                    store.events_after(&target.app_id, target.cursor, config.webhook_max_batch),
-                )
-                .await?;
+            let page = match recent {
+                Some(page) => page,
+                None => {
+                    let read = store.events_after(&target.app_id, target.cursor, max_batch);
+                    timings.time("events_after", read).await?
+                }
+            };
             let id = format!("msg_{}_{}_{}", target.app_id, target.cursor, page.scanned_to);
             (latest_per_uid(page.events), page.scanned_to, id)
         };
