@@ -241,6 +241,7 @@ impl App {
         let streams = parts.fanout.streams.clone();
         tokio::spawn(streams.follow(state.node.clone(), state.shutdown.clone()));
         tokio::spawn(state.presence.clone().sweep_stale(state.shutdown.clone()));
+        tokio::spawn(state.presence.clone().end_graces());
         tokio::spawn(crate::gateway::sweep_liveness(parts.gateway.clone()));
         tokio::spawn(
             crate::fanout::webhooks::Dispatcher::new(parts.fanout.clone()).run(state.shutdown.clone()),

@@ -20,13 +20,13 @@ mod journal;
 mod memory;
 mod shared;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub use announce::Announce;
@@ -87,6 +87,13 @@ enum Truth {
 }
 
 /// Time rules around the presence rules, and the one writer of status reports.
+/// A closed connection in its grace.
+struct Leaving {
+    ends: tokio::time::Instant,
+    device: DeviceId,
+    connection: u64,
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -97,6 +104,11 @@ pub struct Engine {
     stale_after: Duration,
     /// The current connection of each connected device, to tell a reconnect within the grace.
     connections: Mutex<HashMap<DeviceId, u64>>,
+    /// Closed connections in their grace, oldest first (one grace for all, so their ends come
+    /// in order): one task (`end_graces`) marks their devices offline, many at once.
+    leaving: Mutex<VecDeque<Leaving>>,
+    /// Rung when a connection starts its grace.
+    left: Notify,
     next_connection: AtomicU64,
     /// Fires when the node stops: pending grace timers end without a write (the node's clean
     /// stop sets its devices offline at once, and the store is about to close).
@@ -137,6 +149,8 @@ impl Engine {
             grace,
             stale_after,
             connections: Mutex::new(HashMap::new()),
+            leaving: Mutex::new(VecDeque::new()),
+            left: Notify::new(),
             next_connection: AtomicU64::new(1),
             stopping: CancellationToken::new(),
         }
@@ -243,24 +257,93 @@ impl Engine {
     }
 
     /// A device's connection closed: unless it reconnects within the grace, it is offline.
-    pub fn disconnected(self: &Arc<Self>, device: DeviceId, connection: u64) {
-        let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = engine.stopping.cancelled() => return,
-                _ = tokio::time::sleep(engine.grace) => {}
-            }
-            {
-                let mut connections = engine.lock();
-                if connections.get(&device) != Some(&connection) {
-                    return; // reconnected meanwhile
-                }
-                connections.remove(&device);
-            }
-            if let Err(error) = engine.report(&device, Status::Offline).await {
-                tracing::error!(error = %crate::error::chain(&error), "cannot mark a device offline");
-            }
+    pub fn disconnected(&self, device: DeviceId, connection: u64) {
+        let ends = tokio::time::Instant::now() + self.grace;
+        self.leaving.lock().unwrap_or_else(|e| e.into_inner()).push_back(Leaving {
+            ends,
+            device,
+            connection,
         });
+        self.left.notify_one();
+    }
+
+    /// Marks devices offline once their connection's grace has ended without a newer
+    /// connection: every device whose grace ended by then in one go (a drop of thousands is a
+    /// few batches, not a task and a timer each). Ends when the node stops: graces still
+    /// running end without a write (the node's stop sets its devices offline at once).
+    pub async fn end_graces(self: Arc<Self>) {
+        loop {
+            let next =
+                self.leaving.lock().unwrap_or_else(|e| e.into_inner()).front().map(|leaving| leaving.ends);
+            tokio::select! {
+                _ = self.stopping.cancelled() => return,
+                // A connection closing later ends its grace later: only an empty queue waits
+                // for the bell.
+                () = self.left.notified(), if next.is_none() => continue,
+                _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {}
+            }
+            let now = tokio::time::Instant::now();
+            let gone: Vec<DeviceId> = {
+                let mut leaving = self.leaving.lock().unwrap_or_else(|e| e.into_inner());
+                let mut connections = self.lock();
+                let mut gone = Vec::new();
+                while leaving.front().is_some_and(|leaving| leaving.ends <= now) {
+                    let Some(Leaving { device, connection, .. }) = leaving.pop_front() else { break };
+                    // A device that reconnected meanwhile (or was removed) is not offline.
+                    if connections.get(&device) == Some(&connection) {
+                        connections.remove(&device);
+                        gone.push(device);
+                    }
+                }
+                gone
+            };
+            let mut waiting = Vec::with_capacity(gone.len());
+            for devices in gone.chunks(MAX_BATCH) {
+                waiting.extend(self.submit_all(devices, Status::Offline).await);
+            }
+            for committed in waiting {
+                if let Err(error) = committed.await.unwrap_or(Err(ReportError::Stopped)) {
+                    tracing::error!(error = %crate::error::chain(&error), "cannot mark a device offline");
+                }
+            }
+        }
+    }
+
+    /// As `submit` for several devices at once, without a connection to check: applied under
+    /// one hold of the roster, in the journal's queue in this order.
+    async fn submit_all(
+        &self,
+        devices: &[DeviceId],
+        status: Status,
+    ) -> Vec<oneshot::Receiver<Result<(), ReportError>>> {
+        let received = Instant::now();
+        let mut waiting = Vec::with_capacity(devices.len());
+        match &self.truth {
+            Truth::Memory(memory) => {
+                let mut roster = memory.roster.lock().await;
+                for device in devices {
+                    // A device removed meanwhile changes nothing.
+                    if let Some(applied) = roster.report(device, status) {
+                        let (done, committed) = oneshot::channel();
+                        memory
+                            .journal
+                            .push(memory::Entry::Applied(Box::new(applied), Some(done), received))
+                            .await;
+                        waiting.push(committed);
+                    }
+                }
+                drop(roster);
+                memory.journal.write_now();
+            }
+            Truth::Shared(reports) => {
+                for device in devices {
+                    let (done, committed) = oneshot::channel();
+                    let _ = reports.send(shared::Report { device: Some(device.clone()), status, done }).await;
+                    waiting.push(committed);
+                }
+            }
+        }
+        waiting
     }
 
     /// The node is stopping: grace timers still running end without writing, and reports
