@@ -155,7 +155,16 @@ impl WebSocket {
             // Waiting holds no buffer: room is made only once there is something to read.
             poll_fn(|cx| self.io.stream().poll_read_ready(cx)).await.map_err(|_| WireError::Closed)?;
             self.input.reserve(self.limits.read_chunk as usize);
-            match self.io.stream().try_read_buf(&mut self.input) {
+            // Read through the stream's own `poll_read`, once: a read that leaves room in the
+            // buffer has emptied the socket, so the next wait goes straight to the poller
+            // instead of first trying a read that would block (a system call per message).
+            let read = poll_fn(|cx| {
+                match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.input) {
+                    std::task::Poll::Pending => std::task::Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+                    ready => ready,
+                }
+            });
+            match read.await {
                 Ok(0) => return Err(WireError::Closed),
                 Ok(_) => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => release_if_empty(&mut self.input),
