@@ -86,7 +86,6 @@ enum Truth {
     Shared(mpsc::Sender<shared::Report>),
 }
 
-/// Time rules around the presence rules, and the one writer of status reports.
 /// A closed connection in its grace.
 struct Leaving {
     ends: tokio::time::Instant,
@@ -94,6 +93,7 @@ struct Leaving {
     connection: u64,
 }
 
+/// Time rules around the presence rules, and the one writer of status reports.
 pub struct Engine {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -110,7 +110,7 @@ pub struct Engine {
     /// Rung when a connection starts its grace.
     left: Notify,
     next_connection: AtomicU64,
-    /// Fires when the node stops: pending grace timers end without a write (the node's clean
+    /// Fires when the node stops: graces still running end without a write (the node's clean
     /// stop sets its devices offline at once, and the store is about to close).
     stopping: CancellationToken,
 }
@@ -346,7 +346,7 @@ impl Engine {
         waiting
     }
 
-    /// The node is stopping: grace timers still running end without writing, and reports
+    /// The node is stopping: graces still running end without writing, and reports
     /// already queued are written before this returns (the store closes next).
     pub async fn stop(&self) {
         self.stopping.cancel();
@@ -362,7 +362,7 @@ impl Engine {
         }
     }
 
-    /// Forgets a removed device's connection so its grace timer does nothing.
+    /// Forgets a removed device's connection so its grace ends without a write.
     pub fn forget(&self, device: &DeviceId) {
         self.lock().remove(device);
     }
