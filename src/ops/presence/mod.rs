@@ -299,7 +299,12 @@ impl Engine {
             };
             let mut waiting = Vec::with_capacity(gone.len());
             for devices in gone.chunks(MAX_BATCH) {
-                waiting.extend(self.submit_all(devices, Status::Offline).await);
+                // A bug that panics here must not end every grace to come with this task.
+                let submitted = std::panic::AssertUnwindSafe(self.submit_all(devices, Status::Offline));
+                match futures_util::FutureExt::catch_unwind(submitted).await {
+                    Ok(submitted) => waiting.extend(submitted),
+                    Err(_) => tracing::error!(devices = devices.len(), "marking devices offline panicked"),
+                }
             }
             for committed in waiting {
                 if let Err(error) = committed.await.unwrap_or(Err(ReportError::Stopped)) {
