@@ -16,8 +16,11 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 
 use tokio::io::AsyncWriteExt as _;
+use tokio_util::io::poll_read_buf;
 
 use super::session::CloseFrame;
 use crate::server::Tracked;
@@ -158,11 +161,9 @@ impl WebSocket {
             // Read through the stream's own `poll_read`, once: a read that leaves room in the
             // buffer has emptied the socket, so the next wait goes straight to the poller
             // instead of first trying a read that would block (a system call per message).
-            let read = poll_fn(|cx| {
-                match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.input) {
-                    std::task::Poll::Pending => std::task::Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
-                    ready => ready,
-                }
+            let read = poll_fn(|cx| match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.input) {
+                Poll::Pending => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+                ready => ready,
             });
             match read.await {
                 Ok(0) => return Err(WireError::Closed),

@@ -113,19 +113,19 @@ impl SqlStore {
         })
         .await
         .map_err(|_| StoreError::Panicked)?;
-        let arguments = match encoded {
+        match encoded {
             Encoded::Text(sql) => {
                 sqlx::raw_sql(&sql).execute(&self.writer).await?;
-                return Ok(());
             }
-            Encoded::Arguments(arguments) => arguments,
-        };
-        // SQLite's writer is one connection: the transaction holds it, and a failed one leaves
-        // it without a half-done transaction.
-        let mut conn = self.writer.acquire().await?;
-        if let Err(error) = write_json_rows(&mut conn, arguments).await {
-            let _ = conn.execute("ROLLBACK").await;
-            return Err(error.into());
+            Encoded::Arguments(arguments) => {
+                // SQLite's writer is one connection: the transaction holds it, and a failed one
+                // leaves it without a half-done transaction.
+                let mut conn = self.writer.acquire().await?;
+                if let Err(error) = write_json_rows(&mut conn, arguments).await {
+                    let _ = conn.execute("ROLLBACK").await;
+                    return Err(error.into());
+                }
+            }
         }
         Ok(())
     }
