@@ -300,7 +300,7 @@ impl Engine {
             let mut waiting = Vec::with_capacity(gone.len());
             for devices in gone.chunks(MAX_BATCH) {
                 // A bug that panics here must not end every grace to come with this task.
-                let submitted = std::panic::AssertUnwindSafe(self.submit_all(devices, Status::Offline));
+                let submitted = std::panic::AssertUnwindSafe(self.submit_offline(devices));
                 match futures_util::FutureExt::catch_unwind(submitted).await {
                     Ok(submitted) => waiting.extend(submitted),
                     Err(_) => tracing::error!(devices = devices.len(), "marking devices offline panicked"),
@@ -314,19 +314,21 @@ impl Engine {
         }
     }
 
-    /// As `submit` for several devices at once, without a connection to check: applied under
-    /// one hold of the roster, in the journal's queue in this order.
-    async fn submit_all(
-        &self,
-        devices: &[DeviceId],
-        status: Status,
-    ) -> Vec<oneshot::Receiver<Result<(), ReportError>>> {
-        let received = Instant::now();
+    /// Reports these devices offline, whose graces ended, under one hold of the roster, in the
+    /// journal's queue in this order. A device that has connected again since its grace ended
+    /// is left alone: checked under the roster's hold, so its new connection's first report
+    /// comes after this one if it was not there yet.
+    async fn submit_offline(&self, devices: &[DeviceId]) -> Vec<oneshot::Receiver<Result<(), ReportError>>> {
+        let (received, status) = (Instant::now(), Status::Offline);
+        let back = |device: &DeviceId| self.lock().contains_key(device);
         let mut waiting = Vec::with_capacity(devices.len());
         match &self.truth {
             Truth::Memory(memory) => {
                 let mut roster = memory.roster.lock().await;
                 for device in devices {
+                    if back(device) {
+                        continue;
+                    }
                     // A device removed meanwhile changes nothing.
                     if let Some(applied) = roster.report(device, status) {
                         let (done, committed) = oneshot::channel();
@@ -341,7 +343,7 @@ impl Engine {
                 memory.journal.write_now();
             }
             Truth::Shared(reports) => {
-                for device in devices {
+                for device in devices.iter().filter(|device| !back(device)) {
                     let (done, committed) = oneshot::channel();
                     let _ = reports.send(shared::Report { device: Some(device.clone()), status, done }).await;
                     waiting.push(committed);
