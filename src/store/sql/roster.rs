@@ -525,42 +525,16 @@ mod tests {
 
     async fn snapshot(store: &SqlStore) -> Snapshot {
         let pool = &store.pool;
-        let devices = sqlx::query("SELECT id, status, status_at, last_seen FROM devices ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
-        let accounts = sqlx::query("SELECT id, status, visible FROM accounts ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        let grants =
-            sqlx::query("SELECT uid, last_status, last_update_at, visible_since FROM grants ORDER BY uid")
-                .fetch_all(pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                .collect();
-        let events = sqlx::query("SELECT app_id, seq, uid, status, at FROM events ORDER BY app_id, seq")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-            .collect();
-        let apps = sqlx::query("SELECT app_id, last_seq FROM apps ORDER BY app_id")
-            .fetch_all(pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let sql = "SELECT id, status, status_at, last_seen FROM devices ORDER BY id";
+        let devices = sqlx::query_as(sql).fetch_all(pool).await.unwrap();
+        let sql = "SELECT id, status, visible FROM accounts ORDER BY id";
+        let accounts = sqlx::query_as(sql).fetch_all(pool).await.unwrap();
+        let sql = "SELECT uid, last_status, last_update_at, visible_since FROM grants ORDER BY uid";
+        let grants = sqlx::query_as(sql).fetch_all(pool).await.unwrap();
+        let sql = "SELECT app_id, seq, uid, status, at FROM events ORDER BY app_id, seq";
+        let events = sqlx::query_as(sql).fetch_all(pool).await.unwrap();
+        let sql = "SELECT app_id, last_seq FROM apps ORDER BY app_id";
+        let apps = sqlx::query_as(sql).fetch_all(pool).await.unwrap();
         (devices, accounts, grants, events, apps)
     }
 
